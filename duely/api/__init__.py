@@ -1,0 +1,78 @@
+"""The WSGI application factory. Blueprints stay thin: validate, call a domain function, render."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, request
+from flask_smorest import Api
+
+from duely import errors
+from duely.api import error_handlers
+from duely.api.common import Services
+from duely.config import Config
+from duely.db import Database
+
+log = logging.getLogger(__name__)
+
+DEV_SECRET_KEY = "duely-development-key-not-for-production"
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+class DuelyApi(Api):
+    def _register_error_handlers(self) -> None:
+        error_handlers.register(self._app)
+
+
+def create_app(config: Config, db: Database | None = None) -> Flask:
+    if not config.database_url:
+        raise SystemExit("DATABASE_URL is not set (make run and the tests set it)")
+    if not config.secret_key:
+        log.warning("SECRET_KEY is unset: using the development key; tokens are not safe")
+        config = config.replace(secret_key=DEV_SECRET_KEY)
+    app = Flask("duely")
+    app.config.update(
+        # Room for a MAX_SOLUTION_BYTES solution even when JSON escapes every byte.
+        MAX_CONTENT_LENGTH=config.max_solution_bytes * 6 + 16384,
+        API_TITLE="Duely",
+        API_VERSION="1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api",
+        OPENAPI_JSON_PATH="openapi.json",
+        JSON_SORT_KEYS=False,
+    )
+    app.json.sort_keys = False
+    app.extensions["duely"] = Services(config=config, db=db or Database(config.database_url))
+
+    api = DuelyApi(app, spec_kwargs={"servers": [{"url": "/"}]})
+    api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
+
+    from duely.api import accounts, health
+
+    for module in (health, accounts):
+        api.register_blueprint(module.blp)
+    for extra in _optional_blueprints():
+        api.register_blueprint(extra)
+
+    @app.before_request
+    def require_json_body():
+        if request.method in _BODY_METHODS and request.content_length and not request.is_json:
+            raise errors.BadRequest("Send the body as JSON with Content-Type: application/json.")
+
+    return app
+
+
+def _optional_blueprints() -> list:
+    """Blueprints of the later subsystems, registered when their modules exist."""
+    import importlib
+
+    found = []
+    for name in ("updates", "queue", "duels", "web"):
+        try:
+            module = importlib.import_module(f"duely.api.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"duely.api.{name}":
+                raise
+            continue
+        found.append(module.blp)
+    return found

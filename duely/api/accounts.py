@@ -1,0 +1,89 @@
+"""Accounts and auth: registration, login, logout, profiles, leaderboard."""
+
+from __future__ import annotations
+
+from flask import request
+
+from duely import auth, errors, users
+from duely.api.common import Blueprint, bearer_token, current_user_id, login_required, services
+from duely.api.schemas import (
+    CredentialsSchema,
+    LeaderboardSchema,
+    LoginResultSchema,
+    LoginSchema,
+    PageQuerySchema,
+    RegisteredSchema,
+    UserSchema,
+)
+
+blp = Blueprint("accounts", __name__, url_prefix="/api", description="Accounts and authentication")
+BEARER = [{"bearerAuth": []}]
+
+
+@blp.route("/users", methods=["POST"])
+@blp.arguments(CredentialsSchema)
+@blp.response(201, RegisteredSchema)
+def register(body):
+    """Create an account; the answer carries a token."""
+    svc = services()
+    with svc.db.transaction() as session:
+        user = users.create_user(session, body["nickname"], body["password"])
+        token = auth.issue_token(session, user.id, svc.config.secret_key, svc.config.token_ttl)
+        session.refresh(user)
+        return {**users.user_json(user), "token": token}
+
+
+@blp.route("/auth/login", methods=["POST"])
+@blp.arguments(LoginSchema)
+@blp.response(200, LoginResultSchema)
+def login(body):
+    """Exchange nickname and password for a token. Throttled against guessing (429)."""
+    cfg = services().config
+    with services().db.transaction() as session:
+        result = auth.login(session, body["nickname"], body["password"], request.remote_addr, cfg.secret_key,
+                            cfg.token_ttl, cfg.login_max_failures, cfg.login_lockout)
+        if result is not None:
+            token, user = result
+            return {"token": token, "user": users.user_json(user)}
+    # Outside the transaction: the failure counter is committed, then 401.
+    raise errors.Unauthorized("Wrong nickname or password.")
+
+
+@blp.route("/auth/logout", methods=["POST"])
+@login_required
+@blp.response(204)
+@blp.doc(security=BEARER)
+def logout():
+    """Revoke the token used for this request, at once."""
+    with services().db.transaction() as session:
+        auth.revoke_token(session, bearer_token() or "", services().config.secret_key)
+    return None
+
+
+@blp.route("/users/me", methods=["GET"])
+@login_required
+@blp.response(200, UserSchema)
+@blp.doc(security=BEARER)
+def me():
+    with services().db.transaction() as session:
+        return users.user_json(users.get_user(session, current_user_id()))
+
+
+@blp.route("/users/<int:user_id>", methods=["GET"])
+@login_required
+@blp.response(200, UserSchema)
+@blp.doc(security=BEARER)
+def user_profile(user_id: int):
+    with services().db.transaction() as session:
+        return users.user_json(users.get_user(session, user_id))
+
+
+@blp.route("/leaderboard", methods=["GET"])
+@login_required
+@blp.arguments(PageQuerySchema, location="query")
+@blp.response(200, LeaderboardSchema)
+@blp.doc(security=BEARER)
+def leaderboard(query):
+    """Users by rating, highest first."""
+    with services().db.transaction() as session:
+        return {"users": [users.user_json(u) for u in users.leaderboard(session, query["limit"], query["offset"])]}

@@ -1,0 +1,74 @@
+"""What every blueprint shares: the process's services, the bearer-token check, schemas' base."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from flask import current_app, g, request
+from flask_smorest import Blueprint as _Blueprint
+from marshmallow import EXCLUDE, Schema
+from webargs.flaskparser import FlaskParser
+
+from duely import auth, errors
+from duely.config import Config
+from duely.db import Database
+
+T = TypeVar("T")
+
+
+class Parser(FlaskParser):
+    # The contract answers 400 validation_error, not webargs' default 422.
+    DEFAULT_VALIDATION_STATUS = 400
+
+
+class Blueprint(_Blueprint):
+    ARGUMENTS_PARSER = Parser()
+
+
+class BodySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+
+@dataclass
+class Services:
+    config: Config
+    db: Database
+
+
+def services() -> Services:
+    return current_app.extensions["duely"]
+
+
+def bearer_token() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def current_user_id() -> int:
+    """The authenticated caller's id (checked once per request); Unauthorized otherwise."""
+    if "user_id" not in g:
+        token = bearer_token()
+        if token is None:
+            raise errors.Unauthorized("Send Authorization: Bearer <token>.")
+        svc = services()
+        with svc.db.transaction() as session:
+            g.user_id = auth.authenticate(session, token, svc.config.secret_key)
+    return g.user_id
+
+
+def login_required(view: Callable[..., T]) -> Callable[..., T]:
+    """Resolve the caller before the view runs (so a bad token is 401 before validation)."""
+    import functools
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        current_user_id()
+        return view(*args, **kwargs)
+
+    return wrapper

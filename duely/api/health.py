@@ -1,0 +1,27 @@
+"""Operations: liveness with a database round trip."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import jsonify
+from sqlalchemy import text
+
+from duely.api.common import Blueprint, services
+
+log = logging.getLogger(__name__)
+blp = Blueprint("health", __name__, description="Operations")
+
+
+@blp.route("/healthz", methods=["GET"])
+def healthz():
+    """200 when the database answers, 503 otherwise."""
+    try:
+        with services().db.transaction() as session:
+            session.execute(text("SELECT 1"))
+    except Exception:  # any failure to reach the database means "not healthy"
+        log.warning("health check: database unreachable", exc_info=True)
+        response = jsonify({"status": "unavailable", "error": {"code": "unavailable", "message": "database unreachable"}})
+        response.status_code = 503
+        return response
+    return jsonify({"status": "ok"})

@@ -1,0 +1,91 @@
+"""Domain errors. Each carries the contract's error code and HTTP status; the API layer
+renders every one of them as `{"error": {"code", "message"[, "fields"]}}`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DuelyError(Exception):
+    code = "bad_request"
+    status = 400
+    message = "Bad request."
+
+    def __init__(self, message: str | None = None, *, fields: dict | None = None, headers: dict | None = None,
+                 extra: dict[str, Any] | None = None):
+        super().__init__(message or self.message)
+        self.message = message or self.message
+        self.fields = fields
+        self.headers = headers or {}
+        self.extra = extra or {}
+
+
+class BadRequest(DuelyError):
+    pass
+
+
+class ValidationFailed(DuelyError):
+    code = "validation_error"
+    message = "The request is not valid."
+
+
+class Unauthorized(DuelyError):
+    code = "unauthorized"
+    status = 401
+    message = "A valid bearer token is required."
+
+
+class Forbidden(DuelyError):
+    code = "forbidden"
+    status = 403
+    message = "You are not allowed to do that."
+
+
+class NotFound(DuelyError):
+    code = "not_found"
+    status = 404
+    message = "Not found."
+
+
+class Conflict(DuelyError):
+    code = "conflict"
+    status = 409
+    message = "Conflict."
+
+
+class NicknameTaken(Conflict):
+    code = "nickname_taken"
+    message = "That nickname is taken."
+
+
+class AlreadyInDuel(Conflict):
+    code = "already_in_duel"
+    message = "You are playing a duel already."
+
+
+class DuelFinished(Conflict):
+    code = "duel_finished"
+    message = "The duel is over."
+
+
+class EventsExpired(DuelyError):
+    code = "events_expired"
+    status = 410
+    message = "Events after that id are no longer kept; resync from the REST snapshot."
+
+
+class PayloadTooLarge(DuelyError):
+    code = "payload_too_large"
+    status = 413
+    message = "The request body is too large."
+
+
+class RateLimited(DuelyError):
+    code = "rate_limited"
+    status = 429
+    message = "Too many requests; retry later."
+
+    def __init__(self, retry_after: float, message: str | None = None):
+        seconds = max(1, int(retry_after + 0.999))
+        super().__init__(message, headers={"Retry-After": str(seconds)}, extra={"retry_after": seconds})
+        self.retry_after = seconds

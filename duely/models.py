@@ -1,0 +1,163 @@
+"""The database schema, as SQLAlchemy models. Migrations in migrations/ create it.
+
+Invariants held by the schema itself (not only by code):
+- nicknames are unique case-insensitively (`ux_users_nickname_lower`);
+- a user is a player of at most one active duel (`ux_duel_players_one_active`);
+- a submit is idempotent per (duel, user, client_temp_id) (`ux_submissions_client_temp_id`);
+- event ids are per user, `(user_id, id)` is the key and the read index.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TIMESTAMP
+
+TZ = TIMESTAMP(timezone=True)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    nickname: Mapped[str] = mapped_column(Text, nullable=False)
+    password_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    rating: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("1500"))
+    played: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    won: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    lost: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    drawn: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    # Newest event id of this user's log; bumped under the row lock (see duely/events.py).
+    last_event_id: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+    created_at: Mapped[dt.datetime] = mapped_column(TZ, nullable=False, server_default=func.now())
+
+    __table_args__ = (
+        Index("ux_users_nickname_lower", func.lower(nickname), unique=True),
+        Index("ix_users_rating", rating.desc(), id),
+    )
+
+
+class AuthToken(Base):
+    __tablename__ = "auth_tokens"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True)
+    token_hash: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(TZ, nullable=False, server_default=func.now())
+    expires_at: Mapped[dt.datetime] = mapped_column(TZ, nullable=False)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(TZ)
+
+
+class LoginThrottle(Base):
+    """Failed-login counters keyed by `nick:<lower nickname>` or `ip:<address>`."""
+
+    __tablename__ = "login_throttle"
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    window_started_at: Mapped[dt.datetime] = mapped_column(TZ, nullable=False, server_default=func.now())
+    locked_until: Mapped[dt.datetime | None] = mapped_column(TZ)
+
+
+class Presence(Base):
+    """When a user last polled /api/updates; the queue drops users who stopped polling."""
+
+    __tablename__ = "presence"
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(TZ, nullable=False, server_default=func.now())
+
+
+class QueueEntry(Base):
+    __tablename__ = "queue_entries"
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    joined_at: Mapped[dt.datetime] = mapped_column(TZ, nullable=False, server_default=func.now())
+
+
+class Event(Base):
+    __tablename__ = "events"
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    type: Mapped[str] = mapped_column(Text, nullable=False)
+    data: Mapped[dict] = mapped_column(JSONB, nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(TZ, nullable=False, server_default=func.now())
+
+    __table_args__ = (Index("ix_events_created_at", "created_at"),)
+
+
+class Duel(Base):
+    __tablename__ = "duels"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'active'"))
+    task_id: Mapped[str] = mapped_column(Text, nullable=False)
+    # Snapshot of Taski's task object as it was when the duel started.
+    task: Mapped[dict] = mapped_column(JSONB, nullable=False)
+    started_at: Mapped[dt.datetime] = mapped_column(TZ, nullable=False, server_default=func.now())
+    deadline: Mapped[dt.datetime] = mapped_column(TZ, nullable=False)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(TZ)
+    outcome: Mapped[str | None] = mapped_column(Text)  # win | draw
+    winner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    reason: Mapped[str | None] = mapped_column(Text)  # accepted | timeout | resign
+
+    __table_args__ = (Index("ix_duels_active_deadline", "deadline", postgresql_where=text("status = 'active'")),)
+
+
+class DuelPlayer(Base):
+    __tablename__ = "duel_players"
+    duel_id: Mapped[int] = mapped_column(ForeignKey("duels.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    rating_before: Mapped[int] = mapped_column(Integer, nullable=False)
+    rating_after: Mapped[int | None] = mapped_column(Integer)
+    # Mirrors duels.status so that the unique index below can hold "one active duel per user".
+    is_active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+
+    __table_args__ = (
+        Index("ux_duel_players_one_active", "user_id", unique=True, postgresql_where=text("is_active")),
+        Index("ix_duel_players_user_duel", "user_id", duel_id.desc()),
+    )
+
+
+class Submission(Base):
+    __tablename__ = "submissions"
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    duel_id: Mapped[int] = mapped_column(ForeignKey("duels.id", ondelete="CASCADE"), nullable=False)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    language: Mapped[str] = mapped_column(Text, nullable=False)
+    solution: Mapped[str] = mapped_column(Text, nullable=False)
+    client_temp_id: Mapped[str | None] = mapped_column(Text)
+    submitted_at: Mapped[dt.datetime] = mapped_column(TZ, nullable=False, server_default=func.now())
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'pending'"))  # pending|testing|judged
+    progress: Mapped[str | None] = mapped_column(Text)  # Taski's latest text, e.g. "Test #2 passed"
+    verdict: Mapped[str | None] = mapped_column(Text)
+    last_seq: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    send_attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    sent_at: Mapped[dt.datetime | None] = mapped_column(TZ)  # last successful hand-over to Taski
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(TZ)  # backoff after a failed send
+    judged_at: Mapped[dt.datetime | None] = mapped_column(TZ)
+
+    __table_args__ = (
+        Index(
+            "ux_submissions_client_temp_id",
+            "duel_id",
+            "user_id",
+            "client_temp_id",
+            unique=True,
+            postgresql_where=text("client_temp_id IS NOT NULL"),
+        ),
+        Index("ix_submissions_duel_submitted", "duel_id", "submitted_at"),
+        Index("ix_submissions_user_submitted", "user_id", "submitted_at"),
+        Index("ix_submissions_unjudged", "status", "submitted_at", postgresql_where=text("status <> 'judged'")),
+    )
