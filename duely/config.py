@@ -64,6 +64,8 @@ class Config:
     submit_rate_window: float = _setting(60.0, "Window of SUBMIT_RATE_LIMIT (duration)", "duration")
     # Event log
     event_retention: float = _setting(7 * 86400.0, "Events older than this are pruned; older last_event_id gets 410 (duration)", "duration")
+    # Development Taski (duely/devtaski; used when TASKI_URL is unset)
+    devtaski_workers: int = _setting(2, "Judging worker processes of the development Taski", "int")
     # Operations
     log_level: str = _setting("INFO", "Logging level of every process")
     extra: dict = field(default_factory=dict, metadata={"help": "", "kind": "internal"})

@@ -26,6 +26,9 @@ from duely.models import Base  # noqa: E402
 
 TEST_SECRET_KEY = "test-secret-key"
 
+# Each subsystem keeps its fixtures in its own module.
+pytest_plugins = ["tests.fixtures.devtaski", "tests.fixtures.events", "tests.fixtures.stack"]
+
 
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory) -> str:
