@@ -1,0 +1,58 @@
+"""GET /api/updates: long polling on the caller's event log (api.md, "Event log").
+
+The view validates the query and renders `events.wait_for`'s result; the waiting itself,
+the 400/410 rules and presence live in duely/events.py (see docs/events.md).
+"""
+
+from __future__ import annotations
+
+from flask import jsonify
+from marshmallow import Schema, fields, validate
+
+from duely import events
+from duely.api.common import Blueprint, current_user_id, login_required, services
+
+blp = Blueprint("updates", __name__, url_prefix="/api", description="Event log (long polling)")
+BEARER = [{"bearerAuth": []}]
+_BIGINT_MAX = 2**63 - 1
+
+
+class UpdatesQuerySchema(Schema):
+    last_event_id = fields.Integer(load_default=0, validate=validate.Range(min=0, max=_BIGINT_MAX),
+                                   metadata={"description": "The last event id the client has seen."})
+    timeout = fields.Float(load_default=events.POLL_TIMEOUT_DEFAULT_SECS, allow_nan=False,
+                           validate=validate.Range(min=0, max=events.POLL_TIMEOUT_MAX_SECS),
+                           metadata={"description": "Seconds to hold the request when there is nothing new."})
+    limit = fields.Integer(load_default=events.POLL_LIMIT_DEFAULT, validate=validate.Range(min=1, max=events.POLL_LIMIT_MAX),
+                           metadata={"description": "Most events in one answer."})
+
+
+class EventSchema(Schema):
+    id = fields.Integer()
+    type = fields.String()
+    created_at = fields.String()
+    data = fields.Dict()
+
+
+class UpdatesSchema(Schema):
+    events = fields.List(fields.Nested(EventSchema))
+    last_event_id = fields.Integer()
+
+
+@blp.route("/updates", methods=["GET"])
+@login_required
+@blp.arguments(UpdatesQuerySchema, location="query", as_kwargs=True)
+@blp.response(200, UpdatesSchema)
+@blp.doc(security=BEARER)
+def get_updates(last_event_id: int, timeout: float, limit: int):
+    """Events after `last_event_id`, at once or as soon as one is committed (long poll).
+
+    400 when `last_event_id` is ahead of the log; 410 `events_expired` (with the `last_event_id`
+    to continue from) when events after it were pruned.
+    """
+    svc = services()
+    updates = events.wait_for(svc.db, current_user_id(), last_event_id, timeout, limit)
+    # Rendered here rather than by the schema: this is the hot path, and the shape is fixed.
+    response = jsonify({"events": [e.as_json() for e in updates.events], "last_event_id": updates.last_event_id})
+    response.headers["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,245 @@
+"""One PostgreSQL LISTEN connection per process that wakes the requests waiting for events.
+See docs/events.md ("Wake-up").
+
+`events.append` sends `pg_notify('duely_events', '<user id>')` inside the writer's transaction;
+PostgreSQL delivers it to every listening connection at commit. The listener turns each
+notification into a wake-up of exactly the waiters of that user, who then read their events
+with a short transaction of their own. A waiting request holds no database connection.
+
+The listener is written with `threading` only. Under gunicorn's gevent worker, `monkey.patch_all()`
+turns its thread into a greenlet and its locks/events into cooperative ones, and psycopg (imported
+after the patch) waits for notifications cooperatively, so one greenlet serves thousands of waiters.
+Outside gevent (tests, scripts) it is an ordinary daemon thread.
+
+Missed notifications cannot lose events: every (re)connection wakes all waiters so that they
+re-read, and a waiter always re-reads once more when its timeout ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+
+import psycopg
+
+from duely.db import psycopg_url
+
+log = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "duely_events"
+# How often the listener loop looks up from `notifies()` to notice a stop request.
+LISTEN_WAKE_SECS = 1.0
+# A connection that delivered nothing for this long is pinged, so a dead one is noticed.
+LISTEN_PING_SECS = 30.0
+RECONNECT_MIN_SECS = 0.1
+RECONNECT_MAX_SECS = 5.0
+# Presence of users with a held poll is refreshed this often (QUEUE_TTL is 30 s by default).
+HEARTBEAT_SECS = 10.0
+# How the LISTEN connections show up in pg_stat_activity.
+LISTENER_APPLICATION_NAME = "duely-listener"
+
+
+class Waiter:
+    """One held request's wake-up flag. `wait` returns True when woken, False on timeout."""
+
+    __slots__ = ("user_id", "_event")
+
+    def __init__(self, user_id: int):
+        self.user_id = user_id
+        self._event = threading.Event()
+
+    def wait(self, timeout: float) -> bool:
+        return self._event.wait(max(0.0, timeout))
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+
+class Listener:
+    """LISTENs on one channel and wakes the waiters of the user ids it is notified about."""
+
+    def __init__(self, database_url: str, channel: str = NOTIFY_CHANNEL,
+                 heartbeat: Callable[[list[int]], object] | None = None, heartbeat_secs: float = HEARTBEAT_SECS):
+        self.url = psycopg_url(database_url)
+        self.channel = channel
+        self._heartbeat = heartbeat
+        self._heartbeat_secs = heartbeat_secs
+        self._lock = threading.Lock()
+        self._waiters: dict[int, set[Waiter]] = {}
+        self._closed = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.backend_pid: int | None = None  # of the LISTEN connection (tests terminate it)
+        self.connected = threading.Event()
+        # Set when the server stops: held requests answer at once and new ones do not wait.
+        self.shutting_down = False
+        # Counters for tests, logs and the benchmark.
+        self.connections = 0
+        self.notifications = 0
+
+    # -- waiters ---------------------------------------------------------------------------
+    def subscribe(self, user_id: int) -> Waiter:
+        """Register a waiter for `user_id`. Register *before* reading the log, so that an event
+        committed between the read and the wait still wakes it."""
+        waiter = Waiter(user_id)
+        if self.shutting_down:
+            waiter.set()
+        with self._lock:
+            self._waiters.setdefault(user_id, set()).add(waiter)
+        return waiter
+
+    def unsubscribe(self, waiter: Waiter) -> None:
+        with self._lock:
+            waiters = self._waiters.get(waiter.user_id)
+            if waiters is not None:
+                waiters.discard(waiter)
+                if not waiters:
+                    del self._waiters[waiter.user_id]
+
+    def wake(self, user_id: int) -> int:
+        """Wake every waiter of `user_id`; returns how many."""
+        with self._lock:
+            waiters = list(self._waiters.get(user_id, ()))
+        for waiter in waiters:
+            waiter.set()
+        return len(waiters)
+
+    def wake_all(self) -> int:
+        with self._lock:
+            waiters = [w for ws in self._waiters.values() for w in ws]
+        for waiter in waiters:
+            waiter.set()
+        return len(waiters)
+
+    def waiting_user_ids(self) -> list[int]:
+        with self._lock:
+            return list(self._waiters)
+
+    def waiter_count(self) -> int:
+        with self._lock:
+            return sum(len(ws) for ws in self._waiters.values())
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> Listener:
+        if not self._threads:
+            self._threads.append(threading.Thread(target=self._run, name="duely-listener", daemon=True))
+            if self._heartbeat is not None:
+                self._threads.append(threading.Thread(target=self._run_heartbeat, name="duely-presence", daemon=True))
+            for thread in self._threads:
+                thread.start()
+        return self
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self.connected.wait(timeout)
+
+    def shutdown(self) -> int:
+        """The server is stopping: answer every held request now. Returns how many were woken."""
+        self.shutting_down = True
+        return self.wake_all()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Shut down and end the listener threads (tests; a server process just exits)."""
+        self.shutdown()
+        self._closed.set()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    # -- the loops -------------------------------------------------------------------------
+    def _run(self) -> None:
+        backoff = RECONNECT_MIN_SECS
+        while not self._closed.is_set():
+            try:
+                with self._connect() as conn:
+                    self.backend_pid = conn.info.backend_pid
+                    conn.execute(f'LISTEN "{self.channel}"')
+                    self.connections += 1
+                    self.connected.set()
+                    # Anything committed while we were not listening was not announced to us:
+                    # let every waiter re-read.
+                    woken = self.wake_all()
+                    log.info("listening on %s (connection %d, woke %d waiters)", self.channel, self.connections, woken)
+                    backoff = RECONNECT_MIN_SECS
+                    self._listen(conn)
+            except Exception as exc:
+                if self._closed.is_set():
+                    break
+                log.warning("listener connection lost: %s; reconnecting in %.1fs", exc, backoff)
+            finally:
+                self.connected.clear()
+                self.backend_pid = None
+            if self._closed.wait(backoff):
+                break
+            backoff = min(backoff * 2, RECONNECT_MAX_SECS)
+
+    def _connect(self) -> psycopg.Connection:
+        return psycopg.connect(self.url, autocommit=True, connect_timeout=10, application_name=LISTENER_APPLICATION_NAME)
+
+    def _listen(self, conn: psycopg.Connection) -> None:
+        last_heard = time.monotonic()
+        while not self._closed.is_set():
+            for notify in conn.notifies(timeout=LISTEN_WAKE_SECS):
+                last_heard = time.monotonic()
+                self.notifications += 1
+                try:
+                    user_id = int(notify.payload)
+                except ValueError:
+                    log.warning("ignoring notification with payload %r", notify.payload)
+                    continue
+                self.wake(user_id)
+            if time.monotonic() - last_heard > LISTEN_PING_SECS:
+                conn.execute("SELECT 1")  # raises if the connection died silently
+                last_heard = time.monotonic()
+
+    def _run_heartbeat(self) -> None:
+        while not self._closed.wait(self._heartbeat_secs):
+            user_ids = self.waiting_user_ids()
+            if not user_ids or self.shutting_down:
+                continue
+            try:
+                self._heartbeat(user_ids)  # type: ignore[misc]
+            except Exception:
+                log.warning("presence heartbeat failed for %d users", len(user_ids), exc_info=True)
+
+
+# -- one listener per process ---------------------------------------------------------------
+_listeners: dict[tuple[int, str], Listener] = {}
+_listeners_lock = threading.Lock()
+
+
+def get_listener(database_url: str, heartbeat: Callable[[list[int]], object] | None = None) -> Listener:
+    """This process's listener for `database_url`, started on first use.
+
+    Keyed by pid too: a listener must never be shared across a fork (each gunicorn worker
+    gets its own, created lazily by its first long poll).
+    """
+    key = (os.getpid(), database_url)
+    listener = _listeners.get(key)
+    if listener is None:
+        with _listeners_lock:
+            listener = _listeners.get(key)
+            if listener is None:
+                listener = Listener(database_url, heartbeat=heartbeat).start()
+                _listeners[key] = listener
+    return listener
+
+
+def shutdown_all() -> int:
+    """Answer every held request of this process now (server stopping). Returns how many."""
+    return sum(listener.shutdown() for key, listener in list(_listeners.items()) if key[0] == os.getpid())
+
+
+def stop_all() -> None:
+    """Stop every listener of this process (tests)."""
+    with _listeners_lock:
+        listeners = [listener for key, listener in _listeners.items() if key[0] == os.getpid()]
+        _listeners.clear()
+    for listener in listeners:
+        listener.stop()

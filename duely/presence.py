@@ -1,0 +1,114 @@
+"""Presence: when a user last long-polled `GET /api/updates`. See docs/events.md ("Presence").
+
+The matchmaking queue keeps a user only while they keep polling (api.md, `QUEUE_TTL`), so
+every poll refreshes `presence.last_seen_at`, and so does every held poll, in one batched
+write per worker (`touch_many`, driven by the listener's heartbeat). Writes from polls are
+throttled per process: a user who polls many times a second costs one write per
+PRESENCE_THROTTLE_SECS, far below QUEUE_TTL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Iterable
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+# Far below QUEUE_TTL (30 s by default), so a throttled poll never makes a user look absent.
+PRESENCE_THROTTLE_SECS = 5.0
+# The throttle memory is swept when it grows past this many users (entries are tiny).
+_THROTTLE_SWEEP_SIZE = 50_000
+
+_UPSERT = text(
+    "INSERT INTO presence (user_id, last_seen_at) SELECT uid, now() FROM unnest(CAST(:ids AS bigint[])) AS uid "
+    "ON CONFLICT (user_id) DO UPDATE SET last_seen_at = excluded.last_seen_at"
+)
+
+_last_write: dict[int, float] = {}  # user id -> time.monotonic() of this process's last write
+_last_write_lock = threading.Lock()
+
+
+def touch(session: Session, user_id: int) -> None:
+    """Mark `user_id` as seen now (in the caller's transaction). Never throttled."""
+    touch_many(session, [user_id])
+
+
+def touch_many(session: Session, user_ids: Iterable[int]) -> None:
+    """Mark several users as seen now, in one statement (the held-polls heartbeat)."""
+    ids = sorted(set(user_ids))  # one lock order for concurrent upserts: no deadlocks
+    if ids:
+        session.execute(_UPSERT, {"ids": ids})
+    now = time.monotonic()
+    with _last_write_lock:
+        for uid in ids:
+            _last_write[uid] = now
+
+
+def refresh(session: Session, user_id: int, throttle_secs: float = PRESENCE_THROTTLE_SECS) -> bool:
+    """`touch` unless this process already wrote `user_id`'s presence in the last `throttle_secs`.
+
+    Returns whether it wrote. The memory is per process, so a poll reaching another worker
+    writes at once; and the first poll after a pause longer than the throttle always writes.
+    """
+    now = time.monotonic()
+    with _last_write_lock:
+        last = _last_write.get(user_id)
+        if last is not None and now - last < throttle_secs:
+            return False
+        # Claimed before the write so that concurrent polls of one user write once.
+        _last_write[user_id] = now
+        if len(_last_write) > _THROTTLE_SWEEP_SIZE:
+            _sweep(now, throttle_secs)
+    session.execute(_UPSERT, {"ids": [user_id]})
+    return True
+
+
+def forget(user_id: int | None = None) -> None:
+    """Drop the throttle memory (of one user, or of everyone), so the next poll writes."""
+    with _last_write_lock:
+        if user_id is None:
+            _last_write.clear()
+        else:
+            _last_write.pop(user_id, None)
+
+
+def _sweep(now: float, throttle_secs: float) -> None:
+    for uid in [uid for uid, t in _last_write.items() if now - t >= throttle_secs]:
+        del _last_write[uid]
+
+
+def last_seen(session: Session, user_id: int) -> dt.datetime | None:
+    """When `user_id` last polled (None if never)."""
+    return session.execute(text("SELECT last_seen_at FROM presence WHERE user_id = :uid"), {"uid": user_id}).scalar()
+
+
+def seen_since(session: Session, user_ids: Iterable[int], since: dt.datetime) -> set[int]:
+    """The subset of `user_ids` that polled at or after `since`."""
+    ids = list(set(user_ids))
+    if not ids:
+        return set()
+    rows = session.execute(
+        text("SELECT user_id FROM presence WHERE user_id = ANY(:ids) AND last_seen_at >= :since"),
+        {"ids": ids, "since": since},
+    )
+    return {r[0] for r in rows}
+
+
+def seen_within(session: Session, user_ids: Iterable[int], ttl_secs: float) -> set[int]:
+    """The subset of `user_ids` that polled in the last `ttl_secs` (by the database's clock)."""
+    ids = list(set(user_ids))
+    if not ids:
+        return set()
+    rows = session.execute(
+        text("SELECT user_id FROM presence WHERE user_id = ANY(:ids) AND last_seen_at >= now() - make_interval(secs => :ttl)"),
+        {"ids": ids, "ttl": ttl_secs},
+    )
+    return {r[0] for r in rows}
+
+
+def is_present(session: Session, user_id: int, ttl_secs: float) -> bool:
+    """Whether `user_id` polled in the last `ttl_secs`."""
+    return user_id in seen_within(session, [user_id], ttl_secs)
