@@ -14,3 +14,51 @@ timeout = 90
 keepalive = 75
 accesslog = None
 loglevel = _config.log_level.lower()
+
+
+# -- shutdown: answer held long polls at once (api.md, "Event log"; docs/events.md) ------------
+# SIGTERM (graceful) only sets `worker.alive = False`; gunicorn then waits up to graceful_timeout
+# for open requests, and a held poll would sit there until its own timeout. So the worker's
+# SIGTERM handler is wrapped to also wake every waiter; SIGINT/SIGQUIT (fast stop) go through
+# `worker_int`. The wake-up runs in its own greenlet: a signal handler may interrupt a greenlet
+# that holds the listener's lock.
+
+
+def _answer_held_polls_soon() -> None:
+    import gevent
+
+    from duely import listener
+
+    gevent.spawn(listener.shutdown_all)
+
+
+def post_worker_init(worker):
+    import signal
+
+    graceful_exit = worker.handle_exit
+
+    def handle_exit(sig, frame):
+        graceful_exit(sig, frame)
+        _answer_held_polls_soon()
+
+    worker.handle_exit = handle_exit
+    signal.signal(signal.SIGTERM, handle_exit)
+    signal.siginterrupt(signal.SIGTERM, False)  # as gunicorn's init_signals does
+
+
+def worker_int(worker):
+    _answer_held_polls_soon()
+
+
+def post_request(worker, req, environ, resp):
+    # A stopping worker ends each connection once its answer is out: a client's idle keep-alive
+    # connection would otherwise hold the worker up to graceful_timeout.
+    if not worker.alive:
+        import socket
+
+        sock = environ.get("gunicorn.socket")
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass

@@ -38,7 +38,7 @@ RECONNECT_MIN_SECS = 0.1
 RECONNECT_MAX_SECS = 5.0
 # Presence of users with a held poll is refreshed this often (QUEUE_TTL is 30 s by default).
 HEARTBEAT_SECS = 10.0
-# How the LISTEN connections show up in pg_stat_activity.
+# How the LISTEN connections show up in pg_stat_activity (followed by "-<pid>").
 LISTENER_APPLICATION_NAME = "duely-listener"
 
 
@@ -180,7 +180,8 @@ class Listener:
             backoff = min(backoff * 2, RECONNECT_MAX_SECS)
 
     def _connect(self) -> psycopg.Connection:
-        return psycopg.connect(self.url, autocommit=True, connect_timeout=10, application_name=LISTENER_APPLICATION_NAME)
+        return psycopg.connect(self.url, autocommit=True, connect_timeout=10,
+                               application_name=f"{LISTENER_APPLICATION_NAME}-{os.getpid()}")
 
     def _listen(self, conn: psycopg.Connection) -> None:
         last_heard = time.monotonic()
