@@ -10,18 +10,49 @@ from collections.abc import Callable
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 
-from duely import logs
+from duely import dispatch, duels, logs
 from duely.config import Config
 from duely.db import Database
+from duely.events import PRUNE_INTERVAL_SECS, prune_job
+from duely.matchmaking import queue, rounds
+from duely.taski import client_for
 
 log = logging.getLogger(__name__)
 
 Job = Callable[[Database, Config], object]
 
 
+def matchmaking_job(db: Database, config: Config) -> int:
+    return rounds.run_round(db, config, client_for(config.taski_url, config.taski_timeout))
+
+
+def dispatch_job(db: Database, config: Config) -> int:
+    return dispatch.run_round(db, config, client_for(config.taski_url, config.taski_timeout))
+
+
+def finish_job(db: Database, config: Config) -> int:
+    """Finish every duel whose result has become certain (deadline passed, Accepted judged)."""
+    with db.transaction() as session:
+        due = duels.duels_due(session)
+    return sum(1 for duel_id in due if db.run(lambda s, d=duel_id: duels.try_finish(s, d, skip_locked=True)))
+
+
+def queue_expiry_job(db: Database, config: Config) -> int:
+    """Drop queued users who stopped polling /api/updates for QUEUE_TTL."""
+    with db.transaction() as session:
+        stale = queue.stale_user_ids(session, config.queue_ttl)
+    return sum(1 for uid in stale if db.run(lambda s, u=uid: queue.expire_one(s, u, config.queue_ttl)))
+
+
 def scheduled_jobs() -> list[tuple[str, Job, float]]:
     """(name, function, interval in seconds) of every periodic job."""
-    return []
+    return [
+        ("matchmaking", matchmaking_job, 1.0),
+        ("dispatch", dispatch_job, 1.0),
+        ("finish", finish_job, 1.0),
+        ("queue_expiry", queue_expiry_job, 2.0),
+        ("prune_events", prune_job, PRUNE_INTERVAL_SECS),
+    ]
 
 
 def run_scheduler(config: Config) -> None:
@@ -37,6 +68,6 @@ def run_scheduler(config: Config) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("scheduler started with jobs: %s", ", ".join(n for n, _, _ in scheduled_jobs()) or "none")
+    log.info("scheduler started with jobs: %s", ", ".join(n for n, _, _ in scheduled_jobs()))
     scheduler.start()
     db.dispose()

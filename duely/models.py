@@ -145,6 +145,7 @@ class Submission(Base):
     last_seq: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     send_attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     sent_at: Mapped[dt.datetime | None] = mapped_column(TZ)  # last successful hand-over to Taski
+    last_message_at: Mapped[dt.datetime | None] = mapped_column(TZ)  # last progress message from Taski
     next_attempt_at: Mapped[dt.datetime | None] = mapped_column(TZ)  # backoff after a failed send
     judged_at: Mapped[dt.datetime | None] = mapped_column(TZ)
 

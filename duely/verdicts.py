@@ -1,21 +1,211 @@
-"""Verdict intake: Taski's Kafka messages applied to submissions (consumer.py)."""
+"""Verdict intake: Taski's Kafka messages applied to submissions (run by consumer.py).
+
+`apply_message` is idempotent: a message whose `seq` is not newer than the stored one
+changes nothing, an update never overrides a verdict, a verdict is final. Each message is
+applied in its own transaction together with its events (and, for a verdict, the duel's
+finish when that becomes certain); Kafka offsets are committed only after that commit.
+Malformed messages and unknown submissions are logged and skipped.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
+import uuid
+from dataclasses import dataclass
 
-from duely import logs
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from duely import duels, events, logs
+from duely.clock import isoformat
 from duely.config import Config
+from duely.db import Database
+from duely.logs import kv
+from duely.models import Submission
 
 log = logging.getLogger(__name__)
 
 
+class PoisonMessage(ValueError):
+    """A message that can never be applied (malformed, or about an unknown submission)."""
+
+
+@dataclass(frozen=True)
+class TaskiMessage:
+    submission_id: uuid.UUID
+    seq: int
+    type: str  # update | verdict
+    text: str  # the progress status, or the verdict
+
+
+def parse_message(raw: bytes | str | dict) -> TaskiMessage:
+    try:
+        body = raw if isinstance(raw, dict) else json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PoisonMessage(f"not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise PoisonMessage("not a JSON object")
+    try:
+        submission_id = uuid.UUID(str(body["submission_id"]))
+        seq = body["seq"]
+        kind = body["type"]
+    except (KeyError, ValueError) as exc:
+        raise PoisonMessage(f"bad or missing field: {exc}") from None
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        raise PoisonMessage(f"bad seq {seq!r}")
+    field = {"update": "status", "verdict": "verdict"}.get(kind)
+    if field is None:
+        raise PoisonMessage(f"unknown type {kind!r}")
+    value = body.get(field)
+    if not isinstance(value, str) or not value.strip():
+        raise PoisonMessage(f"missing {field}")
+    return TaskiMessage(submission_id, seq, kind, value.strip()[:200])
+
+
+def apply_message(session: Session, message: TaskiMessage) -> bool:
+    """Apply one Taski message; returns True if it changed anything."""
+    if message.type == "update":
+        return apply_update(session, message.submission_id, message.seq, message.text)
+    return record_verdict(session, message.submission_id, message.text, message.seq)
+
+
+def apply_update(session: Session, submission_id: uuid.UUID, seq: int, status_text: str) -> bool:
+    row = session.execute(text(
+        """
+        UPDATE submissions SET status = 'testing', progress = :p, last_seq = :seq, last_message_at = clock_timestamp()
+        WHERE id = :id AND status <> 'judged' AND last_seq < :seq
+        RETURNING user_id, duel_id
+        """
+    ), {"id": submission_id, "p": status_text, "seq": seq}).first()
+    if row is None:
+        _ensure_known(session, submission_id)
+        return False
+    events.append(session, row.user_id, "submission_update",
+                  {"duel_id": row.duel_id, "submission_id": str(submission_id), "status": status_text})
+    log.info("submission progress", extra=kv(submission_id=submission_id, seq=seq, status=repr(status_text)))
+    return True
+
+
+def record_verdict(session: Session, submission_id: uuid.UUID, verdict: str, seq: int | None = None) -> bool:
+    """Give a submission its final verdict (once), tell both players, and finish the duel if
+    that is now certain. `seq=None` is Duely's own verdict (e.g. `Rejected: ...`)."""
+    found = session.execute(select(Submission.duel_id).where(Submission.id == submission_id)).first()
+    if found is None:
+        raise PoisonMessage(f"unknown submission {submission_id}")
+    duel = duels.get_duel(session, found.duel_id, lock="update")  # lock order: duel, users, submission
+    players = duels.player_ids(session, duel.id)
+    events.lock_users(session, players)
+    sub = session.execute(select(Submission).where(Submission.id == submission_id).with_for_update()).scalar_one()
+    if sub.status == "judged" or (seq is not None and seq <= sub.last_seq):
+        return False
+    sub.status = "judged"
+    sub.verdict = verdict
+    sub.last_seq = seq if seq is not None else sub.last_seq
+    sub.judged_at = session.execute(text("SELECT clock_timestamp()")).scalar_one()
+    session.flush()
+    events.append(session, sub.user_id, "submission_verdict",
+                  {"duel_id": duel.id, "submission_id": str(sub.id), "verdict": verdict})
+    for opponent in players:
+        if opponent != sub.user_id:
+            events.append(session, opponent, "opponent_verdict",
+                          {"duel_id": duel.id, "verdict": verdict, "submitted_at": isoformat(sub.submitted_at)})
+    log.info("submission judged", extra=kv(submission_id=sub.id, duel_id=duel.id, verdict=repr(verdict)))
+    duels.try_finish(session, duel.id)
+    return True
+
+
+def _ensure_known(session: Session, submission_id: uuid.UUID) -> None:
+    if session.execute(select(Submission.id).where(Submission.id == submission_id)).first() is None:
+        raise PoisonMessage(f"unknown submission {submission_id}")
+
+
+def handle_record(db: Database, value: bytes, where: str) -> None:
+    """Apply one Kafka record's value; poison is logged and skipped, database errors raise."""
+    try:
+        message = parse_message(value)
+        db.run(lambda s: apply_message(s, message))
+    except PoisonMessage as exc:
+        log.warning("skipping message", extra=kv(at=where, problem=repr(str(exc))))
+
+
+# -- the consumer process --
+
+CONSUMER_SESSION_TIMEOUT_MS = 6000  # joins the group in ~3 s (the default makes it ~23 s)
+RECONNECT_BACKOFF_MAX_SECS = 10.0
+
+
+def _make_consumer(config: Config):
+    from kafka import KafkaConsumer
+
+    _ensure_topic(config)
+    consumer = KafkaConsumer(
+        bootstrap_servers=config.kafka_bootstrap_servers.split(","),
+        group_id=config.duely_consumer_group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=CONSUMER_SESSION_TIMEOUT_MS,
+        heartbeat_interval_ms=1000,
+        metadata_max_age_ms=5000,  # notice a recreated topic quickly
+        max_poll_records=200,
+    )
+    consumer.subscribe([config.taski_topic])
+    return consumer
+
+
+def _ensure_topic(config: Config) -> None:
+    """Create the topic if missing: a fresh memory-only broker knows none."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=config.kafka_bootstrap_servers.split(","), request_timeout_ms=5000)
+    try:
+        if config.taski_topic not in admin.list_topics():
+            admin.create_topics([NewTopic(config.taski_topic, num_partitions=1, replication_factor=1)])
+    except TopicAlreadyExistsError:
+        pass
+    finally:
+        admin.close()
+
+
+def consume(db: Database, config: Config, stop: threading.Event) -> None:
+    """Poll, apply, commit offsets; on any broker trouble reconnect with backoff until `stop`."""
+    backoff = 0.5
+    while not stop.is_set():
+        consumer = None
+        try:
+            consumer = _make_consumer(config)
+            log.info("consumer connected", extra=kv(topic=config.taski_topic, group=config.duely_consumer_group))
+            backoff = 0.5
+            while not stop.is_set():
+                batch = consumer.poll(timeout_ms=500, max_records=200)
+                for records in batch.values():
+                    for record in records:
+                        handle_record(db, record.value, f"{record.topic}/{record.partition}@{record.offset}")
+                if batch:
+                    consumer.commit()  # only after every record of the batch is in the database
+        except Exception:  # broker gone, group trouble, database down: start over from committed offsets
+            log.exception("consumer loop failed; reconnecting", extra=kv(in_secs=backoff))
+            stop.wait(backoff)
+            backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX_SECS)
+        finally:
+            if consumer is not None:
+                try:
+                    consumer.close(autocommit=False)
+                except Exception:  # closing a consumer of a dead broker may fail; nothing to keep
+                    log.debug("consumer close failed", exc_info=True)
+
+
 def run_consumer(config: Config) -> None:
     logs.setup(config.log_level, "consumer")
+    db = Database(config.database_url, pool_size=2, max_overflow=2)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    log.info("consumer waiting: message intake arrives with the duel lifecycle")
-    stop.wait()
+    consume(db, config, stop)
+    db.dispose()
+    log.info("consumer stopped")
+
+

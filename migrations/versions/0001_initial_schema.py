@@ -2,7 +2,6 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 02:56:41.160532
 """
 
 import sqlalchemy as sa
@@ -113,6 +112,7 @@ def upgrade() -> None:
     sa.Column('last_seq', sa.Integer(), server_default=sa.text('0'), nullable=False),
     sa.Column('send_attempts', sa.Integer(), server_default=sa.text('0'), nullable=False),
     sa.Column('sent_at', sa.TIMESTAMP(timezone=True), nullable=True),
+    sa.Column('last_message_at', sa.TIMESTAMP(timezone=True), nullable=True),
     sa.Column('next_attempt_at', sa.TIMESTAMP(timezone=True), nullable=True),
     sa.Column('judged_at', sa.TIMESTAMP(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['duel_id'], ['duels.id'], ondelete='CASCADE'),

@@ -1,0 +1,166 @@
+"""Duels, submissions, resignation, history and languages."""
+
+from __future__ import annotations
+
+from flask import request
+from marshmallow import Schema, fields, validate
+
+from duely import duels, errors, submissions, users
+from duely.api.common import Blueprint, BodySchema, current_user_id, login_required, services
+from duely.languages import languages_json
+from duely.submissions import CLIENT_TEMP_ID_MAX_LEN
+
+blp = Blueprint("duels", __name__, url_prefix="/api", description="Duels and submissions")
+BEARER = [{"bearerAuth": []}]
+
+
+class TaskSchema(Schema):
+    id = fields.Raw()
+    title = fields.String()
+    statement = fields.String()
+    time_limit_ms = fields.Integer(allow_none=True)
+
+
+class DuelPlayerSchema(Schema):
+    user_id = fields.Integer()
+    nickname = fields.String()
+    rating_before = fields.Integer()
+    rating_after = fields.Integer(allow_none=True)
+
+
+class ResultSchema(Schema):
+    outcome = fields.String(metadata={"enum": ["win", "draw"]})
+    winner_id = fields.Integer(allow_none=True)
+    reason = fields.String(metadata={"enum": ["accepted", "timeout", "resign"]})
+
+
+class DuelSchema(Schema):
+    id = fields.Integer()
+    status = fields.String(metadata={"enum": ["active", "finished"]})
+    task = fields.Nested(TaskSchema)
+    players = fields.List(fields.Nested(DuelPlayerSchema))
+    started_at = fields.String()
+    deadline = fields.String()
+    finished_at = fields.String(allow_none=True)
+    result = fields.Nested(ResultSchema, allow_none=True)
+    rating_changes = fields.Dict(keys=fields.String(), values=fields.Integer())
+
+
+class SubmissionSchema(Schema):
+    id = fields.String()
+    duel_id = fields.Integer()
+    user_id = fields.Integer()
+    language = fields.String()
+    solution = fields.String(allow_none=True)
+    client_temp_id = fields.String(allow_none=True)
+    submitted_at = fields.String()
+    status = fields.String()
+    state = fields.String(metadata={"enum": ["pending", "testing", "judged"]})
+    verdict = fields.String(allow_none=True)
+
+
+class SubmissionListSchema(Schema):
+    submissions = fields.List(fields.Nested(SubmissionSchema))
+
+
+class SubmitSchema(BodySchema):
+    solution = fields.String(required=True)
+    language = fields.String(required=True)
+    client_temp_id = fields.String(load_default=None, allow_none=True,
+                                   validate=validate.Length(min=1, max=CLIENT_TEMP_ID_MAX_LEN))
+
+
+class SubmitResultSchema(Schema):
+    submission_id = fields.String()
+    status = fields.String()
+
+
+class HistoryQuerySchema(Schema):
+    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+    before_id = fields.Integer(load_default=None, validate=validate.Range(min=1))
+
+
+class HistorySchema(Schema):
+    duels = fields.List(fields.Nested(DuelSchema))
+    next_before_id = fields.Integer(allow_none=True)
+
+
+class LanguageSchema(Schema):
+    id = fields.String()
+    name = fields.String()
+
+
+class LanguagesSchema(Schema):
+    languages = fields.List(fields.Nested(LanguageSchema))
+
+
+@blp.route("/duels/<int:duel_id>", methods=["GET"])
+@login_required
+@blp.response(200, DuelSchema)
+@blp.doc(security=BEARER)
+def get_duel(duel_id: int):
+    with services().db.transaction() as session:
+        return duels.duel_json(session, duels.get_duel(session, duel_id))
+
+
+@blp.route("/duels/<int:duel_id>/submissions", methods=["GET"])
+@login_required
+@blp.response(200, SubmissionListSchema)
+@blp.doc(security=BEARER)
+def list_submissions(duel_id: int):
+    """The caller's own submissions, oldest first; the opponent's too once the duel is finished."""
+    with services().db.transaction() as session:
+        return {"submissions": submissions.list_for(session, current_user_id(), duel_id)}
+
+
+@blp.route("/duels/<int:duel_id>/submit", methods=["POST"])
+@login_required
+@blp.arguments(SubmitSchema)
+@blp.response(202, SubmitResultSchema)
+@blp.doc(security=BEARER, parameters=[{"in": "header", "name": "Idempotency-Key", "schema": {"type": "string"}}])
+def submit(body, duel_id: int):
+    """Store a solution for judging (idempotent by client_temp_id or Idempotency-Key)."""
+    cfg = services().config
+    key = body["client_temp_id"] or request.headers.get("Idempotency-Key") or None
+    if key is not None and len(key) > CLIENT_TEMP_ID_MAX_LEN:
+        raise errors.ValidationFailed(fields={"Idempotency-Key": [f"At most {CLIENT_TEMP_ID_MAX_LEN} characters."]})
+    submission_id, _ = services().db.run(lambda s: submissions.do_submit(
+        s, current_user_id(), duel_id, body["language"], body["solution"], key,
+        max_solution_bytes=cfg.max_solution_bytes, rate_limit=cfg.submit_rate_limit,
+        rate_window_secs=cfg.submit_rate_window,
+    ))
+    return {"submission_id": str(submission_id), "status": "pending"}
+
+
+@blp.route("/duels/<int:duel_id>/resign", methods=["POST"])
+@login_required
+@blp.response(202, DuelSchema)
+@blp.doc(security=BEARER)
+def resign(duel_id: int):
+    """Give up: the opponent wins at once."""
+    def act(session):
+        duels.resign(session, current_user_id(), duel_id)
+        return duels.duel_json(session, duels.get_duel(session, duel_id))
+
+    return services().db.run(act)
+
+
+@blp.route("/users/<int:user_id>/duels", methods=["GET"])
+@login_required
+@blp.arguments(HistoryQuerySchema, location="query")
+@blp.response(200, HistorySchema)
+@blp.doc(security=BEARER)
+def history(query, user_id: int):
+    """A user's duels, newest first; pass next_before_id as before_id for the next page."""
+    with services().db.transaction() as session:
+        users.get_user(session, user_id)  # 404 for an unknown user
+        page, next_before_id = duels.history(session, user_id, query["limit"], query["before_id"])
+        return {"duels": [duels.duel_json(session, d) for d in page], "next_before_id": next_before_id}
+
+
+@blp.route("/languages", methods=["GET"])
+@login_required
+@blp.response(200, LanguagesSchema)
+@blp.doc(security=BEARER)
+def languages():
+    return {"languages": languages_json()}

@@ -1,0 +1,47 @@
+"""The matchmaking queue: POST / DELETE / GET /api/queue."""
+
+from __future__ import annotations
+
+from flask import Response
+from marshmallow import Schema, fields
+
+from duely.api.common import Blueprint, current_user_id, login_required, services
+from duely.clock import isoformat
+from duely.matchmaking import queue
+
+blp = Blueprint("queue", __name__, url_prefix="/api", description="Matchmaking queue")
+BEARER = [{"bearerAuth": []}]
+
+
+class QueueStatusSchema(Schema):
+    status = fields.String(metadata={"enum": ["waiting", "idle", "in_duel"]})
+    since = fields.String(allow_none=True)
+    duel_id = fields.Integer(allow_none=True)
+
+
+@blp.route("/queue", methods=["POST"])
+@login_required
+@blp.response(202, QueueStatusSchema)
+@blp.doc(security=BEARER)
+def join_queue():
+    """Wait for an opponent (idempotent). Keep polling /api/updates to stay in the queue."""
+    since = services().db.run(lambda s: queue.join(s, current_user_id()))
+    return {"status": "waiting", "since": isoformat(since), "duel_id": None}
+
+
+@blp.route("/queue", methods=["DELETE"])
+@login_required
+@blp.response(204)
+@blp.doc(security=BEARER)
+def leave_queue():
+    services().db.run(lambda s: queue.leave(s, current_user_id(), reason="left"))
+    return Response(status=204)
+
+
+@blp.route("/queue", methods=["GET"])
+@login_required
+@blp.response(200, QueueStatusSchema)
+@blp.doc(security=BEARER)
+def queue_status():
+    with services().db.transaction() as session:
+        return queue.status(session, current_user_id())

@@ -1,0 +1,222 @@
+"""Duels: creation, access, the finishing rule with ratings, resignation and history.
+
+Lock order everywhere a duel and its players change together: the duel row, then the users
+rows in id order (`events.lock_users`), then submission rows. Every finish goes through
+`try_finish`, which applies the contract's "who wins" rule (`duely.outcome.decide`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from duely import errors, events, outcome, rating
+from duely.clock import isoformat
+from duely.logs import kv
+from duely.models import Duel, DuelPlayer, Submission, User
+
+log = logging.getLogger(__name__)
+
+
+def create_duel(session: Session, player_ids: tuple[int, int], task: dict[str, Any], duration_secs: float) -> Duel:
+    """Start a duel between two players on `task`, with `duel_started` events for both.
+
+    The caller holds both users' row locks and has removed them from the queue in this
+    transaction; the unique index on active duel players rejects a user already playing.
+    """
+    users = {u.id: u for u in session.execute(select(User).where(User.id.in_(player_ids))).scalars()}
+    now = session.execute(text("SELECT now()")).scalar_one()
+    duel = Duel(
+        task_id=str(task["id"]),
+        task={k: task.get(k) for k in ("id", "title", "statement", "time_limit_ms", "difficulty")},
+        started_at=now,
+        deadline=now + dt.timedelta(seconds=duration_secs),
+    )
+    session.add(duel)
+    session.flush()
+    for uid in player_ids:
+        session.add(DuelPlayer(duel_id=duel.id, user_id=uid, rating_before=users[uid].rating))
+    session.flush()
+    for uid in player_ids:
+        opponent = users[_other(player_ids, uid)]
+        events.append(session, uid, "duel_started", {
+            "duel_id": duel.id,
+            "opponent": {"user_id": opponent.id, "nickname": opponent.nickname, "rating": opponent.rating},
+            "task": {"id": task["id"], "title": task.get("title")},
+            "deadline": isoformat(duel.deadline),
+        })
+    log.info("duel started", extra=kv(duel_id=duel.id, players=f"{player_ids[0]},{player_ids[1]}", task_id=duel.task_id))
+    return duel
+
+
+def _other(pair, uid: int) -> int:
+    return pair[1] if pair[0] == uid else pair[0]
+
+
+def get_duel(session: Session, duel_id: int, lock: str | None = None) -> Duel:
+    query = select(Duel).where(Duel.id == duel_id)
+    if lock == "update":
+        query = query.with_for_update()
+    elif lock == "share":
+        query = query.with_for_update(read=True)
+    duel = session.execute(query).scalar_one_or_none()
+    if duel is None:
+        raise errors.NotFound("No such duel.")
+    return duel
+
+
+def player_ids(session: Session, duel_id: int) -> list[int]:
+    return list(session.execute(
+        select(DuelPlayer.user_id).where(DuelPlayer.duel_id == duel_id).order_by(DuelPlayer.user_id)
+    ).scalars())
+
+
+def access_duel_as_player(session: Session, user_id: int, duel_id: int, lock: str | None = None) -> tuple[Duel, list[int]]:
+    """The duel and its two player ids; NotFound / Forbidden when the caller is not a player."""
+    duel = get_duel(session, duel_id, lock)
+    players = player_ids(session, duel_id)
+    if user_id not in players:
+        raise errors.Forbidden("Only the two players of this duel may do that.")
+    return duel, players
+
+
+def active_duel_id(session: Session, user_id: int) -> int | None:
+    return session.execute(
+        select(DuelPlayer.duel_id).where(DuelPlayer.user_id == user_id, DuelPlayer.is_active)
+    ).scalar_one_or_none()
+
+
+def try_finish(session: Session, duel_id: int, resigned_by: int | None = None, skip_locked: bool = False) -> bool:
+    """Finish the duel if its result is certain now; returns True when it finished here.
+
+    Ratings, the players' records and both `duel_finished` events are written in this same
+    transaction. Safe to call from any process at any time: the duel row lock serialises it
+    (`skip_locked`: give up at once if another transaction holds the duel).
+    """
+    if skip_locked:
+        duel = session.execute(select(Duel).where(Duel.id == duel_id).with_for_update(skip_locked=True)).scalar_one_or_none()
+        if duel is None:
+            return False
+    else:
+        duel = get_duel(session, duel_id, lock="update")
+    if duel.status != "active":
+        return False
+    players = player_ids(session, duel_id)
+    now = session.execute(text("SELECT clock_timestamp()")).scalar_one()
+    subs = session.execute(
+        select(Submission.user_id, Submission.submitted_at, Submission.verdict).where(Submission.duel_id == duel_id)
+    ).all()
+    decision = outcome.decide(
+        [outcome.SubmissionView(user_id=s.user_id, submitted_at=s.submitted_at, verdict=s.verdict) for s in subs],
+        now=now, deadline=duel.deadline, player_ids=tuple(players), resigned_by=resigned_by,
+    )
+    if decision is None:
+        return False
+    _finish(session, duel, players, decision, now)
+    return True
+
+
+def _finish(session: Session, duel: Duel, players: list[int], decision: outcome.Decision, now: dt.datetime) -> None:
+    events.lock_users(session, players)
+    users = {u.id: u for u in session.execute(select(User).where(User.id.in_(players))).scalars()}
+    a, b = players
+    if decision.outcome == "draw":
+        score_a = 0.5
+    else:
+        score_a = 1.0 if decision.winner_id == a else 0.0
+    delta_a, delta_b = rating.rating_changes(users[a].rating, users[a].played, users[b].rating, users[b].played, score_a)
+    deltas = {a: delta_a, b: delta_b}
+    duel.status = "finished"
+    duel.finished_at = now
+    duel.outcome = decision.outcome
+    duel.winner_id = decision.winner_id
+    duel.reason = decision.reason
+    for uid in players:
+        user = users[uid]
+        user.rating += deltas[uid]
+        user.played += 1
+        if decision.outcome == "draw":
+            user.drawn += 1
+        elif decision.winner_id == uid:
+            user.won += 1
+        else:
+            user.lost += 1
+    session.flush()
+    for player in session.execute(select(DuelPlayer).where(DuelPlayer.duel_id == duel.id)).scalars():
+        player.is_active = False
+        player.rating_after = users[player.user_id].rating
+    session.flush()
+    changes = {str(uid): deltas[uid] for uid in players}
+    for uid in players:
+        events.append(session, uid, "duel_finished", {
+            "duel_id": duel.id, "outcome": decision.outcome, "winner_id": decision.winner_id,
+            "reason": decision.reason, "rating_changes": changes,
+        })
+    log.info("duel finished", extra=kv(duel_id=duel.id, outcome=decision.outcome, winner_id=decision.winner_id,
+                                       reason=decision.reason, rating_changes=changes))
+
+
+def resign(session: Session, user_id: int, duel_id: int) -> None:
+    """The caller gives up; the opponent wins at once. 409 duel_finished when already over."""
+    duel, _ = access_duel_as_player(session, user_id, duel_id, lock="update")
+    if duel.status != "active":
+        raise errors.DuelFinished()
+    if not try_finish(session, duel_id, resigned_by=user_id):
+        raise errors.DuelFinished()
+
+
+def duels_due(session: Session, limit: int = 200) -> list[int]:
+    """Active duels whose result may be certain: past the deadline or with an Accepted submission."""
+    return list(session.execute(text(
+        """
+        SELECT d.id FROM duels d
+        WHERE d.status = 'active'
+          AND (d.deadline <= clock_timestamp()
+               OR EXISTS (SELECT 1 FROM submissions s WHERE s.duel_id = d.id AND s.verdict = 'Accepted'))
+        ORDER BY d.deadline
+        LIMIT :limit
+        """
+    ), {"limit": limit}).scalars())
+
+
+def duel_json(session: Session, duel: Duel) -> dict:
+    rows = session.execute(
+        select(DuelPlayer, User.nickname).join(User, User.id == DuelPlayer.user_id)
+        .where(DuelPlayer.duel_id == duel.id).order_by(DuelPlayer.user_id)
+    ).all()
+    players = [
+        {"user_id": p.user_id, "nickname": nick, "rating_before": p.rating_before, "rating_after": p.rating_after}
+        for p, nick in rows
+    ]
+    finished = duel.status == "finished"
+    return {
+        "id": duel.id,
+        "status": duel.status,
+        "task": {"id": duel.task.get("id"), "title": duel.task.get("title"), "statement": duel.task.get("statement"),
+                 "time_limit_ms": duel.task.get("time_limit_ms")},
+        "players": players,
+        "started_at": isoformat(duel.started_at),
+        "deadline": isoformat(duel.deadline),
+        "finished_at": isoformat(duel.finished_at),
+        "result": {"outcome": duel.outcome, "winner_id": duel.winner_id, "reason": duel.reason} if finished else None,
+        "rating_changes": {
+            str(p["user_id"]): p["rating_after"] - p["rating_before"] for p in players if p["rating_after"] is not None
+        },
+    }
+
+
+def history(session: Session, user_id: int, limit: int, before_id: int | None) -> tuple[list[Duel], int | None]:
+    """A user's duels, newest first; returns the page and the `before_id` of the next page (or None)."""
+    query = (
+        select(Duel).join(DuelPlayer, DuelPlayer.duel_id == Duel.id)
+        .where(DuelPlayer.user_id == user_id).order_by(Duel.id.desc()).limit(limit + 1)
+    )
+    if before_id is not None:
+        query = query.where(Duel.id < before_id)
+    duels = list(session.execute(query).scalars())
+    next_before_id = duels[limit - 1].id if len(duels) > limit else None
+    return duels[:limit], next_before_id

@@ -1,0 +1,77 @@
+"""The matchmaking queue: join, leave, status, and expiry of users who stopped polling.
+
+A waiting user stays queued only while it keeps long-polling /api/updates: its `presence`
+row (refreshed by each poll) must be younger than QUEUE_TTL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from duely import duels, errors, events, presence
+from duely.clock import isoformat
+from duely.logs import kv
+
+log = logging.getLogger(__name__)
+
+
+def join(session: Session, user_id: int) -> dt.datetime:
+    """Put the user in the queue (idempotent); returns since when it waits. 409 while in a duel."""
+    events.lock_users(session, [user_id])  # serialises with matchmaking, which locks players too
+    if duels.active_duel_id(session, user_id) is not None:
+        raise errors.AlreadyInDuel()
+    presence.touch(session, user_id)  # joining counts as being present
+    since = session.execute(text("SELECT joined_at FROM queue_entries WHERE user_id = :u"), {"u": user_id}).scalar()
+    if since is not None:
+        return since
+    since = session.execute(
+        text("INSERT INTO queue_entries (user_id) VALUES (:u) RETURNING joined_at"), {"u": user_id}
+    ).scalar_one()
+    events.append(session, user_id, "queue_joined", {"since": isoformat(since)})
+    log.info("queue joined", extra=kv(user_id=user_id))
+    return since
+
+
+def leave(session: Session, user_id: int, reason: str = "left") -> bool:
+    """Take the user out of the queue with a `queue_left` event; False when it was not waiting."""
+    events.lock_users(session, [user_id])
+    gone = session.execute(text("DELETE FROM queue_entries WHERE user_id = :u RETURNING user_id"), {"u": user_id}).first()
+    if gone is None:
+        return False
+    events.append(session, user_id, "queue_left", {"reason": reason})
+    log.info("queue left", extra=kv(user_id=user_id, reason=reason))
+    return True
+
+
+def status(session: Session, user_id: int) -> dict:
+    duel_id = duels.active_duel_id(session, user_id)
+    if duel_id is not None:
+        since = session.execute(text("SELECT started_at FROM duels WHERE id = :d"), {"d": duel_id}).scalar()
+        return {"status": "in_duel", "since": isoformat(since), "duel_id": duel_id}
+    since = session.execute(text("SELECT joined_at FROM queue_entries WHERE user_id = :u"), {"u": user_id}).scalar()
+    if since is not None:
+        return {"status": "waiting", "since": isoformat(since), "duel_id": None}
+    return {"status": "idle", "since": None, "duel_id": None}
+
+
+def stale_user_ids(session: Session, ttl_secs: float, only_user_id: int | None = None) -> list[int]:
+    """Queued users whose last poll is older than the TTL."""
+    return list(session.execute(text(
+        """
+        SELECT q.user_id FROM queue_entries q LEFT JOIN presence p ON p.user_id = q.user_id
+        WHERE coalesce(p.last_seen_at, q.joined_at) < now() - make_interval(secs => :ttl)
+          AND (CAST(:only AS bigint) IS NULL OR q.user_id = :only)
+        """
+    ), {"ttl": ttl_secs, "only": only_user_id}).scalars())
+
+
+def expire_one(session: Session, user_id: int, ttl_secs: float) -> bool:
+    """Drop one stale user (re-checked under its lock: it may have polled meanwhile)."""
+    events.lock_users(session, [user_id])
+    if not stale_user_ids(session, ttl_secs, only_user_id=user_id):
+        return False
+    return leave(session, user_id, reason="expired")

@@ -1,0 +1,85 @@
+"""One matchmaking round: read the queue, pair (pure `pairing.pair_players`), start duels.
+
+For each pair the task comes from Taski *outside* any transaction (an HTTP call must not
+hold locks); then one transaction locks both users, takes both out of the queue, creates
+the duel and writes the events. If either left meanwhile, that pair is skipped. If Taski
+is down or pausing us, the round stops and everyone stays queued.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from duely import duels, events
+from duely.config import Config
+from duely.db import Database
+from duely.logs import kv
+from duely.matchmaking.pairing import Waiting, pair_players
+from duely.taski import TaskiClient, TaskiError, TaskiNotFound
+
+log = logging.getLogger(__name__)
+
+
+def waiting_players(session: Session, ttl_secs: float) -> list[Waiting]:
+    """Everyone queued and still polling, with their rating and last opponent."""
+    rows = session.execute(text(
+        """
+        SELECT q.user_id, u.rating, q.joined_at,
+               (SELECT other.user_id FROM duel_players mine
+                  JOIN duel_players other ON other.duel_id = mine.duel_id AND other.user_id <> mine.user_id
+                 WHERE mine.user_id = q.user_id ORDER BY mine.duel_id DESC LIMIT 1) AS last_opponent_id
+        FROM queue_entries q
+        JOIN users u ON u.id = q.user_id
+        LEFT JOIN presence p ON p.user_id = q.user_id
+        WHERE coalesce(p.last_seen_at, q.joined_at) >= now() - make_interval(secs => :ttl)
+        """
+    ), {"ttl": ttl_secs}).all()
+    return [Waiting(user_id=r.user_id, rating=r.rating, joined_at=r.joined_at, last_opponent_id=r.last_opponent_id) for r in rows]
+
+
+def tasks_seen(session: Session, user_ids: tuple[int, int]) -> list[str]:
+    return list(session.execute(text(
+        "SELECT DISTINCT d.task_id FROM duels d JOIN duel_players p ON p.duel_id = d.id WHERE p.user_id = ANY(:ids)"
+    ), {"ids": list(user_ids)}).scalars())
+
+
+def start_duel_for_pair(session: Session, pair: tuple[int, int], task: dict, duration_secs: float) -> int | None:
+    """In one transaction: both out of the queue, the duel created, events written. None if
+    either player is no longer waiting (left, expired, or matched by a concurrent round)."""
+    events.lock_users(session, pair)  # join/leave/expiry take the same locks: the queue holds still
+    queued = session.execute(text("SELECT count(*) FROM queue_entries WHERE user_id = ANY(:ids)"), {"ids": list(pair)}).scalar_one()
+    if queued != 2:
+        return None
+    session.execute(text("DELETE FROM queue_entries WHERE user_id = ANY(:ids)"), {"ids": list(pair)})
+    for uid in pair:
+        events.append(session, uid, "queue_left", {"reason": "matched"})
+    return duels.create_duel(session, pair, task, duration_secs).id
+
+
+def run_round(db: Database, config: Config, taski: TaskiClient) -> int:
+    """Pair whoever can be paired now; returns the number of duels started."""
+    with db.transaction() as session:
+        waiting = waiting_players(session, config.queue_ttl)
+        now = session.execute(text("SELECT now()")).scalar_one()
+    if len(waiting) < 2:
+        return 0
+    ratings = {w.user_id: w.rating for w in waiting}
+    started = 0
+    for pair in pair_players(waiting, now):
+        with db.transaction() as session:
+            exclude = tasks_seen(session, pair)
+        try:
+            task = taski.pick_task(round((ratings[pair[0]] + ratings[pair[1]]) / 2), exclude)
+        except TaskiNotFound:
+            log.warning("Taski has no task for this pair", extra=kv(players=f"{pair[0]},{pair[1]}"))
+            continue
+        except TaskiError as exc:
+            log.warning("no task from Taski; players stay queued", extra=kv(problem=exc))
+            break
+        duel_id = db.run(lambda s, pair=pair, task=task: start_duel_for_pair(s, pair, task, config.duel_duration))
+        if duel_id is not None:
+            started += 1
+    return started
