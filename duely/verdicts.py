@@ -122,13 +122,26 @@ def _ensure_known(session: Session, submission_id: uuid.UUID) -> None:
         raise PoisonMessage(f"unknown submission {submission_id}")
 
 
+def apply_batch(session: Session, records: list[tuple[bytes, str]]) -> int:
+    """Apply a poll's worth of records in the caller's transaction (one commit for the batch).
+
+    A poison message fails alone: PoisonMessage is always raised before the message wrote
+    anything, so no savepoint is needed. Any other error propagates and the whole batch is
+    retried or re-read (its offsets are not committed).
+    `records` are (value, where) pairs; `where` names topic/partition@offset for the logs.
+    """
+    applied = 0
+    for value, where in records:
+        try:
+            applied += apply_message(session, parse_message(value))
+        except PoisonMessage as exc:
+            log.warning("skipping message", extra=kv(at=where, problem=repr(str(exc))))
+    return applied
+
+
 def handle_record(db: Database, value: bytes, where: str) -> None:
-    """Apply one Kafka record's value; poison is logged and skipped, database errors raise."""
-    try:
-        message = parse_message(value)
-        db.run(lambda s: apply_message(s, message))
-    except PoisonMessage as exc:
-        log.warning("skipping message", extra=kv(at=where, problem=repr(str(exc))))
+    """Apply one record in its own transaction (poison is logged and skipped)."""
+    db.run(lambda s: apply_batch(s, [(value, where)]))
 
 
 # -- the consumer process --
@@ -181,11 +194,10 @@ def consume(db: Database, config: Config, stop: threading.Event) -> None:
             backoff = 0.5
             while not stop.is_set():
                 batch = consumer.poll(timeout_ms=500, max_records=200)
-                for records in batch.values():
-                    for record in records:
-                        handle_record(db, record.value, f"{record.topic}/{record.partition}@{record.offset}")
-                if batch:
-                    consumer.commit()  # only after every record of the batch is in the database
+                items = [(r.value, f"{r.topic}/{r.partition}@{r.offset}") for records in batch.values() for r in records]
+                if items:
+                    db.run(lambda s, items=items: apply_batch(s, items))
+                    consumer.commit()  # only after the batch is committed in the database
         except Exception:  # broker gone, group trouble, database down: start over from committed offsets
             log.exception("consumer loop failed; reconnecting", extra=kv(in_secs=backoff))
             stop.wait(backoff)

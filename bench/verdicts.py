@@ -1,0 +1,153 @@
+"""Verdicts applied per second by one consumer (issue 5).
+
+Starts its own embedded PostgreSQL and tansu broker, makes N submissions in N/2 duels,
+publishes for each submission 3 `update` messages and a final `verdict` (a few Accepted, so
+some duels finish on the way), then measures in the same run:
+  baseline  raw kafka-python read rate of those messages (no database);
+  consumer  duely.verdicts.consume applying them (one transaction per poll batch, events included).
+Prints messages/s, verdicts/s and the ratio consumer/baseline.
+
+    .venv/bin/python bench/verdicts.py [--submissions 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from kafka import KafkaConsumer, KafkaProducer  # noqa: E402
+from sqlalchemy import text  # noqa: E402
+
+from duely import duels, events, verdicts  # noqa: E402
+from duely.config import Config  # noqa: E402
+from duely.db import Database  # noqa: E402
+from duely.infra import free_port, start_broker, start_embedded_postgres, stop_embedded_postgres  # noqa: E402
+from duely.migrate import upgrade  # noqa: E402
+
+UPDATES_PER_SUBMISSION = 3
+
+
+def make_submissions(db: Database, count: int) -> list[str]:
+    ids: list[str] = []
+    with db.transaction() as s:
+        s.execute(text("INSERT INTO users (nickname, password_hash) SELECT 'u' || g, 'x' FROM generate_series(1, :n) g"),
+                  {"n": count})
+    task = {"id": 1, "title": "t", "statement": "s"}
+    for pair in range(count // 2):
+        a, b = 2 * pair + 1, 2 * pair + 2
+
+        def act(s, a=a, b=b):
+            events.lock_users(s, (a, b))
+            duel = duels.create_duel(s, (a, b), task, 3600)
+            out = []
+            for uid in (a, b):
+                sid = uuid.uuid4()
+                s.execute(text("INSERT INTO submissions (id, duel_id, user_id, language, solution, status) "
+                               "VALUES (:i, :d, :u, 'python', 'print(1)', 'testing')"), {"i": sid, "d": duel.id, "u": uid})
+                out.append(str(sid))
+            return out
+
+        ids.extend(db.run(act))
+    return ids
+
+
+def publish(bootstrap: str, topic: str, submission_ids: list[str]) -> int:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    sent = 0
+    for i, sid in enumerate(submission_ids):
+        for seq in range(1, UPDATES_PER_SUBMISSION + 1):
+            producer.send(topic, key=sid.encode(), value=json.dumps(
+                {"submission_id": sid, "seq": seq, "type": "update", "status": f"Test #{seq} passed"}).encode())
+            sent += 1
+        verdict = "Accepted" if i % 10 == 0 else "Wrong Answer on test #4"
+        producer.send(topic, key=sid.encode(), value=json.dumps(
+            {"submission_id": sid, "seq": UPDATES_PER_SUBMISSION + 1, "type": "verdict", "verdict": verdict}).encode())
+        sent += 1
+    producer.flush()
+    producer.close()
+    return sent
+
+
+def raw_read_rate(bootstrap: str, topic: str, expected: int) -> float:
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"raw-{uuid.uuid4().hex[:6]}",
+                             auto_offset_reset="earliest", enable_auto_commit=False, session_timeout_ms=6000,
+                             heartbeat_interval_ms=1000)
+    got, started = 0, None
+    deadline = time.monotonic() + 120
+    while got < expected and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=500, max_records=200).values():
+            if started is None:
+                started = time.perf_counter()
+            got += len(records)
+        if got:
+            consumer.commit()
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    return got / elapsed
+
+
+def consumer_rate(db: Database, config: Config, submission_ids: list[str], messages: int) -> tuple[float, float]:
+    stop = threading.Event()
+    thread = threading.Thread(target=verdicts.consume, args=(db, config, stop), daemon=True)
+    thread.start()
+    started = None
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        with db.transaction() as s:
+            judged, touched = s.execute(text(
+                "SELECT count(*) FILTER (WHERE status = 'judged'), count(*) FILTER (WHERE last_seq > 0) FROM submissions"
+            )).one()
+        if touched and started is None:
+            started = time.perf_counter()
+        if judged == len(submission_ids):
+            break
+        time.sleep(0.05)
+    elapsed = time.perf_counter() - started
+    stop.set()
+    thread.join(30)
+    return messages / elapsed, len(submission_ids) / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--submissions", type=int, default=2000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        url = start_embedded_postgres(Path(tmp) / "pg", cleanup_mode=None)
+        port = free_port()
+        broker = start_broker(port, Path(tmp) / "tansu.log")
+        bootstrap = f"127.0.0.1:{port}"
+        try:
+            upgrade(url)
+            db = Database(url)
+            topic = "taski.bench"
+            ids = make_submissions(db, args.submissions)
+            messages = publish(bootstrap, topic, ids)
+            baseline = raw_read_rate(bootstrap, topic, messages)
+            config = Config(database_url=url, kafka_bootstrap_servers=bootstrap, taski_topic=topic, duely_consumer_group="bench")
+            msg_rate, verdict_rate = consumer_rate(db, config, ids, messages)
+            with db.transaction() as s:
+                finished = s.execute(text("SELECT count(*) FROM duels WHERE status = 'finished'")).scalar_one()
+                event_count = s.execute(text("SELECT count(*) FROM events")).scalar_one()
+            print(f"submissions: {len(ids)}, messages: {messages} ({UPDATES_PER_SUBMISSION} updates + 1 verdict each)")
+            print(f"baseline  raw Kafka read (no database):     {baseline:10.0f} messages/s")
+            print(f"consumer  applied with events, txn per batch:{msg_rate:10.0f} messages/s  = {verdict_rate:.0f} verdicts/s")
+            print(f"ratio consumer/baseline: {msg_rate / baseline:.3f}")
+            print(f"duels finished on the way: {finished}; events written: {event_count}")
+            db.dispose()
+        finally:
+            broker.terminate()
+            broker.wait()
+            stop_embedded_postgres(Path(tmp) / "pg")
+
+
+if __name__ == "__main__":
+    main()
