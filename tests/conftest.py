@@ -8,8 +8,10 @@ truncating every table before each test rather than by rolling back.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -31,16 +33,20 @@ pytest_plugins = ["tests.fixtures.devtaski", "tests.fixtures.events", "tests.fix
 
 
 @pytest.fixture(scope="session")
-def database_url(tmp_path_factory) -> str:
+def database_url() -> str:
     url = os.environ.get("TEST_DATABASE_URL")
     data_dir = None
     if not url:
-        data_dir = tmp_path_factory.mktemp("pg")
-        url = start_embedded_postgres(data_dir, cleanup_mode=None)
+        # Not under pytest's tmp root: that is 0700 root, and as root pgserver runs the server
+        # as its own unprivileged user, which must reach the data directory.
+        data_dir = Path(tempfile.mkdtemp(prefix="duely-test-pg-"))
+        data_dir.chmod(0o755)
+        url = start_embedded_postgres(data_dir / "pg", cleanup_mode=None)
     upgrade(url)
     yield url
     if data_dir is not None:
-        stop_embedded_postgres(data_dir)
+        stop_embedded_postgres(data_dir / "pg")
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,147 @@
+"""Dispatch to the dev Taski: hand-over, 429 pauses, 5xx/down backoff, 400 → Rejected,
+re-sending stuck submissions, and no submission sent by two dispatchers at once."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from sqlalchemy import text
+
+from duely import dispatch
+from duely.infra import free_port
+from duely.taski import TaskiClient
+from tests.fixtures.stack import event_types
+from tests.test_submissions import submit
+
+
+@pytest.fixture
+def taski(devtaski) -> TaskiClient:
+    return TaskiClient(devtaski.url, timeout_secs=5, retry_delays_secs=(0.05, 0.05))
+
+
+@pytest.fixture
+def pending(make_user, duel_between, devtaski):
+    """Two players in a duel on dev Taski task 1, alice with one pending submission."""
+    alice, bob = make_user("alice"), make_user("bob")
+    task = devtaski.get("/api/tasks/1").json()
+    duel_id = duel_between(alice, bob, task=task)
+    sid = submit(alice, duel_id).get_json()["submission_id"]
+    return alice, bob, duel_id, sid
+
+
+def row(db, sid):
+    with db.transaction() as s:
+        return s.execute(text("SELECT status, verdict, send_attempts, sent_at, next_attempt_at FROM submissions WHERE id = :i"),
+                         {"i": sid}).one()
+
+
+def test_pending_submission_is_handed_to_taski_once(db, config, taski, devtaski, pending):
+    *_, sid = pending
+    assert dispatch.run_round(db, config, taski) == 1
+    r = row(db, sid)
+    assert r.status == "testing" and r.send_attempts == 1 and r.sent_at is not None
+    assert devtaski.state(sid)["submission_id"] == sid
+    assert dispatch.run_round(db, config, taski) == 0  # testing, not yet silent for JUDGE_TIMEOUT
+
+
+def test_rate_limit_pauses_every_call_then_resumes(db, config, taski, devtaski, pending):
+    *_, sid = pending
+    devtaski.set_faults({"rate_limit": {"count": 1, "retry_after": 1}})
+    assert dispatch.run_round(db, config, taski) == 0
+    assert 0 < taski.paused_for() <= 1
+    assert dispatch.run_round(db, config, taski) == 0  # still paused: no call made at all
+    with pytest.raises(Exception, match="pause"):
+        taski.pick_task(1500)                          # every call of the process waits, not just dispatch
+    r = row(db, sid)
+    assert r.status == "pending" and r.send_attempts == 0  # a 429 is not a failed attempt
+    time.sleep(taski.paused_for() + 0.05)
+    assert dispatch.run_round(db, config, taski) == 1
+    assert row(db, sid).status == "testing"
+
+
+def test_server_errors_back_off_then_succeed(db, config, taski, devtaski, pending):
+    *_, sid = pending
+    devtaski.set_faults({"server_error": {"count": 3}})  # more than the client's in-call retries
+    assert dispatch.run_round(db, config, taski) == 0
+    r = row(db, sid)
+    assert r.status == "pending" and r.send_attempts == 1 and r.next_attempt_at is not None
+    assert dispatch.run_round(db, config, taski) == 0  # backing off: not due yet
+    with db.transaction() as s:
+        s.execute(text("UPDATE submissions SET next_attempt_at = now() WHERE id = :i"), {"i": sid})
+    assert dispatch.run_round(db, config, taski) == 1
+    assert row(db, sid).status == "testing"
+
+
+def test_taski_down_loses_nothing(db, config, pending):
+    *_, sid = pending
+    dead = TaskiClient(f"http://127.0.0.1:{free_port()}", timeout_secs=1, retry_delays_secs=(0.05,))
+    assert dispatch.run_round(db, config, dead) == 0
+    r = row(db, sid)
+    assert r.status == "pending" and r.next_attempt_at is not None
+
+
+def test_taski_400_gives_rejected_verdict_to_both_logs(db, config, taski, make_user, duel_between):
+    alice, bob = make_user("alice"), make_user("bob")
+    duel_id = duel_between(alice, bob, task={"id": 987654, "title": "gone", "statement": "no such task in Taski"})
+    sid = submit(alice, duel_id).get_json()["submission_id"]
+    assert dispatch.run_round(db, config, taski) == 1
+    r = row(db, sid)
+    assert r.status == "judged" and r.verdict.startswith("Rejected: ")
+    assert event_types(db, alice.id)[-1] == "submission_verdict"
+    assert event_types(db, bob.id)[-1] == "opponent_verdict"
+
+
+def test_resend_selection(db, config, pending, make_user, duel_between):
+    """What is stuck (testing and silent past JUDGE_TIMEOUT) is due; what is not, is not."""
+    alice, bob, duel_id, fresh_pending = pending
+    ids = {name: submit(alice, duel_id, client_temp_id=name).get_json()["submission_id"]
+           for name in ("stuck", "recent", "talking", "judged", "backing_off", "stuck_backing_off")}
+    with db.transaction() as s:
+        def set_(name, sql):
+            s.execute(text(f"UPDATE submissions SET {sql} WHERE id = :i"), {"i": ids[name]})
+        set_("stuck", "status = 'testing', sent_at = now() - interval '200 seconds'")
+        set_("recent", "status = 'testing', sent_at = now() - interval '5 seconds'")
+        set_("talking", "status = 'testing', sent_at = now() - interval '500 seconds', last_message_at = now()")
+        set_("judged", "status = 'judged', verdict = 'Accepted', sent_at = now() - interval '500 seconds'")
+        set_("backing_off", "next_attempt_at = now() + interval '30 seconds'")
+        set_("stuck_backing_off", "status = 'testing', sent_at = now() - interval '500 seconds', "
+                                  "next_attempt_at = now() + interval '30 seconds'")
+        due = {str(i) for i in dispatch.due_submission_ids(s, judge_timeout_secs=120)}
+    assert due == {fresh_pending, ids["stuck"]}
+
+
+def test_stuck_submission_is_resent_and_logged(db, config, taski, devtaski, pending, caplog):
+    *_, sid = pending
+    dispatch.run_round(db, config, taski)
+    with db.transaction() as s:
+        s.execute(text("UPDATE submissions SET sent_at = now() - interval '300 seconds', last_message_at = NULL WHERE id = :i"),
+                  {"i": sid})
+    caplog.set_level("INFO")
+    assert dispatch.run_round(db, config, taski) == 1
+    assert row(db, sid).send_attempts == 2
+    resent = [r for r in caplog.records if r.getMessage() == "re-sent a stuck submission"]
+    assert resent and resent[0].fields["submission_id"] and resent[0].fields["waited_secs"] >= 299
+
+
+def test_two_dispatchers_never_send_one_submission_twice(db, config, devtaski, make_user, duel_between):
+    alice, bob = make_user("alice"), make_user("bob")
+    duel_id = duel_between(alice, bob, task=devtaski.get("/api/tasks/1").json())
+    for i in range(8):
+        submit(alice if i % 2 else bob, duel_id, client_temp_id=f"s{i}")
+    devtaski.set_faults({"slow": {"delay_ms": 150}})  # sends overlap in time
+    barrier = threading.Barrier(3)
+
+    def dispatcher():
+        barrier.wait()
+        dispatch.run_round(db, config, TaskiClient(devtaski.url, timeout_secs=5))
+
+    threads = [threading.Thread(target=dispatcher) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with db.transaction() as s:
+        attempts = s.execute(text("SELECT send_attempts FROM submissions WHERE duel_id = :d"), {"d": duel_id}).scalars().all()
+    assert sorted(attempts) == [1] * 8

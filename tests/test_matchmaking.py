@@ -1,0 +1,120 @@
+"""Matchmaking rounds on the real database and the dev Taski: pairs start duels atomically,
+nobody is in two duels even with concurrent rounds, Taski trouble leaves everyone queued."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import text
+
+from duely.matchmaking import rounds
+from duely.taski import TaskiClient
+from tests.fixtures.stack import event_types, start_duel
+
+
+def queue_up(*users):
+    for u in users:
+        assert u.post("/api/queue").status_code == 202
+
+
+def active_duels(db) -> dict[int, int]:
+    with db.transaction() as s:
+        rows = s.execute(text("SELECT user_id, duel_id FROM duel_players WHERE is_active")).all()
+    return {r.user_id: r.duel_id for r in rows}
+
+
+@pytest.fixture
+def taski(devtaski) -> TaskiClient:
+    return TaskiClient(devtaski.url, timeout_secs=5, retry_delays_secs=(0.05,))
+
+
+def test_a_round_pairs_two_waiting_players_into_one_duel(make_user, db, config, taski):
+    alice, bob = make_user("alice"), make_user("bob")
+    queue_up(alice, bob)
+    assert rounds.run_round(db, config, taski) == 1
+    duels = active_duels(db)
+    assert duels[alice.id] == duels[bob.id]
+    for me, other in ((alice, bob), (bob, alice)):
+        assert event_types(db, me.id) == ["queue_joined", "queue_left", "duel_started"]
+        assert me.get("/api/queue").get_json() == {"status": "in_duel", "since": me.get("/api/queue").get_json()["since"],
+                                                    "duel_id": duels[me.id]}
+    duel = alice.get(f"/api/duels/{duels[alice.id]}").get_json()
+    assert duel["status"] == "active" and duel["task"]["title"] and duel["task"]["statement"]
+    assert {p["user_id"] for p in duel["players"]} == {alice.id, bob.id}
+    with db.transaction() as s:
+        started = s.execute(text("SELECT data FROM events WHERE user_id = :u AND type = 'duel_started'"), {"u": alice.id}).scalar()
+    assert started["opponent"] == {"user_id": bob.id, "nickname": "bob", "rating": 1500}
+    assert started["deadline"] == duel["deadline"]
+
+
+def test_tasks_either_player_already_had_are_excluded(make_user, db, config, taski, devtaski):
+    alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol")
+    seen = set()
+    for task_id in (1, 2, 3):  # alice and bob each had some tasks already
+        resp = devtaski.get(f"/api/tasks/{task_id}")
+        assert resp.status_code == 200
+        duel_id = start_duel(db, alice.id if task_id != 3 else bob.id, carol.id, task=resp.json())
+        (alice if task_id != 3 else bob).post(f"/api/duels/{duel_id}/resign")
+        seen.add(task_id)
+    queue_up(alice, bob)
+    assert rounds.run_round(db, config, taski) == 1
+    duel = alice.get(f"/api/duels/{active_duels(db)[alice.id]}").get_json()
+    assert duel["task"]["id"] not in seen
+
+
+def test_taski_down_leaves_both_queued(make_user, db, config):
+    from duely.infra import free_port
+
+    alice, bob = make_user("alice"), make_user("bob")
+    queue_up(alice, bob)
+    dead = TaskiClient(f"http://127.0.0.1:{free_port()}", timeout_secs=1, retry_delays_secs=(0.05,))
+    assert rounds.run_round(db, config, dead) == 0
+    assert active_duels(db) == {}
+    assert alice.get("/api/queue").get_json()["status"] == bob.get("/api/queue").get_json()["status"] == "waiting"
+
+
+def test_taski_rate_limit_pauses_and_leaves_both_queued(make_user, db, config, taski, devtaski):
+    alice, bob = make_user("alice"), make_user("bob")
+    queue_up(alice, bob)
+    devtaski.set_faults({"rate_limit": {"count": 1, "retry_after": 1}})
+    assert rounds.run_round(db, config, taski) == 0
+    assert taski.paused_for() > 0 and active_duels(db) == {}
+    import time
+
+    time.sleep(taski.paused_for() + 0.05)
+    assert rounds.run_round(db, config, taski) == 1
+
+
+def test_players_who_stopped_polling_are_not_paired(make_user, db, config, taski):
+    alice, bob = make_user("alice"), make_user("bob")
+    queue_up(alice, bob)
+    with db.transaction() as s:
+        s.execute(text("UPDATE presence SET last_seen_at = now() - interval '1 hour' WHERE user_id = :u"), {"u": bob.id})
+    assert rounds.run_round(db, config, taski) == 0
+
+
+def test_concurrent_rounds_never_put_a_user_in_two_duels(make_user, db, config, devtaski):
+    users = [make_user(f"player{i}") for i in range(10)]
+    queue_up(*users)
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(3)
+
+    def round_():
+        try:
+            barrier.wait()
+            rounds.run_round(db, config, TaskiClient(devtaski.url, timeout_secs=5))
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=round_) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    duels = active_duels(db)
+    assert len(duels) == 10 and len(set(duels.values())) == 5
+    for u in users:  # exactly one duel_started, one queue_left each
+        types = event_types(db, u.id)
+        assert types.count("duel_started") == 1 and types.count("queue_left") == 1
