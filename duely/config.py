@@ -66,6 +66,10 @@ class Config:
     event_retention: float = _setting(7 * 86400.0, "Events older than this are pruned; older last_event_id gets 410 (duration)", "duration")
     # Development Taski (duely/devtaski; used when TASKI_URL is unset)
     devtaski_workers: int = _setting(2, "Judging worker processes of the development Taski", "int")
+    devtaski_state_dir: str | None = _setting(None, "Where the development Taski keeps judged results; unset = DATA_DIR/devtaski")
+    devtaski_problems_dir: str | None = _setting(None, "Problem set of the development Taski; unset = the bundled duely/devtaski/problems")
+    devtaski_sandbox: str = _setting("auto", "How the development Taski isolates judged code: auto (bwrap when it works), bwrap, rlimits")
+    devtaski_uid_base: int = _setting(61000, "First unprivileged uid judged code runs as (one per worker, claimed with a lock file)", "int")
     # Operations
     log_level: str = _setting("INFO", "Logging level of every process")
     extra: dict = field(default_factory=dict, metadata={"help": "", "kind": "internal"})

@@ -1,0 +1,172 @@
+"""Publishing judging progress to Kafka, surviving the broker.
+
+One thread sends the messages in the order they were published (so one submission's messages
+keep their order), each acknowledged by the broker (acks=all) before the next. Any failure -
+broker down, restarted empty (the development tansu keeps nothing, the topic is gone), a
+producer gone stale - drops the producer; the thread then re-creates the topic and a producer
+and sends the same message again, with a growing pause, until it goes through. `publish` never
+blocks and never raises: judging does not wait for Kafka.
+
+A trap: tansu restarted empty acknowledges writes to the topic it no longer has, and drops
+them. So after every send the topic's existence is checked (one metadata call, under a
+millisecond); a missing topic counts as a failed send.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+
+from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from duely import logs
+from duely.devtaski.faults import Faults
+
+log = logging.getLogger(__name__)
+
+TOPIC_PARTITIONS = 1
+BROKER_TIMEOUT_MS = 5000
+SEND_TIMEOUT_SECS = 15
+BACKOFF_MIN_SECS = 0.2
+BACKOFF_MAX_SECS = 5.0
+_STOP = object()
+
+
+class TopicMissing(RuntimeError):
+    pass
+
+
+def ensure_topic(admin: KafkaAdminClient, topic: str) -> None:
+    """Create `topic` unless it exists (brokers without auto-creation, like tansu, need this)."""
+    try:
+        admin.create_topics([NewTopic(topic, TOPIC_PARTITIONS, 1)])
+        log.info("topic created", extra=logs.kv(topic=topic))
+    except TopicAlreadyExistsError:
+        pass
+
+
+def topic_exists(admin: KafkaAdminClient, topic: str) -> bool:
+    described = admin.describe_topics([topic])
+    return bool(described) and described[0]["error_code"] == 0 and bool(described[0]["partitions"])
+
+
+class Publisher:
+    def __init__(self, bootstrap_servers: str, topic: str, faults: Faults):
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.faults = faults
+        self._queue: queue.Queue = queue.Queue()
+        self._held: dict[str, list[dict]] = {}  # kafka_reorder: a submission's messages until its verdict
+        self._held_lock = threading.Lock()
+        self._producer: KafkaProducer | None = None
+        self._admin: KafkaAdminClient | None = None
+        self._give_up_at: float | None = None
+        self._thread = threading.Thread(target=self._run, name="kafka-publisher", daemon=True)
+        self.sent = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def publish(self, message: dict) -> None:
+        """Queue `message` (keyed by its submission_id) for sending, applying the Kafka fault switches."""
+        faults = self.faults.kafka()
+        sid = message["submission_id"]
+        with self._held_lock:
+            batch = self._held.pop(sid, [])
+            batch.append(message)
+            if faults.reorder:
+                if message["type"] != "verdict":
+                    self._held[sid] = batch
+                    return
+                batch.reverse()
+        for item in batch:
+            self._queue.put(item)
+            if faults.duplicate:
+                self._queue.put(item)
+
+    def backlog(self) -> int:
+        return self._queue.qsize()
+
+    def stop(self, timeout_secs: float) -> None:
+        """Send what is queued for up to `timeout_secs`, then drop the rest (they are re-sent on request)."""
+        self._give_up_at = time.monotonic() + timeout_secs
+        self._queue.put(_STOP)
+        self._thread.join(timeout_secs + 1)
+        self._drop_producer()
+
+    def _run(self) -> None:
+        self._connect_at_start()
+        while True:
+            message = self._queue.get()
+            if message is _STOP:
+                return
+            self._deliver(message)
+
+    def _deliver(self, message: dict) -> None:
+        sid = message["submission_id"]
+        value = json.dumps(message, separators=(",", ":")).encode()
+        backoff = BACKOFF_MIN_SECS
+        while True:
+            try:
+                producer = self._producer or self._connect()
+                producer.send(self.topic, key=sid.encode(), value=value).get(timeout=SEND_TIMEOUT_SECS)
+                if not topic_exists(self._admin, self.topic):
+                    raise TopicMissing(self.topic)  # the broker restarted empty: that write went nowhere
+                self.sent += 1
+                return
+            except Exception as exc:  # any broker trouble: start over with a fresh topic and producer
+                log.warning("publishing failed; retrying", extra=logs.kv(submission_id=sid, seq=message["seq"],
+                                                                         error=type(exc).__name__, in_secs=backoff))
+                self._drop_producer()
+            if self._give_up_at is not None and time.monotonic() + backoff > self._give_up_at:
+                log.warning("stopping: message dropped", extra=logs.kv(submission_id=sid, seq=message["seq"]))
+                return
+            time.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX_SECS)
+
+    def _connect_at_start(self) -> None:
+        """Create the topic and producer before the first message, so readers can subscribe at once."""
+        backoff = BACKOFF_MIN_SECS
+        while self._give_up_at is None and self._queue.empty():
+            try:
+                self._connect()
+                return
+            except Exception as exc:  # the broker may well start after us; messages will retry anyway
+                log.info("Kafka not reachable yet", extra=logs.kv(error=type(exc).__name__, in_secs=backoff))
+                self._drop_producer()
+            time.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX_SECS)
+
+    def _connect(self) -> KafkaProducer:
+        self._admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=BROKER_TIMEOUT_MS,
+                                       client_id="devtaski-admin")
+        ensure_topic(self._admin, self.topic)
+        self._producer = KafkaProducer(
+            bootstrap_servers=self.bootstrap_servers, client_id="devtaski", acks="all", linger_ms=0,
+            max_in_flight_requests_per_connection=1, retries=2,
+            # our own retry loop resends after a broker restart; producer ids would not survive it
+            enable_idempotence=False, allow_auto_create_topics=False,
+            max_block_ms=BROKER_TIMEOUT_MS, request_timeout_ms=BROKER_TIMEOUT_MS, delivery_timeout_ms=2 * BROKER_TIMEOUT_MS,
+        )
+        log.info("connected to Kafka", extra=logs.kv(bootstrap_servers=self.bootstrap_servers, topic=self.topic))
+        return self._producer
+
+    def _drop_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        admin, self._admin = self._admin, None
+        if producer is not None:
+            _close_quietly(lambda: producer.close(timeout=0))
+        if admin is not None:
+            _close_quietly(admin.close)
+
+
+def _close_quietly(close) -> None:
+    try:
+        close()
+    except Exception:  # a broken client may fail to close; it is discarded either way
+        pass
