@@ -15,21 +15,25 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+import psycopg
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from duely import errors, presence
 from duely.clock import isoformat, utcnow
 from duely.config import Config
-from duely.db import Database
+from duely.db import Database, psycopg_url
 from duely.listener import NOTIFY_CHANNEL, Listener, get_listener
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 POLL_TIMEOUT_DEFAULT_SECS = 25.0
 POLL_TIMEOUT_MAX_SECS = 60.0
@@ -61,19 +65,26 @@ _INSERT = text(
     "INSERT INTO events (user_id, id, type, data, created_at) VALUES (:uid, :id, :type, CAST(:data AS jsonb), clock_timestamp())"
 )
 _NOTIFY = text("SELECT pg_notify(:ch, :uid)")
-# One statement, one snapshot: the newest id and the events after the cursor agree.
-_READ = text(
-    """
-    SELECT u.last_event_id, e.id, e.type, e.data, e.created_at
-    FROM users u
-    LEFT JOIN LATERAL (
-        SELECT id, type, data, created_at FROM events
-        WHERE user_id = u.id AND id > :after ORDER BY id LIMIT :limit
-    ) e ON true
-    WHERE u.id = :uid
-    ORDER BY e.id
-    """
+# A read is one statement, so one snapshot: the newest id and the events after the cursor agree.
+# Written in the driver's parameter style: the same SQL runs on a Session and on the plain
+# connections of the poll's fast path.
+_EVENTS_AFTER = (
+    "LEFT JOIN LATERAL (SELECT id, type, data, created_at FROM events"
+    " WHERE user_id = u.id AND id > %(after)s ORDER BY id LIMIT %(limit)s) e ON true"
 )
+_READ_BY_USER_SQL = (
+    f"SELECT u.id, u.last_event_id, e.id, e.type, e.data, e.created_at FROM users u {_EVENTS_AFTER}"
+    " WHERE u.id = %(uid)s ORDER BY e.id"
+)
+# The bearer token is checked in the same statement (the rule of duely.auth.authenticate: known
+# hash, not revoked, not expired), so a poll costs one round trip to the database.
+_READ_BY_TOKEN_SQL = (
+    f"SELECT u.id, u.last_event_id, e.id, e.type, e.data, e.created_at FROM auth_tokens t JOIN users u ON u.id = t.user_id"
+    f" {_EVENTS_AFTER} WHERE t.token_hash = %(token_hash)s AND t.revoked_at IS NULL AND t.expires_at > now() ORDER BY e.id"
+)
+# Plain autocommit connections per process for the poll reads (see _ReadConnections).
+READ_CONNECTIONS_PER_PROCESS = 8
+READER_APPLICATION_NAME = "duely-reader"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,13 +136,18 @@ def read_since(session: Session, user_id: int, after_id: int, limit: int = POLL_
     Raises BadRequest when `after_id` is ahead of the log, and EventsExpired (410, carrying the
     newest id as `last_event_id`) when the event right after `after_id` was pruned.
     """
-    rows = session.execute(_READ, {"uid": user_id, "after": after_id, "limit": limit}).all()
+    rows = session.connection().exec_driver_sql(_READ_BY_USER_SQL, {"uid": user_id, "after": after_id, "limit": limit}).all()
     if not rows:
         raise errors.NotFound("No such user.")
-    newest = rows[0][0]
+    return _updates(rows, after_id)
+
+
+def _updates(rows: Sequence[Sequence[Any]], after_id: int) -> Updates:
+    """Rows of a read (user id, newest id, then one event or NULLs) -> Updates, or 400/410."""
+    newest = rows[0][1]
     if after_id > newest:
         raise errors.BadRequest(f"last_event_id {after_id} is ahead of your newest event ({newest}).")
-    found = [Event(r[1], r[2], r[3], r[4]) for r in rows if r[1] is not None]
+    found = [Event(r[2], r[3], r[4], r[5]) for r in rows if r[2] is not None]
     if after_id < newest and (not found or found[0].id != after_id + 1):
         raise errors.EventsExpired(
             f"Events after {after_id} are no longer kept; resync from the REST snapshot and continue from {newest}.",
@@ -145,37 +161,151 @@ def wait_for(db: Database, user_id: int, after_id: int, timeout_secs: float, lim
     """One long poll: the events after `after_id` at once if there are any, else the first ones
     committed within `timeout_secs`, else none.
 
-    No database connection is held while waiting: each read is its own short transaction and
-    the wake-up comes from the process's listener. The first read also refreshes the user's
+    No database connection is held while waiting: each read is one short statement and the
+    wake-up comes from the process's listener. The first read also refreshes the user's
     presence (throttled, see duely/presence.py). When the server is shutting down the poll is
     answered at once. Raises what `read_since` raises.
     """
+    params = {"uid": user_id, "after": after_id, "limit": limit}
+    return _hold(db, _READ_BY_USER_SQL, params, user_id, after_id, timeout_secs, refresh_presence, listener)[1]
+
+
+def poll(db: Database, token_hash: str, after_id: int, timeout_secs: float, limit: int = POLL_LIMIT_DEFAULT, *,
+         listener: Listener | None = None) -> tuple[int, Updates]:
+    """`wait_for` for the holder of a bearer token (by its `auth.hash_token` hash): every read
+    authenticates too, in the same statement. Returns (user id, updates); raises Unauthorized
+    for a missing, expired or revoked token, else what `read_since` raises."""
+    params = {"token_hash": token_hash, "after": after_id, "limit": limit}
+    user_id, updates = _hold(db, _READ_BY_TOKEN_SQL, params, _token_users.get(token_hash), after_id, timeout_secs, True, listener)
+    if len(_token_users) > _TOKEN_USERS_MAX:
+        _token_users.clear()
+    _token_users[token_hash] = user_id
+    return user_id, updates
+
+
+# Token hash -> user id, only to subscribe to the right user before the first read (the read
+# itself authenticates); a wrong or missing guess costs one more read, never a wrong answer.
+_token_users: dict[str, int] = {}
+_TOKEN_USERS_MAX = 100_000
+
+
+def _hold(db: Database, sql: str, params: dict[str, Any], user_id: int | None, after_id: int, timeout_secs: float,
+          refresh_presence: bool, listener: Listener | None) -> tuple[int, Updates]:
     listener = listener or process_listener(db)
+    reads = _read_connections(db.url)
     deadline = time.monotonic() + timeout_secs
-    # Subscribed before the first read: an event committed between that read and the wait
-    # still sets the flag, so it is never slept through.
-    waiter = listener.subscribe(user_id) if timeout_secs > 0 else None
+    # Subscribed before the read: an event committed between the read and the wait still sets
+    # the flag, so it is never slept through.
+    waiter = listener.subscribe(user_id) if timeout_secs > 0 and user_id is not None else None
     try:
         first = True
         while True:
             if waiter is not None:
                 waiter.clear()  # a wake-up arriving during the read below triggers one more read
-            with db.transaction() as session:
-                if first and refresh_presence:
-                    presence.refresh(session, user_id)
-                updates = read_since(session, user_id, after_id, limit)
+            rows = reads.read(sql, params, presence_of=user_id if first and refresh_presence else None)
+            if not rows:
+                raise errors.Unauthorized("The token is missing, unknown, expired or revoked.") if "token_hash" in params \
+                    else errors.NotFound("No such user.")
+            read_user_id = rows[0][0]
+            if first and refresh_presence and read_user_id != user_id:
+                reads.refresh_presence(read_user_id)
+            user_id = read_user_id
             first = False
+            updates = _updates(rows, after_id)
             remaining = deadline - time.monotonic()
-            if updates.events or waiter is None or remaining <= 0 or listener.shutting_down:
-                return updates
+            if updates.events or timeout_secs <= 0 or remaining <= 0 or listener.shutting_down:
+                return user_id, updates
+            if waiter is None or waiter.user_id != user_id:
+                # Subscribed only now that the user is known: read once more before waiting.
+                if waiter is not None:
+                    listener.unsubscribe(waiter)
+                waiter = listener.subscribe(user_id)
+                continue
             # Woken or not, loop and read again: at the end of the timeout that re-read covers a
             # notification lost while the listener was reconnecting.
             waiter.wait(remaining)
             if listener.shutting_down:
-                return Updates([], after_id)
+                return user_id, Updates([], after_id)
     finally:
         if waiter is not None:
             listener.unsubscribe(waiter)
+
+
+class _ReadConnections:
+    """Plain autocommit psycopg connections for the poll reads, a few per process.
+
+    A read is a single statement, so it needs no transaction: no BEGIN/COMMIT and no pool
+    ping, one round trip (psycopg prepares the statement after a few uses). A held poll
+    gives its connection back while it waits.
+    """
+
+    def __init__(self, url: str, size: int):
+        self.url = psycopg_url(url)
+        self._idle: list[psycopg.Connection] = []
+        self._slots = threading.BoundedSemaphore(size)
+        self.in_use = 0  # connections checked out right now (tests: a held poll holds none)
+
+    def read(self, sql: str, params: dict[str, Any], presence_of: int | None = None) -> list[tuple[Any, ...]]:
+        return self._run(lambda conn: self._read(conn, sql, params, presence_of))
+
+    def refresh_presence(self, user_id: int) -> None:
+        if presence.claim_write(user_id):
+            self._run(lambda conn: conn.execute(presence.UPSERT_SQL, {"ids": [user_id]}))
+
+    @staticmethod
+    def _read(conn: psycopg.Connection, sql: str, params: dict[str, Any], presence_of: int | None) -> list[tuple[Any, ...]]:
+        if presence_of is not None and presence.claim_write(presence_of):
+            conn.execute(presence.UPSERT_SQL, {"ids": [presence_of]})
+        return conn.execute(sql, params).fetchall()
+
+    def _run(self, fn: Callable[[psycopg.Connection], T]) -> T:
+        for attempt in (1, 2):
+            if not self._slots.acquire(timeout=_READ_SLOT_TIMEOUT_SECS):
+                raise TimeoutError(f"no database connection for a poll read in {_READ_SLOT_TIMEOUT_SECS} s")
+            conn = None
+            self.in_use += 1
+            try:
+                conn = self._take()
+                result = fn(conn)
+            except psycopg.OperationalError:
+                if conn is not None:
+                    conn.close()
+                    conn = None
+                if attempt == 2:
+                    raise
+                continue  # an idle connection may have died (database restart): once more, fresh
+            finally:
+                if conn is not None:
+                    if conn.closed or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                        conn.close()
+                    else:
+                        self._idle.append(conn)
+                self.in_use -= 1
+                self._slots.release()
+            return result
+        raise AssertionError("unreachable")
+
+    def _take(self) -> psycopg.Connection:
+        try:
+            return self._idle.pop()
+        except IndexError:
+            return psycopg.connect(self.url, autocommit=True, application_name=READER_APPLICATION_NAME)
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop().close()
+
+
+_READ_SLOT_TIMEOUT_SECS = 30.0
+_readers: dict[tuple[int, str], _ReadConnections] = {}
+
+
+def _read_connections(url: str) -> _ReadConnections:
+    key = (os.getpid(), url)  # never share connections across a fork
+    reader = _readers.get(key)
+    if reader is None:
+        reader = _readers.setdefault(key, _ReadConnections(url, READ_CONNECTIONS_PER_PROCESS))
+    return reader
 
 
 def process_listener(db: Database) -> Listener:

@@ -22,8 +22,10 @@ PRESENCE_THROTTLE_SECS = 5.0
 # The throttle memory is swept when it grows past this many users (entries are tiny).
 _THROTTLE_SWEEP_SIZE = 50_000
 
-_UPSERT = text(
-    "INSERT INTO presence (user_id, last_seen_at) SELECT uid, now() FROM unnest(CAST(:ids AS bigint[])) AS uid "
+# In the driver's own parameter style, so that the poll's fast path (duely/events.py, plain
+# psycopg connections) runs the very same statement.
+UPSERT_SQL = (
+    "INSERT INTO presence (user_id, last_seen_at) SELECT uid, now() FROM unnest(CAST(%(ids)s AS bigint[])) AS uid "
     "ON CONFLICT (user_id) DO UPDATE SET last_seen_at = excluded.last_seen_at"
 )
 
@@ -40,7 +42,7 @@ def touch_many(session: Session, user_ids: Iterable[int]) -> None:
     """Mark several users as seen now, in one statement (the held-polls heartbeat)."""
     ids = sorted(set(user_ids))  # one lock order for concurrent upserts: no deadlocks
     if ids:
-        session.execute(_UPSERT, {"ids": ids})
+        session.connection().exec_driver_sql(UPSERT_SQL, {"ids": ids})
     now = time.monotonic()
     with _last_write_lock:
         for uid in ids:
@@ -53,6 +55,15 @@ def refresh(session: Session, user_id: int, throttle_secs: float = PRESENCE_THRO
     Returns whether it wrote. The memory is per process, so a poll reaching another worker
     writes at once; and the first poll after a pause longer than the throttle always writes.
     """
+    if not claim_write(user_id, throttle_secs):
+        return False
+    session.connection().exec_driver_sql(UPSERT_SQL, {"ids": [user_id]})
+    return True
+
+
+def claim_write(user_id: int, throttle_secs: float = PRESENCE_THROTTLE_SECS) -> bool:
+    """The throttle of `refresh`: True (and the slot is taken) when `user_id`'s presence is due
+    for a write by this process; the caller then runs UPSERT_SQL for it."""
     now = time.monotonic()
     with _last_write_lock:
         last = _last_write.get(user_id)
@@ -62,7 +73,6 @@ def refresh(session: Session, user_id: int, throttle_secs: float = PRESENCE_THRO
         _last_write[user_id] = now
         if len(_last_write) > _THROTTLE_SWEEP_SIZE:
             _sweep(now, throttle_secs)
-    session.execute(_UPSERT, {"ids": [user_id]})
     return True
 
 

@@ -297,13 +297,17 @@ def test_wait_for_returns_nothing_after_its_timeout(db, make_poller, updates_lis
 
 def test_wait_for_holds_no_database_connection_while_waiting(db, make_poller, updates_listener):
     alice = make_poller()
-    pool = db.engine.pool
+    pool, reads = db.engine.pool, events._read_connections(db.url)
     result: list = []
     thread = threading.Thread(target=lambda: result.append(events.wait_for(db, alice.id, 0, 2)))
     checked_out_before = pool.checkedout()
     thread.start()
-    time.sleep(0.5)
-    assert pool.checkedout() == checked_out_before  # the held poll has given its connection back
+    deadline = time.monotonic() + 5
+    while updates_listener.waiter_count() == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    # The held poll has given its connection back.
+    assert updates_listener.waiter_count() == 1 and reads.in_use == 0 and pool.checkedout() == checked_out_before
     thread.join()
     assert result == [events.Updates([], 0)]
 

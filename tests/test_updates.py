@@ -30,6 +30,45 @@ def test_a_bad_token_is_401_even_with_a_bad_query(client):
     assert resp.status_code == 401
 
 
+def test_a_logged_out_token_stops_working_at_once(client, make_poller, updates_listener):
+    alice = make_poller()
+    assert poll(client, alice, timeout=0).status_code == 200
+    assert client.post("/api/auth/logout", headers=alice.headers).status_code == 204
+    assert poll(client, alice, timeout=0).status_code == 401
+    assert poll(client, alice, timeout=1).status_code == 401
+
+
+def test_an_expired_token_is_401(client, make_poller, db):
+    alice = make_poller()
+    with db.transaction() as s:
+        s.execute(text("UPDATE auth_tokens SET expires_at = now() - interval '1 second'"))
+    assert poll(client, alice, timeout=0).status_code == 401
+
+
+def test_a_token_revoked_during_a_held_poll_gets_401_on_the_next_read(client, make_poller, db, append_event, updates_listener):
+    alice = make_poller()
+    assert poll(client, alice, timeout=0).status_code == 200
+
+    def revoke_then_write():
+        time.sleep(0.3)
+        with db.transaction() as s:
+            s.execute(text("UPDATE auth_tokens SET revoked_at = now()"))
+        append_event(alice.id)
+
+    threading.Thread(target=revoke_then_write).start()
+    assert poll(client, alice, timeout=10).status_code == 401
+
+
+def test_the_first_poll_of_a_token_new_to_this_process_is_held_too(app, make_poller, append_event, updates_listener):
+    """A token this process has not seen: the user is known only after the first read, and an
+    event committed right then must still wake the poll."""
+    alice = make_poller()
+    threading.Timer(0.3, append_event, args=(alice.id,)).start()
+    started = time.monotonic()
+    resp = poll(app.test_client(), alice, timeout=20)
+    assert [e["id"] for e in resp.get_json()["events"]] == [1] and time.monotonic() - started < 10
+
+
 def test_empty_log_answers_empty_with_the_given_id(client, make_poller):
     alice = make_poller()
     resp = poll(client, alice, timeout=0)
