@@ -84,12 +84,17 @@ def wait_until(predicate, timeout: float) -> bool:
 
 
 def test_both_workers_hold_polls_and_deliver_each_users_events(gunicorn_server, make_poller, append_event, db):
-    users = [make_poller() for _ in range(40)]
-    pool = ThreadPoolExecutor(len(users))
-    futures = {u.id: pool.submit(gunicorn_server.poll, u.token, 30) for u in users}
-    # Every worker that served a poll has its own LISTEN connection: both must have one.
-    assert wait_until(lambda: gunicorn_server.worker_pids() <= listener_pids(db), 20), \
-        (gunicorn_server.worker_pids(), listener_pids(db))
+    pool = ThreadPoolExecutor(200)
+    users, futures = [], {}
+    # The kernel decides which worker accepts a connection: open held polls in batches until both
+    # workers hold some (each worker that served a poll has its own LISTEN connection).
+    for _ in range(5):
+        batch = [make_poller() for _ in range(40)]
+        users += batch
+        futures.update({u.id: pool.submit(gunicorn_server.poll, u.token, 30) for u in batch})
+        if wait_until(lambda: gunicorn_server.worker_pids() <= listener_pids(db), 3):
+            break
+    assert gunicorn_server.worker_pids() <= listener_pids(db), (gunicorn_server.worker_pids(), listener_pids(db))
     # All polls have had their first read (which writes presence) before the events are written.
     assert wait_until(lambda: db.run(lambda s: s.execute(text("SELECT count(*) FROM presence")).scalar()) == len(users), 20)
     time.sleep(0.3)
