@@ -7,7 +7,8 @@ processes and open files, at a lower priority. When bubblewrap works it adds nam
 network, a private /proc and pid space, and a filesystem of /usr plus the program's own
 directory (`/box`) and an empty size-limited /tmp; test answers are never visible to it.
 Without bubblewrap the same limits apply, but the program can read world-readable files.
-Before and after every run, every process of the slot's uid is killed, so nothing outlives a run.
+After every run (and before one, unless that is already done), every process of the slot's uid is
+killed, so nothing outlives a run.
 See docs/devtaski.md.
 """
 
@@ -113,6 +114,7 @@ class Sandbox:
             raise SandboxError("bwrap is not installed")
         # Paths outside /usr the programs need (e.g. a Python installed elsewhere), read-only.
         self.ro_paths = [p for p in ro_paths if not p.startswith("/usr/")]
+        self._clean = False  # True once a sweep ran and nothing ran as the uid since
 
     @property
     def mode(self) -> str:
@@ -165,7 +167,9 @@ class Sandbox:
         `stdin` as its standard input; stdout is captured up to `limits.output_bytes`."""
         inside_box = BOX_INSIDE if self.bwrap else str(box)
         argv = [arg.replace("{box}", inside_box) for arg in argv]
-        self.kill_leftovers()
+        if not self._clean:
+            self.kill_leftovers()
+        self._clean = False
         if writable_box:
             os.chown(box, self.uid, self.uid)
         # Standard streams are files in a directory only root can enter: the program gets open
@@ -257,6 +261,7 @@ class Sandbox:
             os._exit(0)
         os.waitpid(pid, 0)
         reap_children(REAP_WAIT_SECS)
+        self._clean = True
 
 
 def reap_children(wait_secs: float = 0.0) -> None:
