@@ -1,0 +1,162 @@
+"""Throughput of the development Taski: judged submissions per second, end to end.
+
+    .venv/bin/python bench/taski_throughput.py [--submissions 100] [--workers 2] [--sandbox auto]
+
+Starts its own tansu broker and dev Taski (free ports, temporary state), then POSTs N copies of
+a trivial Accepted Python solution to a bundled problem with exactly 5 tests, all at once, and
+waits until every verdict has arrived on Kafka. Measured from the first POST to the last
+verdict, so HTTP, queueing, sandboxing (bwrap + rlimits + uid switch), the 5 runs per
+submission and publishing are all included. Alongside, in the same run, the raw cost it is
+compared with: the solution interpreter started 5 times (`python3 -I -B -c pass`), and the
+same solution run on the same 5 inputs without any sandbox.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import requests
+from kafka import KafkaConsumer, TopicPartition
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from duely.devtaski.languages import solution_python  # noqa: E402
+from duely.devtaski.problems import load_problems  # noqa: E402
+from duely.infra import free_port, start_broker, wait_for_port  # noqa: E402
+
+TOPIC = "taski.bench"
+TESTS = 5
+RAW_REPEATS = 20
+
+
+def five_test_problem():
+    """The lowest-rated bundled problem with exactly five tests, and its reference solution."""
+    problem = min((p for p in load_problems().values() if len(p.tests) == TESTS), key=lambda p: p.difficulty)
+    return problem, (ROOT / "tests" / "devtaski" / "solutions" / f"{problem.slug}.py").read_text()
+
+
+def raw_costs_ms(problem, solution: str) -> tuple[float, float]:
+    """Median wall time of (5 bare interpreter starts) and of (the solution on the 5 inputs, unsandboxed)."""
+    python = solution_python()
+    starts, runs = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "solution.py"
+        script.write_text(solution)
+        for _ in range(RAW_REPEATS):
+            began = time.perf_counter()
+            for _ in range(TESTS):
+                subprocess.run([python, "-I", "-B", "-c", "pass"], check=True)
+            starts.append(time.perf_counter() - began)
+            began = time.perf_counter()
+            for test in problem.tests:
+                subprocess.run([python, "-I", "-B", str(script)], input=test.input, capture_output=True, check=True)
+            runs.append(time.perf_counter() - began)
+    return statistics.median(starts) * 1000, statistics.median(runs) * 1000
+
+
+def wait_for_verdicts(consumer: KafkaConsumer, ids: set[str], timeout_secs: float) -> dict[str, str]:
+    verdicts: dict[str, str] = {}
+    deadline = time.monotonic() + timeout_secs
+    while len(verdicts) < len(ids):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {len(verdicts)} of {len(ids)} verdicts after {timeout_secs}s")
+        for records in consumer.poll(timeout_ms=100).values():
+            for record in records:
+                message = json.loads(record.value)
+                if message["type"] == "verdict" and message["submission_id"] in ids:
+                    verdicts[message["submission_id"]] = message["verdict"]
+    return verdicts
+
+
+def reader(bootstrap: str) -> KafkaConsumer:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=50)
+    while not consumer.partitions_for_topic(TOPIC):
+        time.sleep(0.1)
+        consumer.topics()
+    partitions = [TopicPartition(TOPIC, p) for p in consumer.partitions_for_topic(TOPIC)]
+    consumer.assign(partitions)
+    consumer.seek_to_end(*partitions)
+    for partition in partitions:
+        consumer.position(partition)  # resolve "end" now, before anything is submitted
+    return consumer
+
+
+def submit_batch(http: requests.Session, url: str, task_id: int, solution: str, count: int) -> set[str]:
+    ids = set()
+    for _ in range(count):
+        sid = str(uuid.uuid4())
+        resp = http.post(f"{url}/api/submissions", json={"submission_id": sid, "task_id": task_id, "language": "python",
+                                                        "solution": solution}, timeout=10)
+        resp.raise_for_status()
+        ids.add(sid)
+    return ids
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--submissions", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--sandbox", default="auto", choices=["auto", "bwrap", "rlimits"])
+    args = parser.parse_args()
+
+    problem, solution = five_test_problem()
+    with tempfile.TemporaryDirectory(prefix="taski-bench-") as tmp:
+        kafka_port, port = free_port(), free_port()
+        bootstrap, url = f"127.0.0.1:{kafka_port}", f"http://127.0.0.1:{port}"
+        broker = start_broker(kafka_port, Path(tmp) / "tansu.log")
+        log = open(Path(tmp) / "devtaski.log", "wb")
+        devtaski = subprocess.Popen(
+            [sys.executable, "-m", "duely.devtaski", "--devtaski-port", str(port), "--kafka-bootstrap-servers", bootstrap,
+             "--taski-topic", TOPIC, "--devtaski-state-dir", str(Path(tmp) / "state"), "--devtaski-workers", str(args.workers),
+             "--devtaski-sandbox", args.sandbox, "--log-level", "WARNING"],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for_port("127.0.0.1", port, timeout=60)
+            http = requests.Session()
+            sandbox = {w["sandbox"] for w in http.get(f"{url}/healthz", timeout=10).json()["workers"]}
+            consumer = reader(bootstrap)
+            wait_for_verdicts(consumer, submit_batch(http, url, problem.id, solution, args.workers * 2), 120)  # warm-up
+
+            began = time.perf_counter()
+            ids = submit_batch(http, url, problem.id, solution, args.submissions)
+            posted = time.perf_counter() - began
+            verdicts = wait_for_verdicts(consumer, ids, 600)
+            elapsed = time.perf_counter() - began
+            consumer.close()
+        finally:
+            devtaski.send_signal(signal.SIGTERM)
+            devtaski.wait(30)
+            broker.kill()
+            broker.wait()
+            log.close()
+        wrong = {v for v in verdicts.values() if v != "Accepted"}
+        if wrong:
+            raise SystemExit(f"unexpected verdicts {wrong}; see the dev Taski log")
+
+    starts_ms, runs_ms = raw_costs_ms(problem, solution)
+    per_submission_ms = elapsed * 1000 / args.submissions
+    worker_ms = per_submission_ms * args.workers  # wall time one worker spends per submission
+    print(f"problem: {problem.slug} ({TESTS} tests), solution: tests/devtaski/solutions/{problem.slug}.py")
+    print(f"machine: {os.cpu_count()} cores; dev Taski: {args.workers} workers, sandbox {','.join(sorted(sandbox))}")
+    print(f"judged: {args.submissions} submissions in {elapsed:.2f} s (POSTs took {posted:.2f} s) "
+          f"-> {args.submissions / elapsed:.1f} submissions/s end to end (HTTP POST -> verdict on Kafka)")
+    print(f"per submission: {per_submission_ms:.1f} ms of wall time, {worker_ms:.1f} ms of one worker's time")
+    print(f"raw: python3 started {TESTS} times: {starts_ms:.1f} ms; the solution on the {TESTS} inputs, unsandboxed: {runs_ms:.1f} ms")
+    print(f"ratio: judge time per submission / {TESTS} interpreter starts = {worker_ms / starts_ms:.2f}; "
+          f"/ unsandboxed solution runs = {worker_ms / runs_ms:.2f}")
+    print(f"ceiling if judging cost only the {TESTS} starts on {args.workers} workers: {args.workers * 1000 / starts_ms:.1f} submissions/s")
+
+
+if __name__ == "__main__":
+    main()
