@@ -162,6 +162,7 @@ def _make_consumer(config: Config):
         session_timeout_ms=CONSUMER_SESSION_TIMEOUT_MS,
         heartbeat_interval_ms=1000,
         metadata_max_age_ms=5000,  # notice a recreated topic quickly
+        reconnect_backoff_max_ms=2000,  # a restarted broker is found within seconds (default: up to 30 s)
         max_poll_records=200,
     )
     consumer.subscribe([config.taski_topic])
