@@ -145,3 +145,17 @@ def test_two_dispatchers_never_send_one_submission_twice(db, config, devtaski, m
     with db.transaction() as s:
         attempts = s.execute(text("SELECT send_attempts FROM submissions WHERE duel_id = :d"), {"d": duel_id}).scalars().all()
     assert sorted(attempts) == [1] * 8
+
+
+def test_a_paused_process_resends_nothing_until_the_pause_ends(db, config, taski, devtaski, pending):
+    *_, sid = pending
+    dispatch.run_round(db, config, taski)
+    with db.transaction() as s:
+        s.execute(text("UPDATE submissions SET sent_at = now() - interval '300 seconds' WHERE id = :i"), {"i": sid})
+        assert [str(i) for i in dispatch.due_submission_ids(s, config.judge_timeout)] == [sid]  # stuck: due
+    taski.pause(0.5)  # as after a 429 on any call of this process
+    assert dispatch.run_round(db, config, taski) == 0
+    assert row(db, sid).send_attempts == 1
+    time.sleep(0.6)
+    assert dispatch.run_round(db, config, taski) == 1
+    assert row(db, sid).send_attempts == 2
