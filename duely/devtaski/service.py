@@ -121,7 +121,8 @@ class DevTaski:
             message = verdict_message(sid, self.store.next_seq(sid), event.verdict or "")
             self.store.record_verdict(sid, message)  # on disk before anyone can see it
             self.publisher.publish(message)
-            log.info("judged", extra=logs.kv(submission_id=sid, verdict=event.verdict, seq=message["seq"], detail=event.detail))
+            details = {"detail": event.detail} if event.detail else {}
+            log.info("judged", extra=logs.kv(submission_id=sid, verdict=event.verdict, seq=message["seq"], **details))
         elif event.kind == "failed":
             self.store.forget(sid)
             log.error("could not judge; a re-send will judge it again", extra=logs.kv(submission_id=sid, error=event.detail))
