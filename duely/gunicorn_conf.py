@@ -14,6 +14,9 @@ timeout = 90
 keepalive = 75
 accesslog = None
 loglevel = _config.log_level.lower()
+# gunicorn 27's control socket sits at one fixed path per user: several Duely servers on one
+# machine (tests, two checkouts) would fight over it, and nothing here uses it.
+control_socket_disable = True
 
 
 # -- shutdown: answer held long polls at once (api.md, "Event log"; docs/events.md) ------------
