@@ -40,3 +40,13 @@ def test_bad_values_stop_with_a_message():
         load_config([], {"PORT": "abc"})
     with pytest.raises(SystemExit, match="DUEL_DURATION"):
         load_config([], {"DUEL_DURATION": "soon"})
+
+
+def test_readme_lists_every_setting_with_its_default():
+    from pathlib import Path
+
+    from duely.config import settings_table
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    missing = [row for row in settings_table().splitlines()[2:] if row not in readme]
+    assert missing == [], "README settings table is stale; regenerate it with `python -m duely.config`"
