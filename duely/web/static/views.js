@@ -1,0 +1,225 @@
+// The pages other than the duel: log in / register, home (profile, play, leaderboard) and a
+// user's duel history. Each view has `el`, `load()`, and optionally `destroy()`, `tick()`
+// (every second), `onQueue()` and `onProfile()` (the app calls them when those change).
+
+import { clock, dateTimeOf, fill, h, signed } from "./dom.js";
+
+const LEADERBOARD_SIZE = 20;
+const HISTORY_PAGE = 10;
+
+export class AuthView {
+  constructor(app) {
+    this.app = app;
+  }
+
+  async load() {
+    this.nickname = h("input", { name: "nickname", testid: "auth-nickname", autocomplete: "username", required: true,
+      maxlength: "32", placeholder: "e.g. ada_l" });
+    this.password = h("input", { name: "password", type: "password", testid: "auth-password", required: true,
+      autocomplete: "current-password" });
+    this.error = h("p", { class: "form-error", testid: "auth-error", role: "alert", hidden: true });
+    this.buttons = [
+      h("button", { type: "submit", class: "btn btn-primary", testid: "login-button" }, "Log in"),
+      h("button", { type: "button", class: "btn", testid: "register-button", onclick: () => this.send("register") }, "Create account"),
+    ];
+    const form = h("form", { class: "auth-form", testid: "auth-form", onsubmit: (e) => { e.preventDefault(); this.send("login"); } },
+      h("label", {}, "Nickname", this.nickname),
+      h("label", {}, "Password", this.password),
+      this.error,
+      h("div", { class: "auth-actions" }, this.buttons),
+      h("p", { class: "muted small" }, "New here? Pick a nickname (3–32 letters, digits, _ or -) and a password of 8+ characters, then Create account."));
+    this.el = h("section", { class: "auth", testid: "auth" },
+      h("div", { class: "panel auth-card" },
+        h("h1", {}, "Duely"),
+        h("p", { class: "lead" }, "1-v-1 programming duels. Same problem, same clock: the first Accepted solution wins."),
+        form));
+    return this;
+  }
+
+  async send(action) {
+    if (!this.nickname.value || !this.password.value) {
+      this.showError("Enter a nickname and a password.");
+      return;
+    }
+    const body = { nickname: this.nickname.value.trim(), password: this.password.value };
+    this.buttons.forEach((b) => { b.disabled = true; });
+    this.showError(null);
+    try {
+      if (action === "register") {
+        const created = await this.app.api.post("/api/users", body, { auth: false });
+        await this.app.signIn(created.token);
+      } else {
+        const answer = await this.app.api.post("/api/auth/login", body, { auth: false });
+        await this.app.signIn(answer.token, answer.user);
+      }
+    } catch (err) {
+      this.showError(err.display ?? String(err));
+    } finally {
+      this.buttons.forEach((b) => { b.disabled = false; });
+    }
+  }
+
+  showError(message) {
+    this.error.hidden = !message;
+    this.error.textContent = message ?? "";
+  }
+}
+
+export class HomeView {
+  constructor(app) {
+    this.app = app;
+  }
+
+  async load() {
+    const board = await this.app.api.get(`/api/leaderboard?limit=${LEADERBOARD_SIZE}`);
+    this.profile = h("section", { class: "panel profile", testid: "profile" });
+    this.play = h("section", { class: "panel play", testid: "play-panel" });
+    this.board = h("section", { class: "panel leaderboard", testid: "leaderboard" });
+    this.el = h("div", { class: "home" }, h("div", { class: "home-left" }, this.profile, this.play), this.board);
+    this.renderProfile();
+    this.renderPlay();
+    this.renderBoard(board.users);
+    return this;
+  }
+
+  onProfile() {
+    this.renderProfile();
+  }
+
+  onQueue() {
+    this.renderPlay();
+  }
+
+  tick() {
+    const since = this.app.queue.since ? Date.parse(this.app.queue.since) : NaN;
+    if (this.waitClock && !Number.isNaN(since)) this.waitClock.textContent = clock(this.app.api.now() - since);
+  }
+
+  renderProfile() {
+    const me = this.app.me;
+    const d = me.duels ?? { played: 0, won: 0, lost: 0, drawn: 0 };
+    const stat = (key, label) => h("div", { class: "stat" },
+      h("div", { class: "stat-value", testid: `profile-${key}` }, String(d[key] ?? 0)),
+      h("div", { class: "stat-label" }, label));
+    fill(this.profile,
+      h("div", { class: "profile-head" },
+        h("div", {},
+          h("div", { class: "muted" }, "Signed in as"),
+          h("h2", { testid: "profile-nickname" }, me.nickname)),
+        h("div", { class: "rating-badge" },
+          h("div", { class: "rating-value", testid: "profile-rating" }, String(me.rating)),
+          h("div", { class: "stat-label" }, "rating"))),
+      h("div", { class: "stats" }, stat("played", "played"), stat("won", "won"), stat("lost", "lost"), stat("drawn", "drawn")),
+      h("a", { href: "#/history", class: "link", testid: "profile-history-link" }, "Your duel history →"));
+  }
+
+  renderPlay() {
+    const q = this.app.queue;
+    this.waitClock = null;
+    if (q.status === "waiting") {
+      this.waitClock = h("span", { class: "wait-clock", testid: "queue-wait-time" }, "0:00");
+      fill(this.play,
+        h("div", { class: "waiting", testid: "queue-status", dataset: { status: "waiting" } },
+          h("div", { class: "spinner", "aria-hidden": "true" }),
+          h("div", {},
+            h("h2", {}, "Looking for an opponent…"),
+            h("p", { class: "muted" }, "Waiting ", this.waitClock,
+              ". Keep this page open: you stay in the queue while it is connected."))),
+        h("button", { type: "button", class: "btn", testid: "cancel-queue-button", onclick: () => this.app.cancelQueue() }, "Cancel"));
+      this.tick();
+    } else if (q.status === "in_duel") {
+      fill(this.play,
+        h("h2", { testid: "queue-status", dataset: { status: "in_duel" } }, "Your duel is on"),
+        h("a", { class: "btn btn-primary", href: `#/duels/${q.duel_id}`, testid: "return-to-duel" }, "Back to the duel"));
+    } else {
+      fill(this.play,
+        h("h2", { testid: "queue-status", dataset: { status: "idle" } }, "Ready for a duel?"),
+        h("p", { class: "muted" }, "You are matched with a player near your rating and both get the same problem. "
+          + "The first Accepted solution wins."),
+        h("button", { type: "button", class: "btn btn-primary btn-big", testid: "find-duel-button", onclick: () => this.app.findDuel() },
+          "Find a duel"));
+    }
+  }
+
+  renderBoard(users) {
+    fill(this.board,
+      h("h2", {}, "Leaderboard"),
+      h("table", { class: "table" },
+        h("thead", {}, h("tr", {}, h("th", {}, "#"), h("th", {}, "Player"), h("th", { class: "num" }, "Rating"),
+          h("th", { class: "num" }, "W / L / D"))),
+        h("tbody", {}, users.map((u, i) => h("tr", {
+          testid: "leaderboard-row", dataset: { userId: String(u.id) }, class: u.id === this.app.me.id ? "me" : null,
+        },
+        h("td", { class: "muted" }, String(i + 1)),
+        h("td", {}, h("a", { href: `#/users/${u.id}` }, u.nickname)),
+        h("td", { class: "num" }, String(u.rating)),
+        h("td", { class: "num muted" }, `${u.duels.won} / ${u.duels.lost} / ${u.duels.drawn}`))))));
+  }
+}
+
+export class HistoryView {
+  constructor(app, userId) {
+    this.app = app;
+    this.userId = userId;
+  }
+
+  async load() {
+    const [user, page] = await Promise.all([
+      this.app.api.get(`/api/users/${this.userId}`),
+      this.app.api.get(`/api/users/${this.userId}/duels?limit=${HISTORY_PAGE}`),
+    ]);
+    const own = this.userId === this.app.me.id;
+    this.list = h("ol", { class: "history-list", testid: "history-list" });
+    this.more = h("button", { type: "button", class: "btn", testid: "history-more", onclick: () => this.loadMore() }, "Load more");
+    const d = user.duels;
+    this.el = h("section", { class: "history", testid: "history", dataset: { userId: String(this.userId) } },
+      h("div", { class: "panel history-head" },
+        h("h2", {}, own ? "Your duels" : `${user.nickname}’s duels`),
+        h("span", { class: "muted" }, `Rating ${user.rating} · ${d.played} played · ${d.won} won · ${d.lost} lost · ${d.drawn} drawn`)),
+      h("div", { class: "panel" }, this.list, this.more));
+    this.append(page);
+    return this;
+  }
+
+  async loadMore() {
+    this.more.disabled = true;
+    try {
+      this.append(await this.app.api.get(`/api/users/${this.userId}/duels?limit=${HISTORY_PAGE}&before_id=${this.nextBeforeId}`));
+    } catch (err) {
+      this.app.notify(`Could not load more duels: ${err.display}`);
+    } finally {
+      this.more.disabled = false;
+    }
+  }
+
+  append(page) {
+    this.nextBeforeId = page.next_before_id;
+    this.more.hidden = !page.next_before_id;
+    if (!page.duels.length && !this.list.children.length) {
+      this.list.append(h("li", { class: "empty muted" }, "No duels yet."));
+    }
+    for (const duel of page.duels) this.list.append(this.item(duel));
+  }
+
+  item(duel) {
+    const me = duel.players.find((p) => p.user_id === this.userId);
+    const them = duel.players.find((p) => p.user_id !== this.userId);
+    let outcome = "active";
+    let label = "In progress";
+    if (duel.status === "finished") {
+      outcome = duel.result?.outcome === "draw" ? "draw" : duel.result?.winner_id === this.userId ? "won" : "lost";
+      label = { draw: "Draw", won: "Won", lost: "Lost" }[outcome];
+    }
+    const delta = duel.rating_changes?.[this.userId];
+    return h("li", {},
+      h("a", { class: `history-item outcome-${outcome}`, href: `#/duels/${duel.id}`, testid: "history-item",
+        dataset: { duelId: String(duel.id), outcome } },
+      h("span", { class: "hi-outcome" }, label),
+      h("span", { class: "hi-main" },
+        h("span", { class: "hi-title" }, duel.task?.title ?? "Task"),
+        h("span", { class: "muted" }, `vs ${them?.nickname ?? "?"} (${them?.rating_before ?? "?"}) · ${dateTimeOf(duel.started_at)}`)),
+      h("span", { class: `hi-delta ${delta > 0 ? "up" : delta < 0 ? "down" : "same"}` },
+        delta === undefined ? "" : signed(delta)),
+      h("span", { class: "muted hi-rating" }, me?.rating_after ? `→ ${me.rating_after}` : "")));
+  }
+}
