@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -66,21 +67,28 @@ _INSERT = text(
 )
 _NOTIFY = text("SELECT pg_notify(:ch, :uid)")
 # A read is one statement, so one snapshot: the newest id and the events after the cursor agree.
-# Written in the driver's parameter style: the same SQL runs on a Session and on the plain
-# connections of the poll's fast path.
-_EVENTS_AFTER = (
-    "LEFT JOIN LATERAL (SELECT id, type, data, created_at FROM events"
-    " WHERE user_id = u.id AND id > %(after)s ORDER BY id LIMIT %(limit)s) e ON true"
-)
-_READ_BY_USER_SQL = (
-    f"SELECT u.id, u.last_event_id, e.id, e.type, e.data, e.created_at FROM users u {_EVENTS_AFTER}"
-    " WHERE u.id = %(uid)s ORDER BY e.id"
-)
+# PostgreSQL renders the events as the API's JSON (keys in the contract's order, created_at as
+# duely.clock.isoformat does), so the hot path neither decodes nor re-encodes them. Written in
+# the driver's parameter style: the same SQL runs on a Session and on the plain connections of
+# the poll's fast path.
+_EVENTS_AFTER = """
+    CROSS JOIN LATERAL (
+        SELECT min(id) AS first_id, max(id) AS last_id, count(*) AS n,
+               coalesce(json_agg(json_build_object(
+                   'id', id, 'type', type,
+                   'created_at', to_char(created_at AT TIME ZONE 'UTC',
+                                         CASE WHEN extract(microseconds FROM created_at)::bigint %% 1000000 = 0
+                                              THEN 'YYYY-MM-DD"T"HH24:MI:SS"Z"' ELSE 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"' END),
+                   'data', data) ORDER BY id)::text, '[]') AS list
+        FROM (SELECT id, type, data, created_at FROM events
+              WHERE user_id = u.id AND id > %(after)s ORDER BY id LIMIT %(limit)s) page
+    ) e"""
+_READ_BY_USER_SQL = f"SELECT u.id, u.last_event_id, e.first_id, e.last_id, e.n, e.list FROM users u {_EVENTS_AFTER} WHERE u.id = %(uid)s"
 # The bearer token is checked in the same statement (the rule of duely.auth.authenticate: known
 # hash, not revoked, not expired), so a poll costs one round trip to the database.
 _READ_BY_TOKEN_SQL = (
-    f"SELECT u.id, u.last_event_id, e.id, e.type, e.data, e.created_at FROM auth_tokens t JOIN users u ON u.id = t.user_id"
-    f" {_EVENTS_AFTER} WHERE t.token_hash = %(token_hash)s AND t.revoked_at IS NULL AND t.expires_at > now() ORDER BY e.id"
+    f"SELECT u.id, u.last_event_id, e.first_id, e.last_id, e.n, e.list FROM auth_tokens t JOIN users u ON u.id = t.user_id"
+    f" {_EVENTS_AFTER} WHERE t.token_hash = %(token_hash)s AND t.revoked_at IS NULL AND t.expires_at > now()"
 )
 # Plain autocommit connections per process for the poll reads (see _ReadConnections).
 READ_CONNECTIONS_PER_PROCESS = 8
@@ -91,20 +99,33 @@ READER_APPLICATION_NAME = "duely-reader"
 class Event:
     id: int
     type: str
+    created_at: str  # ISO-8601 UTC, as the API renders it
     data: dict[str, Any]
-    created_at: dt.datetime
 
     def as_json(self) -> dict[str, Any]:
-        return {"id": self.id, "type": self.type, "created_at": isoformat(self.created_at), "data": self.data}
+        return {"id": self.id, "type": self.type, "created_at": self.created_at, "data": self.data}
 
 
 @dataclass(frozen=True, slots=True)
 class Updates:
-    """The answer to a poll: `events` in id order, and the id to continue from (the last
-    event's, or the one given when there is nothing new)."""
+    """The answer to a poll: the events in id order, and the id to continue from (the last
+    event's, or the one given when there is nothing new).
 
-    events: list[Event]
+    The events come as the JSON array the API sends (`events_json`, rendered by the database);
+    `events` parses it for code that wants objects.
+    """
+
+    events_json: str
     last_event_id: int
+    count: int = 0
+
+    @classmethod
+    def empty(cls, last_event_id: int) -> Updates:
+        return cls("[]", last_event_id, 0)
+
+    @property
+    def events(self) -> list[Event]:
+        return [Event(e["id"], e["type"], e["created_at"], e["data"]) for e in json.loads(self.events_json)]
 
 
 def lock_users(session: Session, user_ids: Iterable[int]) -> None:
@@ -143,17 +164,16 @@ def read_since(session: Session, user_id: int, after_id: int, limit: int = POLL_
 
 
 def _updates(rows: Sequence[Sequence[Any]], after_id: int) -> Updates:
-    """Rows of a read (user id, newest id, then one event or NULLs) -> Updates, or 400/410."""
-    newest = rows[0][1]
+    """The row of a read (user id, newest id, first/last id, count, events JSON) -> Updates, or 400/410."""
+    _, newest, first_id, last_id, count, events_json = rows[0]
     if after_id > newest:
         raise errors.BadRequest(f"last_event_id {after_id} is ahead of your newest event ({newest}).")
-    found = [Event(r[2], r[3], r[4], r[5]) for r in rows if r[2] is not None]
-    if after_id < newest and (not found or found[0].id != after_id + 1):
+    if after_id < newest and first_id != after_id + 1:
         raise errors.EventsExpired(
             f"Events after {after_id} are no longer kept; resync from the REST snapshot and continue from {newest}.",
             extra={"last_event_id": newest},
         )
-    return Updates(found, found[-1].id if found else after_id)
+    return Updates(events_json, last_id, count) if count else Updates.empty(after_id)
 
 
 def wait_for(db: Database, user_id: int, after_id: int, timeout_secs: float, limit: int = POLL_LIMIT_DEFAULT, *,
@@ -213,7 +233,7 @@ def _hold(db: Database, sql: str, params: dict[str, Any], user_id: int | None, a
             first = False
             updates = _updates(rows, after_id)
             remaining = deadline - time.monotonic()
-            if updates.events or timeout_secs <= 0 or remaining <= 0 or listener.shutting_down:
+            if updates.count or timeout_secs <= 0 or remaining <= 0 or listener.shutting_down:
                 return user_id, updates
             if waiter is None or waiter.user_id != user_id:
                 # Subscribed only now that the user is known: read once more before waiting.
@@ -225,7 +245,7 @@ def _hold(db: Database, sql: str, params: dict[str, Any], user_id: int | None, a
             # notification lost while the listener was reconnecting.
             waiter.wait(remaining)
             if listener.shutting_down:
-                return user_id, Updates([], after_id)
+                return user_id, Updates.empty(after_id)
     finally:
         if waiter is not None:
             listener.unsubscribe(waiter)
@@ -242,7 +262,7 @@ class _ReadConnections:
     def __init__(self, url: str, size: int):
         self.url = psycopg_url(url)
         self._idle: list[psycopg.Connection] = []
-        self._slots = threading.BoundedSemaphore(size)
+        self._slots = _semaphore(size)
         self.in_use = 0  # connections checked out right now (tests: a held poll holds none)
 
     def read(self, sql: str, params: dict[str, Any], presence_of: int | None = None) -> list[tuple[Any, ...]]:
@@ -289,11 +309,26 @@ class _ReadConnections:
         try:
             return self._idle.pop()
         except IndexError:
-            return psycopg.connect(self.url, autocommit=True, application_name=READER_APPLICATION_NAME)
+            # synchronous_commit off: the only writes here are presence upserts, and losing the
+            # last second of those in a crash is harmless, while waiting for a WAL flush per
+            # poll is not.
+            return psycopg.connect(self.url, autocommit=True, application_name=READER_APPLICATION_NAME,
+                                   options="-c synchronous_commit=off")
 
     def close(self) -> None:
         while self._idle:
             self._idle.pop().close()
+
+
+def _semaphore(size: int) -> Any:
+    # threading's semaphore is pure Python on a Condition, which gevent's patch turns into many
+    # lock switches per acquire (it showed in the worker's profile); gevent's own is C.
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("threading"):
+        from gevent.lock import BoundedSemaphore
+
+        return BoundedSemaphore(size)
+    return threading.BoundedSemaphore(size)
 
 
 _READ_SLOT_TIMEOUT_SECS = 30.0

@@ -4,6 +4,7 @@ the listener's reconnect path, presence."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import multiprocessing
 import re
 import threading
@@ -15,7 +16,7 @@ import pytest
 from sqlalchemy import text
 
 from duely import errors, events, presence
-from duely.clock import utcnow
+from duely.clock import isoformat, utcnow
 from duely.config import Config
 from duely.db import Database, psycopg_url
 from duely.listener import Listener
@@ -207,6 +208,31 @@ def test_event_json_shape(db, make_poller):
     assert body["created_at"].endswith("Z") and body["data"]["since"].endswith("Z")
 
 
+def test_created_at_is_rendered_like_every_other_time_in_the_api(db, make_poller, append_event):
+    alice = make_poller()
+    append_event(alice.id)
+    append_event(alice.id)
+    with db.transaction() as s:
+        s.execute(text("UPDATE events SET created_at = '2026-11-22T17:00:00Z' WHERE id = 2"))
+        stored = dict(s.execute(text("SELECT id, created_at FROM events ORDER BY id")).all())
+        rendered = {e.id: e.created_at for e in events.read_since(s, alice.id, 0, 100).events}
+    assert rendered == {i: isoformat(t) for i, t in stored.items()}
+    assert rendered[2] == "2026-11-22T17:00:00Z"
+
+
+def test_events_json_is_the_api_rendering_of_events(db, make_poller):
+    alice = make_poller()
+    with db.transaction() as s:
+        events.append(s, alice.id, "duel_finished", {"duel_id": 3, "outcome": "win", "winner_id": None,
+                                                     "rating_changes": {"1": 12.5}, "reason": "résumé \"x\""})
+    with db.transaction() as s:
+        got = events.read_since(s, alice.id, 0, 100)
+    assert got.count == 1 and got.last_event_id == 1
+    assert json.loads(got.events_json) == [e.as_json() for e in got.events]
+    assert got.events[0].data == {"duel_id": 3, "outcome": "win", "winner_id": None, "rating_changes": {"1": 12.5},
+                                  "reason": "résumé \"x\""}
+
+
 # -- prune and 410 -------------------------------------------------------------------------
 
 def _age_events(db: Database, user_id: int, up_to_id: int, days: float) -> None:
@@ -240,7 +266,7 @@ def test_a_caught_up_client_is_fine_after_its_whole_log_was_pruned(db, make_poll
     _age_events(db, alice.id, 2, days=30)
     with db.transaction() as s:
         events.prune(s, utcnow() - dt.timedelta(days=7))
-        assert events.read_since(s, alice.id, 2, 100) == events.Updates([], 2)
+        assert events.read_since(s, alice.id, 2, 100) == events.Updates.empty(2)
     with pytest.raises(errors.EventsExpired), db.transaction() as s:
         events.read_since(s, alice.id, 0, 100)
 
@@ -291,7 +317,7 @@ def test_wait_for_returns_nothing_after_its_timeout(db, make_poller, updates_lis
     started = time.monotonic()
     got = events.wait_for(db, alice.id, 0, 0.5)
     elapsed = time.monotonic() - started
-    assert got == events.Updates([], 0)
+    assert got == events.Updates.empty(0)
     assert 0.5 <= elapsed < 5
 
 
@@ -309,7 +335,7 @@ def test_wait_for_holds_no_database_connection_while_waiting(db, make_poller, up
     # The held poll has given its connection back.
     assert updates_listener.waiter_count() == 1 and reads.in_use == 0 and pool.checkedout() == checked_out_before
     thread.join()
-    assert result == [events.Updates([], 0)]
+    assert result == [events.Updates.empty(0)]
 
 
 def test_wait_for_ignores_other_users_notifications(db, make_poller, append_event, updates_listener):
@@ -333,10 +359,10 @@ def test_shutdown_answers_held_waits_at_once(db, make_poller):
         started = time.monotonic()
         assert lst.shutdown() == 1
         thread.join(10)
-        assert time.monotonic() - started < 5 and result == [events.Updates([], 0)]
+        assert time.monotonic() - started < 5 and result == [events.Updates.empty(0)]
         # New polls do not wait either.
         started = time.monotonic()
-        assert events.wait_for(db, alice.id, 0, 30, listener=lst) == events.Updates([], 0)
+        assert events.wait_for(db, alice.id, 0, 30, listener=lst) == events.Updates.empty(0)
         assert time.monotonic() - started < 5
     finally:
         lst.stop()
