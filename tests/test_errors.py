@@ -90,3 +90,26 @@ def test_healthz_and_openapi(client):
     spec = client.get("/api/openapi.json").get_json()
     assert spec["openapi"].startswith("3.")
     assert "/api/users" in spec["paths"] and "/api/auth/login" in spec["paths"]
+
+
+@pytest.mark.parametrize("path", ["/api/users/9223372036854775808", "/api/duels/99999999999999999999999/submissions",
+                                  "/api/users/0", "/api/duels/-1", "/api/users/007x"])
+def test_ids_outside_bigint_or_malformed_are_404_not_500(client, make_user, path):
+    alice = make_user("alice")
+    assert_error(alice.get(path), 404, "not_found")
+
+
+def test_id_query_parameters_beyond_bigint_are_validation_errors(make_user):
+    alice = make_user("alice")
+    resp = alice.get(f"/api/users/{alice.id}/duels?before_id=9223372036854775808")
+    assert_error(resp, 400, "validation_error")
+    assert alice.get(f"/api/users/{alice.id}/duels?before_id=9223372036854775807").status_code == 200
+
+
+def test_nul_characters_in_bodies_are_validation_errors(client, make_user, db):
+    for path, body, field in [("/api/users", {"nickname": "nul\x00nick", "password": "correct horse"}, "nickname"),
+                              ("/api/auth/login", {"nickname": "alice\x00", "password": "correct horse"}, "nickname"),
+                              ("/api/auth/login", {"nickname": "alice", "password": "correct\x00horse"}, "password")]:
+        err = assert_error(client.post(path, json=body), 400, "validation_error")
+        assert field in err["fields"]
+    assert count_users(db) == 0

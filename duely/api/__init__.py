@@ -9,7 +9,8 @@ from flask_smorest import Api
 
 from duely import errors
 from duely.api import error_handlers
-from duely.api.common import Services
+from duely.api.common import ID_MAX, IdConverter, Services
+from duely.api.schemas import ErrorSchema
 from duely.config import Config
 from duely.db import Database
 
@@ -20,6 +21,9 @@ _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
 class DuelyApi(Api):
+    # Documented error responses use the contract's shape: {"error": {"code", "message", "fields"}}.
+    ERROR_SCHEMA = ErrorSchema
+
     def _register_error_handlers(self) -> None:
         error_handlers.register(self._app)
 
@@ -43,8 +47,10 @@ def create_app(config: Config, db: Database | None = None) -> Flask:
     )
     app.json.sort_keys = False
     app.extensions["duely"] = Services(config=config, db=db or Database(config.database_url))
+    app.url_map.converters["id"] = IdConverter
 
     api = DuelyApi(app, spec_kwargs={"servers": [{"url": "/"}]})
+    api.register_converter(IdConverter, lambda _: {"type": "integer", "minimum": 1, "maximum": ID_MAX})
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
 
     from duely.api import accounts, health

@@ -69,7 +69,7 @@ def me():
         return users.user_json(users.get_user(session, current_user_id()))
 
 
-@blp.route("/users/<int:user_id>", methods=["GET"])
+@blp.route("/users/<id:user_id>", methods=["GET"])
 @login_required
 @blp.response(200, UserSchema)
 @blp.doc(security=BEARER)

@@ -8,14 +8,36 @@ from typing import TypeVar
 
 from flask import current_app, g, request
 from flask_smorest import Blueprint as _Blueprint
-from marshmallow import EXCLUDE, Schema
+from marshmallow import EXCLUDE, Schema, pre_load
+from marshmallow import ValidationError as SchemaValidationError
 from webargs.flaskparser import FlaskParser
+from werkzeug.routing import BaseConverter, ValidationError
 
 from duely import auth, errors
 from duely.config import Config
 from duely.db import Database
 
 T = TypeVar("T")
+
+
+# Ids are PostgreSQL bigints: a larger number can name nothing, so it is a 404 like any unknown id
+# (and never reaches the database, where it would be an out-of-range error).
+ID_MAX = 2**63 - 1
+
+
+class IdConverter(BaseConverter):
+    """`<id:name>` in a route: a positive integer that fits a bigint, else the route does not match."""
+
+    regex = r"[1-9][0-9]{0,18}"
+
+    def to_python(self, value: str) -> int:
+        number = int(value)
+        if number > ID_MAX:
+            raise ValidationError()
+        return number
+
+    def to_url(self, value: int) -> str:
+        return str(value)
 
 
 class Parser(FlaskParser):
@@ -28,8 +50,20 @@ class Blueprint(_Blueprint):
 
 
 class BodySchema(Schema):
+    """Base of every request-body schema: unknown fields are ignored, NUL characters refused
+    (PostgreSQL text cannot hold them, and no nickname, password or source file needs one)."""
+
     class Meta:
         unknown = EXCLUDE
+
+    @pre_load
+    def refuse_nul_characters(self, data, **kwargs):
+        if isinstance(data, dict):
+            bad = {key: ["Must not contain NUL characters."] for key, value in data.items()
+                   if isinstance(value, str) and "\x00" in value}
+            if bad:
+                raise SchemaValidationError(bad)
+        return data
 
 
 @dataclass

@@ -6,7 +6,7 @@ from flask import request
 from marshmallow import Schema, fields, validate
 
 from duely import duels, errors, submissions, users
-from duely.api.common import Blueprint, BodySchema, current_user_id, login_required, services
+from duely.api.common import ID_MAX, Blueprint, BodySchema, current_user_id, login_required, services
 from duely.languages import languages_json
 from duely.submissions import CLIENT_TEMP_ID_MAX_LEN
 
@@ -77,7 +77,7 @@ class SubmitResultSchema(Schema):
 
 class HistoryQuerySchema(Schema):
     limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
-    before_id = fields.Integer(load_default=None, validate=validate.Range(min=1))
+    before_id = fields.Integer(load_default=None, validate=validate.Range(min=1, max=ID_MAX))
 
 
 class HistorySchema(Schema):
@@ -94,7 +94,7 @@ class LanguagesSchema(Schema):
     languages = fields.List(fields.Nested(LanguageSchema))
 
 
-@blp.route("/duels/<int:duel_id>", methods=["GET"])
+@blp.route("/duels/<id:duel_id>", methods=["GET"])
 @login_required
 @blp.response(200, DuelSchema)
 @blp.doc(security=BEARER)
@@ -103,7 +103,7 @@ def get_duel(duel_id: int):
         return duels.duel_json(session, duels.get_duel(session, duel_id))
 
 
-@blp.route("/duels/<int:duel_id>/submissions", methods=["GET"])
+@blp.route("/duels/<id:duel_id>/submissions", methods=["GET"])
 @login_required
 @blp.response(200, SubmissionListSchema)
 @blp.doc(security=BEARER)
@@ -113,7 +113,7 @@ def list_submissions(duel_id: int):
         return {"submissions": submissions.list_for(session, current_user_id(), duel_id)}
 
 
-@blp.route("/duels/<int:duel_id>/submit", methods=["POST"])
+@blp.route("/duels/<id:duel_id>/submit", methods=["POST"])
 @login_required
 @blp.arguments(SubmitSchema)
 @blp.response(202, SubmitResultSchema)
@@ -132,7 +132,7 @@ def submit(body, duel_id: int):
     return {"submission_id": str(submission_id), "status": "pending"}
 
 
-@blp.route("/duels/<int:duel_id>/resign", methods=["POST"])
+@blp.route("/duels/<id:duel_id>/resign", methods=["POST"])
 @login_required
 @blp.response(202, DuelSchema)
 @blp.doc(security=BEARER)
@@ -145,7 +145,7 @@ def resign(duel_id: int):
     return services().db.run(act)
 
 
-@blp.route("/users/<int:user_id>/duels", methods=["GET"])
+@blp.route("/users/<id:user_id>/duels", methods=["GET"])
 @login_required
 @blp.arguments(HistoryQuerySchema, location="query")
 @blp.response(200, HistorySchema)

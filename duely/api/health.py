@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import jsonify
+from marshmallow import Schema, fields
 from sqlalchemy import text
 
 from duely.api.common import Blueprint, services
@@ -13,7 +14,13 @@ log = logging.getLogger(__name__)
 blp = Blueprint("health", __name__, description="Operations")
 
 
+class HealthSchema(Schema):
+    status = fields.String(metadata={"enum": ["ok", "unavailable"]})
+
+
 @blp.route("/healthz", methods=["GET"])
+@blp.doc(responses={"200": {"description": "The database answers", "content": {"application/json": {"schema": HealthSchema}}},
+                    "503": {"description": "The database does not answer", "content": {"application/json": {"schema": HealthSchema}}}})
 def healthz():
     """200 when the database answers, 503 otherwise."""
     try:

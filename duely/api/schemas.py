@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from marshmallow import INCLUDE, Schema, fields, validate
 
 from duely.api.common import BodySchema
 from duely.users import NICKNAME_RE, PASSWORD_MAX_LEN, PASSWORD_MIN_LEN
 
 
 class ErrorBodySchema(Schema):
+    class Meta:
+        unknown = INCLUDE  # some errors add fields (last_event_id, retry_after)
+
     code = fields.String(required=True)
     message = fields.String(required=True)
-    fields = fields.Dict()
+    retry_after = fields.Integer(metadata={"description": "429: seconds to wait (also in Retry-After)"})
+    last_event_id = fields.Integer(metadata={"description": "410 events_expired: continue from here after a resync"})
+    fields = fields.Dict(metadata={"description": "validation_error: messages per field"})
 
 
 class ErrorSchema(Schema):
