@@ -165,9 +165,11 @@ export class EventStream {
           await this.resync(signal);
           this.wantResync = false;
         }
+        // After a failure, a poll that answers at once tells whether the server is back.
+        const timeout = this.lastStatus === "online" ? POLL_TIMEOUT_SECS : 0;
         const body = await this.api.get(
-          `/api/updates?last_event_id=${this.lastId}&timeout=${POLL_TIMEOUT_SECS}`,
-          { signal, timeoutMs: POLL_TIMEOUT_SECS * 1000 + POLL_GRACE_MS });
+          `/api/updates?last_event_id=${this.lastId}&timeout=${timeout}`,
+          { signal, timeoutMs: timeout * 1000 + POLL_GRACE_MS });
         this.status("online");
         backoff = BACKOFF_MIN_MS;
         resetOnce = false;

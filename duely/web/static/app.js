@@ -73,7 +73,7 @@ class App {
       if (this.queue.status === "waiting") await this.api.delete("/api/queue");
       await this.api.post("/api/auth/logout");
     } catch (err) {
-      if (err.status !== 401) this.notify(`Logging out on the server failed (${err.display}); this page forgets you anyway.`);
+      this.failed("Logging out on the server failed (this page forgets you anyway)", err);
     }
     // The next person at this browser starts at home, not on the last page seen.
     history.replaceState(null, "", "#/");
@@ -101,7 +101,7 @@ class App {
       this.renderHeader();
       this.view?.onProfile?.();
     } catch (err) {
-      if (err.status !== 401) this.notify(`Could not refresh your profile: ${err.display}`);
+      this.failed("Could not refresh your profile", err);
     }
   }
 
@@ -125,7 +125,7 @@ class App {
         if (q) this.setQueue(q);
         if (q?.duel_id) location.hash = `#/duels/${q.duel_id}`;
       }
-      this.notify(`Could not join the queue: ${err.display}`);
+      this.failed("Could not join the queue", err);
     }
   }
 
@@ -134,7 +134,7 @@ class App {
       await this.api.delete("/api/queue");
       if (this.queue.status === "waiting") this.setQueue({ status: "idle" });
     } catch (err) {
-      this.notify(`Could not leave the queue: ${err.display}`);
+      this.failed("Could not leave the queue", err);
     }
   }
 
@@ -285,7 +285,13 @@ class App {
     this.view?.tick?.();
   }
 
-  /** A message in the corner; errors from the API arrive here with the server's message. */
+  /** An API call failed: say what and why, in the server's words. A 401 has already ended the
+   * session, with its own message. */
+  failed(what, err) {
+    if (err.status !== 401) this.notify(`${what}: ${err.display ?? err}`);
+  }
+
+  /** A message in the corner. */
   notify(message, kind = "error") {
     const toast = h("div", { class: `toast toast-${kind}`, testid: "toast", role: kind === "error" ? "alert" : "status",
       dataset: { kind } }, h("span", {}, message),

@@ -26,6 +26,8 @@ export class DuelView {
     this.early = [];            // events that arrived while the first snapshot was loading
     this.loaded = false;
     this.destroyed = false;
+    this.flushDraft = () => this.saveDraft(false, true);   // a reload must not lose a keystroke
+    window.addEventListener("pagehide", this.flushDraft);
     this.mode = null;
     this.el = h("section", { class: "duel", testid: "duel-screen", dataset: { duelId: String(duelId) } });
   }
@@ -67,6 +69,7 @@ export class DuelView {
 
   destroy() {
     this.destroyed = true;
+    window.removeEventListener("pagehide", this.flushDraft);
     clearInterval(this.timer);
     clearTimeout(this.draftTimer);
   }
@@ -182,7 +185,7 @@ export class DuelView {
           if (!err.retryable) {
             this.app.store.removeFromOutbox(entry.tempId);
             this.upsert({ client_temp_id: entry.tempId, state: "failed", error: err.display });
-            this.app.notify(`Submission not accepted: ${err.display}`);
+            this.app.failed("Submission not accepted", err);
             return;
           }
           this.upsert({ client_temp_id: entry.tempId, state: "sending", attempt });
@@ -216,7 +219,7 @@ export class DuelView {
       await this.app.api.post(`/api/duels/${this.duelId}/resign`);
       await this.refresh();
     } catch (err) {
-      this.app.notify(`Could not resign: ${err.display}`);
+      this.app.failed("Could not resign", err);
     }
   }
 
@@ -281,12 +284,15 @@ export class DuelView {
       h("div", { class: "panel" }, h("h3", {}, "Opponent"), this.opponentList));
   }
 
-  saveDraft(languageChanged) {
+  saveDraft(languageChanged, now = false) {
+    if (this.mode !== "live") return;
     if (languageChanged) localStorage.setItem("duely.language", this.languageSelect.value);
     clearTimeout(this.draftTimer);
-    this.draftTimer = setTimeout(() => {
+    const save = () => {
       if (this.mode === "live") this.app.store.saveDraft(this.duelId, this.languageSelect.value, this.editor.value);
-    }, languageChanged ? 0 : DRAFT_SAVE_DELAY_MS);
+    };
+    if (now || languageChanged) save();
+    else this.draftTimer = setTimeout(save, DRAFT_SAVE_DELAY_MS);
   }
 
   editorKey(e) {
@@ -407,10 +413,9 @@ export class DuelView {
       },
       h("div", { class: "sub-line" },
         live ? null : h("span", { class: "sub-who", testid: "submission-player" }, name(r.user_id)),
-        h("span", { class: "sub-time muted" }, r.submitted_at ? timeOf(r.submitted_at) : "now"),
-        h("span", { class: "sub-lang muted" }, this.languageName(r.language)),
-        h("span", { class: "sub-status", testid: "submission-status" }, text)),
-      r.solution ? h("details", { class: "sub-code" }, h("summary", {}, "Code"),
+        h("span", { class: "sub-status", testid: "submission-status" }, text),
+        h("span", { class: "sub-meta muted" }, r.submitted_at ? timeOf(r.submitted_at) : "now")),
+      r.solution ? h("details", { class: "sub-code" }, h("summary", {}, `Code · ${this.languageName(r.language)}`),
         h("pre", { testid: "submission-code" }, r.solution)) : null);
     }) : h("li", { class: "empty muted" }, live ? "Nothing submitted yet." : "No submissions."));
   }
@@ -422,8 +427,8 @@ export class DuelView {
       ? [...verdicts].reverse().map((v) => h("li", {
         class: `sub sub-judged ${verdictClass(v.verdict)}`, testid: "opponent-verdict", dataset: { verdict: v.verdict },
       }, h("div", { class: "sub-line" },
-        h("span", { class: "sub-time muted" }, timeOf(v.submitted_at)),
-        h("span", { class: "sub-status" }, v.verdict))))
+        h("span", { class: "sub-status" }, v.verdict),
+        h("span", { class: "sub-meta muted" }, timeOf(v.submitted_at)))))
       : h("li", { class: "empty muted" }, `${this.theirs?.nickname ?? "Your opponent"} has no verdicts yet.`));
   }
 

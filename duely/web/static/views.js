@@ -83,11 +83,11 @@ export class HomeView {
   }
 
   onProfile() {
-    this.renderProfile();
+    if (this.el) this.renderProfile();
   }
 
   onQueue() {
-    this.renderPlay();
+    if (this.el) this.renderPlay();
   }
 
   tick() {
@@ -186,7 +186,7 @@ export class HistoryView {
     try {
       this.append(await this.app.api.get(`/api/users/${this.userId}/duels?limit=${HISTORY_PAGE}&before_id=${this.nextBeforeId}`));
     } catch (err) {
-      this.app.notify(`Could not load more duels: ${err.display}`);
+      this.app.failed("Could not load more duels", err);
     } finally {
       this.more.disabled = false;
     }
