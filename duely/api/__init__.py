@@ -53,12 +53,10 @@ def create_app(config: Config, db: Database | None = None) -> Flask:
     api.register_converter(IdConverter, lambda _: {"type": "integer", "minimum": 1, "maximum": ID_MAX})
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
 
-    from duely.api import accounts, health
+    from duely.api import accounts, duels, health, queue, updates, web
 
-    for module in (health, accounts):
+    for module in (health, accounts, updates, queue, duels, web):
         api.register_blueprint(module.blp)
-    for extra in _optional_blueprints():
-        api.register_blueprint(extra)
 
     @app.before_request
     def require_json_body():
@@ -67,18 +65,3 @@ def create_app(config: Config, db: Database | None = None) -> Flask:
 
     return app
 
-
-def _optional_blueprints() -> list:
-    """Blueprints of the later subsystems, registered when their modules exist."""
-    import importlib
-
-    found = []
-    for name in ("updates", "queue", "duels", "web"):
-        try:
-            module = importlib.import_module(f"duely.api.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"duely.api.{name}":
-                raise
-            continue
-        found.append(module.blp)
-    return found
