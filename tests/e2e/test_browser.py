@@ -24,6 +24,19 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 VIEWPORT = {"width": 1280, "height": 800}
+# Every text a submission's status cell ever shows, however briefly: rows are re-rendered as
+# new nodes, and a MutationObserver sees each added node (the page's CSP does not apply to it).
+RECORD_STATUSES = """
+window.__statuses = [];
+new MutationObserver((records) => {
+  for (const record of records) for (const node of record.addedNodes) {
+    if (node.nodeType !== Node.ELEMENT_NODE) continue;
+    for (const el of [node, ...node.querySelectorAll("[data-testid=submission-status]")]) {
+      if (el.dataset.testid === "submission-status") window.__statuses.push(el.textContent);
+    }
+  }
+}).observe(document, { childList: true, subtree: true });
+"""
 PASSWORD = "correct horse"
 WRONG = "print(0)\n"
 
@@ -53,6 +66,7 @@ class Player:
     def __init__(self, browser, base_url: str, nickname: str):
         self.base_url, self.nickname = base_url, nickname
         self.context = browser.new_context(viewport=VIEWPORT)
+        self.context.add_init_script(RECORD_STATUSES)
         self.page = self.context.new_page()
         self.console: list[str] = []
         self.submit_bodies: list[dict] = []
@@ -204,6 +218,10 @@ def _play(stack, alice: Player, bob: Player, expect) -> None:
     alice.by("submit-button").click()
     expect(alice.by("submission-row")).to_have_count(2, timeout=UI_MS)
     expect(alice.by("duel-result")).to_have_attribute("data-outcome", "won", timeout=JUDGE_MS)
+    # Since the reload the row went through every stage, the judge's progress included.
+    statuses = alice.page.evaluate("window.__statuses")
+    assert {"Sending…", "Waiting for the judge", "Accepted"} <= set(statuses), statuses
+    assert any(re.fullmatch(r"Test #\d+ passed", s) for s in statuses), statuses
     expect(bob.by("duel-result")).to_have_attribute("data-outcome", "lost", timeout=EVENT_MS)
     finished = alice.api("GET", f"/api/duels/{duel_id}")
     changes = finished["rating_changes"]

@@ -38,7 +38,8 @@ export class ApiError extends Error {
   }
 }
 
-const sleep = (ms, signal) => new Promise((resolve) => {
+/** Resolves after `ms`, or at once when `signal` aborts. */
+export const sleep = (ms, signal) => new Promise((resolve) => {
   const timer = setTimeout(resolve, ms);
   signal?.addEventListener("abort", () => { clearTimeout(timer); resolve(); }, { once: true });
 });
@@ -246,5 +247,3 @@ export function newClientTempId() {
   const hex = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
-
-export { sleep };
