@@ -211,36 +211,42 @@ class Listener:
 
 
 # -- one listener per process ---------------------------------------------------------------
-_listeners: dict[tuple[int, str], Listener] = {}
+_listeners: dict[str, Listener] = {}
 _listeners_lock = threading.Lock()
 
 
-def get_listener(database_url: str, heartbeat: Callable[[list[int]], object] | None = None) -> Listener:
-    """This process's listener for `database_url`, started on first use.
+def _forget_listeners_after_fork() -> None:
+    # A listener must never be shared across a fork: each gunicorn worker gets its own, created
+    # lazily by its first long poll. (Cheaper than checking os.getpid() on every poll.)
+    global _listeners_lock
+    _listeners.clear()
+    _listeners_lock = threading.Lock()
 
-    Keyed by pid too: a listener must never be shared across a fork (each gunicorn worker
-    gets its own, created lazily by its first long poll).
-    """
-    key = (os.getpid(), database_url)
-    listener = _listeners.get(key)
+
+os.register_at_fork(after_in_child=_forget_listeners_after_fork)
+
+
+def get_listener(database_url: str, heartbeat: Callable[[list[int]], object] | None = None) -> Listener:
+    """This process's listener for `database_url`, started on first use."""
+    listener = _listeners.get(database_url)
     if listener is None:
         with _listeners_lock:
-            listener = _listeners.get(key)
+            listener = _listeners.get(database_url)
             if listener is None:
                 listener = Listener(database_url, heartbeat=heartbeat).start()
-                _listeners[key] = listener
+                _listeners[database_url] = listener
     return listener
 
 
 def shutdown_all() -> int:
     """Answer every held request of this process now (server stopping). Returns how many."""
-    return sum(listener.shutdown() for key, listener in list(_listeners.items()) if key[0] == os.getpid())
+    return sum(listener.shutdown() for listener in list(_listeners.values()))
 
 
 def stop_all() -> None:
     """Stop every listener of this process (tests)."""
     with _listeners_lock:
-        listeners = [listener for key, listener in _listeners.items() if key[0] == os.getpid()]
+        listeners = list(_listeners.values())
         _listeners.clear()
     for listener in listeners:
         listener.stop()

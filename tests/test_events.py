@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from duely import errors, events, presence
+from duely import auth, errors, events, presence
 from duely.clock import isoformat, utcnow
 from duely.config import Config
 from duely.db import Database, psycopg_url
@@ -323,7 +323,7 @@ def test_wait_for_returns_nothing_after_its_timeout(db, make_poller, updates_lis
 
 def test_wait_for_holds_no_database_connection_while_waiting(db, make_poller, updates_listener):
     alice = make_poller()
-    pool, reads = db.engine.pool, events._read_connections(db.url)
+    pool, reads = db.engine.pool, events._reader(db.url)
     result: list = []
     thread = threading.Thread(target=lambda: result.append(events.wait_for(db, alice.id, 0, 2)))
     checked_out_before = pool.checkedout()
@@ -409,6 +409,51 @@ def test_a_waiter_rechecks_at_the_end_of_its_timeout_even_without_a_listener(db,
     threading.Timer(0.2, append_event, args=(alice.id,)).start()
     got = events.wait_for(db, alice.id, 0, 1, listener=deaf)
     assert [e.id for e in got.events] == [1]
+
+
+# -- batched reads -------------------------------------------------------------------------
+
+def test_concurrent_reads_share_statements_and_each_gets_its_own_answer(db, make_poller, append_event, config):
+    users = [make_poller() for _ in range(12)]
+    for i, u in enumerate(users):
+        for _ in range(i % 4):
+            append_event(u.id, "submission_update", {"status": f"user {u.id}"})
+    reader = events._Reader(db.url, 1)  # one connection: reads queue up and get batched
+    barrier = threading.Barrier(len(users) * 2)
+    answers: dict[tuple[str, int], tuple] = {}
+
+    def read(u, by: str) -> None:
+        key = auth.hash_token(config.secret_key, u.token) if by == "token" else u.id
+        barrier.wait()
+        answers[(by, u.id)] = reader.read(by, key, 0, 100)
+
+    threads = [threading.Thread(target=read, args=(u, by)) for u in users for by in ("token", "user")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    reader.close()
+    for i, u in enumerate(users):
+        for by in ("token", "user"):
+            updates = events._updates(answers[(by, u.id)], 0)
+            assert answers[(by, u.id)][1] == u.id
+            assert [e.id for e in updates.events] == list(range(1, i % 4 + 1))
+            assert all(e.data == {"status": f"user {u.id}"} for e in updates.events)
+    assert reader.reads == 24 and reader.statements < 24
+
+
+def test_an_unknown_token_reads_as_none_in_a_batch(db, make_poller):
+    alice = make_poller()
+    reader = events._Reader(db.url, 1)
+    assert reader.read("token", "no-such-hash", 0, 100) is None
+    assert reader.read("user", alice.id, 0, 100)[1] == alice.id
+    reader.close()
+
+
+def test_a_failed_batch_fails_its_polls_instead_of_answering_401():
+    reader = events._Reader("postgresql://nobody@127.0.0.1:1/none?connect_timeout=1", 1)
+    with pytest.raises(events.PollReadFailed):
+        reader.read("token", "whatever", 0, 100)
 
 
 # -- presence ------------------------------------------------------------------------------
