@@ -5,8 +5,9 @@ adds an event, inside the caller's transaction, so an event exists exactly when 
 it reports is committed. Ids are allocated under the user's row lock (`users.last_event_id`),
 so for one user commit order equals id order and a reader can never skip an id.
 
-It also owns reading (`read_since`), waiting (`wait_for`: a long poll that holds no database
-connection and is woken by the process's LISTEN connection, duely/listener.py) and retention
+It also owns reading (`read_since`), waiting (`wait_for` by user id, `poll` by bearer token:
+a long poll that holds no database connection and is woken by the process's LISTEN connection,
+duely/listener.py; its reads are batched across concurrent polls, see `_Reader`) and retention
 (`prune`, run by the scheduler as `prune_job`).
 """
 
