@@ -55,8 +55,9 @@ def create_app(config: Config, db: Database | None = None) -> Flask:
 
     from duely.api import accounts, duels, health, queue, updates, web
 
-    for module in (health, accounts, updates, queue, duels, web):
+    for module in (health, accounts, updates, queue, duels):
         api.register_blueprint(module.blp)
+    app.register_blueprint(web.blp)  # the page is not part of the API document
 
     @app.before_request
     def require_json_body():
