@@ -404,7 +404,8 @@ class Bench:
         self.warm_up(port, users)
         runs: dict[str, list[dict]] = {"bare": [], "one": [], "five": []}
         for _ in range(self.args.wrk_rounds):
-            runs["bare"].append(self.wrk(bare_port, "/ping", None, secs))
+            # The same wrk script (rotating Authorization headers) for both: same client cost.
+            runs["bare"].append(self.wrk(bare_port, "/ping", tokens_file, secs))
             runs["one"].append(self.wrk(port, f"/api/updates?last_event_id={EVENTS_PER_USER - 1}", tokens_file, secs))
             runs["five"].append(self.wrk(port, "/api/updates?last_event_id=0", tokens_file, secs))
         self.stop(bare)
