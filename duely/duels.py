@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from duely import errors, events, outcome, rating
 from duely.clock import isoformat
 from duely.logs import kv
-from duely.models import Duel, DuelPlayer, Submission, User
+from duely.models import Duel, DuelPlayer, User
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +103,14 @@ def try_finish(session: Session, duel_id: int, resigned_by: int | None = None, s
             return False
     else:
         duel = get_duel(session, duel_id, lock="update")
+    return finish_if_certain(session, duel, player_ids(session, duel_id), resigned_by)
+
+
+def finish_if_certain(session: Session, duel: Duel, players: list[int], resigned_by: int | None = None) -> bool:
+    """`try_finish` for a caller that already holds the duel row lock and knows the players."""
     if duel.status != "active":
         return False
-    players = player_ids(session, duel_id)
-    now = session.execute(text("SELECT clock_timestamp()")).scalar_one()
-    subs = session.execute(
-        select(Submission.user_id, Submission.submitted_at, Submission.verdict).where(Submission.duel_id == duel_id)
-    ).all()
+    now, subs = _now_and_submissions(session, duel.id)
     decision = outcome.decide(
         [outcome.SubmissionView(user_id=s.user_id, submitted_at=s.submitted_at, verdict=s.verdict) for s in subs],
         now=now, deadline=duel.deadline, player_ids=tuple(players), resigned_by=resigned_by,
@@ -118,6 +119,15 @@ def try_finish(session: Session, duel_id: int, resigned_by: int | None = None, s
         return False
     _finish(session, duel, players, decision, now)
     return True
+
+
+def _now_and_submissions(session: Session, duel_id: int) -> tuple[dt.datetime, list]:
+    """The database clock and the duel's submissions in one round trip (one row even with none)."""
+    rows = session.execute(text(
+        "SELECT clock_timestamp() AS now, s.user_id, s.submitted_at, s.verdict "
+        "FROM (SELECT 1) one LEFT JOIN submissions s ON s.duel_id = :d"
+    ), {"d": duel_id}).all()
+    return rows[0].now, [r for r in rows if r.user_id is not None]
 
 
 def _finish(session: Session, duel: Duel, players: list[int], decision: outcome.Decision, now: dt.datetime) -> None:

@@ -60,13 +60,22 @@ EVENT_TYPES = frozenset(
 
 
 _LOCK_USERS = text("SELECT id FROM users WHERE id = ANY(:ids) ORDER BY id FOR UPDATE")
-_NEXT_ID = text("UPDATE users SET last_event_id = last_event_id + 1 WHERE id = :uid RETURNING last_event_id")
-# clock_timestamp(), not now(): taken under the row lock, so created_at grows with the id for
-# one user and pruning by age can never cut a hole in the middle of a log.
-_INSERT = text(
-    "INSERT INTO events (user_id, id, type, data, created_at) VALUES (:uid, :id, :type, CAST(:data AS jsonb), clock_timestamp())"
+# One statement per event (every writer pays it, the consumer once per message): the UPDATE
+# bumps the user's counter and holds the row lock to commit, the INSERT takes that id, and the
+# NOTIFY is queued for commit. clock_timestamp(), not now(): taken under the row lock, so
+# created_at grows with the id for one user and pruning by age can never cut a hole in a log.
+_APPEND = text(
+    """
+    WITH next AS (
+        UPDATE users SET last_event_id = last_event_id + 1 WHERE id = :uid RETURNING last_event_id
+    ), inserted AS (
+        INSERT INTO events (user_id, id, type, data, created_at)
+        SELECT :uid, last_event_id, :type, CAST(:data AS jsonb), clock_timestamp() FROM next
+        RETURNING id
+    )
+    SELECT id, pg_notify(:ch, :uid_text) FROM inserted
+    """
 )
-_NOTIFY = text("SELECT pg_notify(:ch, :uid)")
 # A read is one statement, so one snapshot: the newest id and the events after the cursor agree.
 # PostgreSQL renders the events as the API's JSON (keys in the contract's order, created_at as
 # duely.clock.isoformat does), so the hot path neither decodes nor re-encodes them. One statement
@@ -170,10 +179,8 @@ def append(session: Session, user_id: int, type: str, data: dict[str, Any]) -> i
     """
     if type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type!r}")
-    event_id = session.execute(_NEXT_ID, {"uid": user_id}).scalar_one()
-    session.execute(_INSERT, {"uid": user_id, "id": event_id, "type": type, "data": _dumps(data)})
-    session.execute(_NOTIFY, {"ch": NOTIFY_CHANNEL, "uid": str(user_id)})
-    return event_id
+    return session.execute(_APPEND, {"uid": user_id, "uid_text": str(user_id), "type": type, "data": _dumps(data),
+                                     "ch": NOTIFY_CHANNEL}).scalar_one()
 
 
 def read_since(session: Session, user_id: int, after_id: int, limit: int = POLL_LIMIT_DEFAULT) -> Updates:

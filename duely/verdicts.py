@@ -24,7 +24,7 @@ from duely.clock import isoformat
 from duely.config import Config
 from duely.db import Database
 from duely.logs import kv
-from duely.models import Submission
+from duely.models import Duel, Submission
 
 log = logging.getLogger(__name__)
 
@@ -92,28 +92,32 @@ def apply_update(session: Session, submission_id: uuid.UUID, seq: int, status_te
 def record_verdict(session: Session, submission_id: uuid.UUID, verdict: str, seq: int | None = None) -> bool:
     """Give a submission its final verdict (once), tell both players, and finish the duel if
     that is now certain. `seq=None` is Duely's own verdict (e.g. `Rejected: ...`)."""
-    found = session.execute(select(Submission.duel_id).where(Submission.id == submission_id)).first()
-    if found is None:
+    # Lock order: duel, users, submission (docs/lifecycle.md).
+    duel = session.execute(
+        select(Duel).join(Submission, Submission.duel_id == Duel.id).where(Submission.id == submission_id).with_for_update(of=Duel)
+    ).scalar_one_or_none()
+    if duel is None:
         raise PoisonMessage(f"unknown submission {submission_id}")
-    duel = duels.get_duel(session, found.duel_id, lock="update")  # lock order: duel, users, submission
     players = duels.player_ids(session, duel.id)
     events.lock_users(session, players)
-    sub = session.execute(select(Submission).where(Submission.id == submission_id).with_for_update()).scalar_one()
-    if sub.status == "judged" or (seq is not None and seq <= sub.last_seq):
+    judged = session.execute(text(
+        """
+        UPDATE submissions SET status = 'judged', verdict = :verdict, judged_at = clock_timestamp(),
+               last_seq = coalesce(CAST(:seq AS integer), last_seq)
+        WHERE id = :id AND status <> 'judged' AND (CAST(:seq AS integer) IS NULL OR last_seq < :seq)
+        RETURNING user_id, submitted_at
+        """
+    ), {"id": submission_id, "verdict": verdict, "seq": seq}).first()
+    if judged is None:  # already judged (a verdict is final), or a stale seq
         return False
-    sub.status = "judged"
-    sub.verdict = verdict
-    sub.last_seq = seq if seq is not None else sub.last_seq
-    sub.judged_at = session.execute(text("SELECT clock_timestamp()")).scalar_one()
-    session.flush()
-    events.append(session, sub.user_id, "submission_verdict",
-                  {"duel_id": duel.id, "submission_id": str(sub.id), "verdict": verdict})
+    events.append(session, judged.user_id, "submission_verdict",
+                  {"duel_id": duel.id, "submission_id": str(submission_id), "verdict": verdict})
     for opponent in players:
-        if opponent != sub.user_id:
+        if opponent != judged.user_id:
             events.append(session, opponent, "opponent_verdict",
-                          {"duel_id": duel.id, "verdict": verdict, "submitted_at": isoformat(sub.submitted_at)})
-    log.info("submission judged", extra=kv(submission_id=sub.id, duel_id=duel.id, verdict=repr(verdict)))
-    duels.try_finish(session, duel.id)
+                          {"duel_id": duel.id, "verdict": verdict, "submitted_at": isoformat(judged.submitted_at)})
+    log.info("submission judged", extra=kv(submission_id=submission_id, duel_id=duel.id, verdict=repr(verdict)))
+    duels.finish_if_certain(session, duel, players)
     return True
 
 
