@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import request
 
 from duely import auth, errors, users
-from duely.api.common import Blueprint, bearer_token, current_user_id, login_required, services
+from duely.api.common import BEARER, Blueprint, bearer_token, current_user_id, login_required, services
 from duely.api.schemas import (
     CredentialsSchema,
     LeaderboardSchema,
@@ -17,7 +17,6 @@ from duely.api.schemas import (
 )
 
 blp = Blueprint("accounts", __name__, url_prefix="/api", description="Accounts and authentication")
-BEARER = [{"bearerAuth": []}]
 
 
 @blp.route("/users", methods=["POST"])

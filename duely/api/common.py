@@ -40,6 +40,10 @@ class IdConverter(BaseConverter):
         return str(value)
 
 
+# OpenAPI security requirement of every endpoint that needs `Authorization: Bearer <token>`.
+BEARER = [{"bearerAuth": []}]
+
+
 class Parser(FlaskParser):
     # The contract answers 400 validation_error, not webargs' default 422.
     DEFAULT_VALIDATION_STATUS = 400

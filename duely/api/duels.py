@@ -6,12 +6,11 @@ from flask import request
 from marshmallow import Schema, fields, validate
 
 from duely import duels, errors, submissions, users
-from duely.api.common import ID_MAX, Blueprint, BodySchema, current_user_id, login_required, services
+from duely.api.common import BEARER, ID_MAX, Blueprint, BodySchema, current_user_id, login_required, services
 from duely.languages import languages_json
 from duely.submissions import CLIENT_TEMP_ID_MAX_LEN
 
 blp = Blueprint("duels", __name__, url_prefix="/api", description="Duels and submissions")
-BEARER = [{"bearerAuth": []}]
 
 
 class TaskSchema(Schema):

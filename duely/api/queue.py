@@ -5,12 +5,11 @@ from __future__ import annotations
 from flask import Response
 from marshmallow import Schema, fields
 
-from duely.api.common import Blueprint, current_user_id, login_required, services
+from duely.api.common import BEARER, Blueprint, current_user_id, login_required, services
 from duely.clock import isoformat
 from duely.matchmaking import queue
 
 blp = Blueprint("queue", __name__, url_prefix="/api", description="Matchmaking queue")
-BEARER = [{"bearerAuth": []}]
 
 
 class QueueStatusSchema(Schema):

@@ -15,10 +15,9 @@ from marshmallow import Schema, fields, validate
 from werkzeug.exceptions import HTTPException
 
 from duely import auth, errors, events
-from duely.api.common import Blueprint, bearer_token, current_user_id, services
+from duely.api.common import BEARER, Blueprint, bearer_token, current_user_id, services
 
 blp = Blueprint("updates", __name__, url_prefix="/api", description="Event log (long polling)")
-BEARER = [{"bearerAuth": []}]
 _BIGINT_MAX = 2**63 - 1
 T = TypeVar("T")
 
