@@ -72,14 +72,13 @@ class Config:
     devtaski_uid_base: int = _setting(61000, "First unprivileged uid judged code runs as (one per worker, claimed with a lock file)", "int")
     # Operations
     log_level: str = _setting("INFO", "Logging level of every process")
-    extra: dict = field(default_factory=dict, metadata={"help": "", "kind": "internal"})
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 
 
 def _settings() -> list[dataclasses.Field]:
-    return [f for f in fields(Config) if f.metadata.get("kind") != "internal"]
+    return list(fields(Config))
 
 
 def _convert(f: dataclasses.Field, raw: str) -> Any:
