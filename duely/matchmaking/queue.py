@@ -58,12 +58,18 @@ def status(session: Session, user_id: int) -> dict:
     return {"status": "idle", "since": None, "duel_id": None}
 
 
+# The one presence rule of the queue, for SQL over `queue_entries q LEFT JOIN presence p`
+# (parameter :ttl): a queued user is present while its last poll, or its join before any
+# poll, is younger than QUEUE_TTL. Matchmaking pairs only present users; expiry drops the rest.
+PRESENT_SQL = "coalesce(p.last_seen_at, q.joined_at) >= now() - make_interval(secs => :ttl)"
+
+
 def stale_user_ids(session: Session, ttl_secs: float, only_user_id: int | None = None) -> list[int]:
     """Queued users whose last poll is older than the TTL."""
     return list(session.execute(text(
-        """
+        f"""
         SELECT q.user_id FROM queue_entries q LEFT JOIN presence p ON p.user_id = q.user_id
-        WHERE coalesce(p.last_seen_at, q.joined_at) < now() - make_interval(secs => :ttl)
+        WHERE NOT ({PRESENT_SQL})
           AND (CAST(:only AS bigint) IS NULL OR q.user_id = :only)
         """
     ), {"ttl": ttl_secs, "only": only_user_id}).scalars())

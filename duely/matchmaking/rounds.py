@@ -17,6 +17,7 @@ from duely import duels, events
 from duely.config import Config
 from duely.db import Database
 from duely.logs import kv
+from duely.matchmaking import queue
 from duely.matchmaking.pairing import Waiting, pair_players
 from duely.taski import TaskiClient, TaskiError, TaskiNotFound
 
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 def waiting_players(session: Session, ttl_secs: float) -> list[Waiting]:
     """Everyone queued and still polling, with their rating and last opponent."""
     rows = session.execute(text(
-        """
+        f"""
         SELECT q.user_id, u.rating, q.joined_at,
                (SELECT other.user_id FROM duel_players mine
                   JOIN duel_players other ON other.duel_id = mine.duel_id AND other.user_id <> mine.user_id
@@ -34,7 +35,7 @@ def waiting_players(session: Session, ttl_secs: float) -> list[Waiting]:
         FROM queue_entries q
         JOIN users u ON u.id = q.user_id
         LEFT JOIN presence p ON p.user_id = q.user_id
-        WHERE coalesce(p.last_seen_at, q.joined_at) >= now() - make_interval(secs => :ttl)
+        WHERE {queue.PRESENT_SQL}
         """
     ), {"ttl": ttl_secs}).all()
     return [Waiting(user_id=r.user_id, rating=r.rating, joined_at=r.joined_at, last_opponent_id=r.last_opponent_id) for r in rows]
