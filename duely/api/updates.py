@@ -1,6 +1,6 @@
-"""GET /api/updates: long polling on the caller's event log (api.md, "Event log").
+"""GET /api/updates: long polling on the caller's event log (docs/api.md, "Event log").
 
-The view validates the query and renders `events.wait_for`'s result; the waiting itself,
+The view validates the query and renders `events.poll`'s result; the waiting itself,
 the 400/410 rules and presence live in duely/events.py (see docs/events.md).
 """
 
@@ -34,7 +34,7 @@ class UpdatesQuerySchema(Schema):
 
 class EventSchema(Schema):
     id = fields.Integer()
-    type = fields.String()
+    type = fields.String(metadata={"enum": sorted(events.EVENT_TYPES)})
     created_at = fields.String()
     data = fields.Dict()
 
