@@ -2,7 +2,7 @@
 
 Safe with several scheduler processes: each submission is sent while its row is held
 `FOR UPDATE SKIP LOCKED`, so no submission is being sent twice at once, and nothing is
-forgotten after a crash (the row simply stays due). Rules of ../shared/taski.md:
+forgotten after a crash (the row simply stays due). Rules of docs/taski.md:
 429 pauses every Taski call of the process (the client does that) and ends the round;
 5xx/timeouts were already retried by the client, so the submission gets a backoff and waits
 for a later round; 400 gives the verdict `Rejected: <message>`. A submission still

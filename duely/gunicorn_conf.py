@@ -19,7 +19,7 @@ loglevel = _config.log_level.lower()
 control_socket_disable = True
 
 
-# -- shutdown: answer held long polls at once (api.md, "Event log"; docs/events.md) ------------
+# -- shutdown: answer held long polls at once (docs/api.md, "Event log"; docs/events.md) --------
 # SIGTERM (graceful) only sets `worker.alive = False`; gunicorn then waits up to graceful_timeout
 # for open requests, and a held poll would sit there until its own timeout. So the worker's
 # SIGTERM handler is wrapped to also wake every waiter; SIGINT/SIGQUIT (fast stop) go through

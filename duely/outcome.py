@@ -2,7 +2,7 @@
 
 No database, no clock, no I/O: `duels.try_finish` loads the submissions under the duel's row
 lock, calls `decide` with the time, and finishes the duel when it returns a Decision. The
-contract's rule (api.md, "Who wins") and the choices made where it is silent:
+contract's rule (docs/api.md, "Who wins") and the choices made where it is silent:
 
 * The first player, by `submitted_at`, whose submission is Accepted wins. That is certain
   only once every submission of the opponent made at or before that time has a verdict: one

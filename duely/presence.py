@@ -1,6 +1,6 @@
 """Presence: when a user last long-polled `GET /api/updates`. See docs/events.md ("Presence").
 
-The matchmaking queue keeps a user only while they keep polling (api.md, `QUEUE_TTL`), so
+The matchmaking queue keeps a user only while they keep polling (docs/api.md, `QUEUE_TTL`), so
 every poll refreshes `presence.last_seen_at`, and so does every held poll, in one batched
 write per worker (`touch_many`, driven by the listener's heartbeat). Writes from polls are
 throttled per process: a user who polls many times a second costs one write per

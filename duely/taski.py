@@ -1,4 +1,4 @@
-"""Client for Taski, the external task and judging service (../shared/taski.md).
+"""Client for Taski, the external task and judging service (docs/taski.md).
 
 One `TaskiClient` per process. A 429 pauses *every* call of this process for Retry-After
 seconds (the contract's rule), so the pause lives in the client, not in a request.

@@ -1,4 +1,4 @@
-"""GET /api/updates through the Flask app (api.md, "Event log")."""
+"""GET /api/updates through the Flask app (docs/api.md, "Event log")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""marshmallow schemas shared by several blueprints (request validation + OpenAPI)."""
+"""marshmallow schemas of the accounts blueprint, and the error body every endpoint shares
+(request validation + OpenAPI)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The web client: `GET /` serves the single page, `/static/...` its CSS and JS modules.
 
-The page talks to the server only through the public JSON API (shared/api.md); nothing here
+The page talks to the server only through the public JSON API (docs/api.md); nothing here
 reads the database or needs a token. The routes are added to the app in the blueprint's
 record hook rather than with `blp.route`, so flask-smorest leaves them out of the OpenAPI
 document (it is the API's description, and these are not API endpoints).

@@ -1,7 +1,7 @@
-// The page's only way to the server: JSON over the public API (shared/api.md), and the one
+// The page's only way to the server: JSON over the public API (docs/api.md), and the one
 // event loop that follows the caller's event log with GET /api/updates.
 //
-// Reconnect rules (shared/origin/frontend-backend.md): the loop always passes the last event id
+// Reconnect rules (docs/api.md, "Snapshot and reconnect rule"): the loop always passes the last event id
 // it has processed (kept in localStorage per user); network errors are retried with backoff;
 // on start, and after 410 events_expired, it resyncs: it reads what the log already holds,
 // lets the app take the REST snapshot (which reflects all of it), and goes on from there.
