@@ -71,7 +71,7 @@ def describe(exc: BaseException) -> tuple[int, str, str, str, bool]:
     """(status, reason, code, message, client's fault) of an error gunicorn answers itself."""
     for classes, status, reason, code, message in _CLIENT_ERRORS:
         if isinstance(exc, classes):
-            return status, reason, code, message, status < 500
+            return status, reason, code, message, code != "internal_error"  # 501 is the client's too
     return (*_INTERNAL, False)
 
 
