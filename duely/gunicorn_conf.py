@@ -6,7 +6,8 @@ _config = load_config()
 
 bind = f"{_config.host}:{_config.port}"
 workers = _config.workers
-worker_class = "gevent"
+# gunicorn's gevent worker, answering the requests gunicorn rejects itself with JSON, not HTML.
+worker_class = "duely.web_worker.JsonErrorsGeventWorker"
 worker_connections = _config.worker_connections
 # Held long-polls (up to 60 s) are answered at once on shutdown, so a short grace is enough.
 graceful_timeout = 10

@@ -8,7 +8,7 @@ from flask import Flask, request
 from flask_smorest import Api
 
 from duely import errors
-from duely.api import error_handlers
+from duely.api import compression, error_handlers
 from duely.api.common import ID_MAX, IdConverter, Services
 from duely.api.schemas import ErrorSchema
 from duely.config import Config
@@ -58,6 +58,7 @@ def create_app(config: Config, db: Database | None = None) -> Flask:
     for module in (health, accounts, updates, queue, duels):
         api.register_blueprint(module.blp)
     app.register_blueprint(web.blp)  # the page is not part of the API document
+    compression.init_app(app)  # gzip both ways; its before_request runs first: 415 before anything
 
     @app.before_request
     def require_json_body():
