@@ -44,6 +44,9 @@ class Config:
     port: int = _setting(5001, "Port of the API", "int")
     workers: int = _setting(2, "gunicorn gevent worker processes", "int")
     worker_connections: int = _setting(12000, "Concurrent connections per gevent worker (held long-polls included)", "int")
+    db_pool_size: int = _setting(10, "Database connections a web worker keeps open for reuse (see README, \"Database connections\")", "int")
+    db_max_overflow: int = _setting(10, "Extra database connections a web worker may open under load, beyond DB_POOL_SIZE", "int")
+    db_pool_timeout: float = _setting(3.0, "Wait for a free database connection, then answer 503 unavailable (duration)", "duration")
     kafka_port: int = _setting(19092, "Port of the embedded broker (when KAFKA_BOOTSTRAP_SERVERS is unset)", "int")
     devtaski_port: int = _setting(5002, "Port of the development Taski (when TASKI_URL is unset)", "int")
     # Taski and Kafka

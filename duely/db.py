@@ -33,22 +33,39 @@ def psycopg_url(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
-def make_engine(database_url: str, pool_size: int = 10, max_overflow: int = 10) -> Engine:
+# A server that does not answer a connection attempt within this long counts as unreachable.
+CONNECT_TIMEOUT_SECS = 5
+# pool_timeout of background processes (scheduler, consumer): they may wait, nobody is waiting on them.
+BACKGROUND_POOL_TIMEOUT_SECS = 30.0
+# Connections of the scheduler and consumer processes (pool + overflow), for the connection
+# budget in the README ("Database connections").
+SCHEDULER_POOL = (4, 4)
+CONSUMER_POOL = (2, 2)
+
+
+def make_engine(database_url: str, pool_size: int = 10, max_overflow: int = 10,
+                pool_timeout: float = BACKGROUND_POOL_TIMEOUT_SECS) -> Engine:
     return create_engine(
         sqlalchemy_url(database_url),
         pool_size=pool_size,
         max_overflow=max_overflow,
+        # When every connection is taken, a request waits this long, then is answered 503
+        # (sqlalchemy.exc.TimeoutError, see duely/outage.py) instead of queueing for ever.
+        pool_timeout=pool_timeout,
         pool_pre_ping=True,
         pool_recycle=1800,
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_SECS},
     )
 
 
 class Database:
     """One engine and its session factory; one per process."""
 
-    def __init__(self, database_url: str, pool_size: int = 10, max_overflow: int = 10):
+    def __init__(self, database_url: str, pool_size: int = 10, max_overflow: int = 10,
+                 pool_timeout: float = BACKGROUND_POOL_TIMEOUT_SECS):
         self.url = database_url
-        self.engine = make_engine(database_url, pool_size, max_overflow)
+        self.pool_timeout = pool_timeout  # the poll reader's connections wait as long (duely/events.py)
+        self.engine = make_engine(database_url, pool_size, max_overflow, pool_timeout)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
@@ -74,3 +91,32 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def connection_budget(workers: int, pool_size: int, max_overflow: int, poll_readers: int) -> int:
+    """Most connections one host's Duely may open: per web worker its pool and overflow, its
+    LISTEN connection and its poll readers; plus one scheduler and one consumer."""
+    return workers * (pool_size + max_overflow + 1 + poll_readers) + sum(SCHEDULER_POOL) + sum(CONSUMER_POOL)
+
+
+def check_connection_budget(database_url: str, needed: int) -> None:
+    """Log whether `needed` connections fit in what PostgreSQL allows (max_connections less
+    the reserved ones); a WARNING when not: under load the surplus requests would be refused."""
+    import psycopg  # here, not at import time: see duely/listener.py on importing it after gevent's patch
+
+    try:
+        with psycopg.connect(psycopg_url(database_url), connect_timeout=CONNECT_TIMEOUT_SECS) as conn:
+            allowed = conn.execute(
+                "SELECT current_setting('max_connections')::int"
+                " - current_setting('superuser_reserved_connections')::int"
+                " - coalesce(current_setting('reserved_connections', true)::int, 0)"
+            ).fetchone()[0]
+    except Exception as exc:  # the database may be down at start; requests will say so
+        log.warning("could not check the database connection budget: %s", str(exc).strip().splitlines()[0])
+        return
+    if needed > allowed:
+        log.warning("database connections: up to %d needed (WORKERS x (DB_POOL_SIZE + DB_MAX_OVERFLOW + 1 LISTEN"
+                    " + poll readers) + scheduler + consumer) but PostgreSQL allows %d; lower DB_POOL_SIZE,"
+                    " DB_MAX_OVERFLOW or WORKERS, or raise max_connections", needed, allowed)
+    else:
+        log.info("database connections: up to %d needed, PostgreSQL allows %d", needed, allowed)

@@ -89,3 +89,17 @@ class RateLimited(DuelyError):
         seconds = max(1, int(retry_after + 0.999))
         super().__init__(message, headers={"Retry-After": str(seconds)}, extra={"retry_after": seconds})
         self.retry_after = seconds
+
+
+class Unavailable(DuelyError):
+    """The database is unreachable or has no connection free right now: come back soon.
+    (Not a bug: the client retries after `Retry-After` seconds and nothing was changed.)"""
+
+    code = "unavailable"
+    status = 503
+    message = "The service is briefly unavailable; retry later."
+
+    def __init__(self, retry_after: float, message: str | None = None):
+        seconds = max(1, int(retry_after + 0.999))
+        super().__init__(message, headers={"Retry-After": str(seconds)}, extra={"retry_after": seconds})
+        self.retry_after = seconds

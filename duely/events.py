@@ -29,10 +29,10 @@ import psycopg
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from duely import errors, presence
+from duely import errors, outage, presence
 from duely.clock import isoformat, utcnow
 from duely.config import Config
-from duely.db import Database, psycopg_url
+from duely.db import CONNECT_TIMEOUT_SECS, Database, psycopg_url
 from duely.listener import NOTIFY_CHANNEL, Listener, get_listener
 
 log = logging.getLogger(__name__)
@@ -242,7 +242,7 @@ _TOKEN_USERS_MAX = 100_000
 def _hold(db: Database, by: str, key: int | str, user_id: int | None, after_id: int, timeout_secs: float, limit: int,
           refresh_presence: bool, listener: Listener | None) -> tuple[int, Updates]:
     listener = listener or process_listener(db)
-    reader = _reader(db.url)
+    reader = _reader(db)
     deadline = time.monotonic() + timeout_secs
     # Subscribed before the read: an event committed between the read and the wait still sets
     # the flag, so it is never slept through.
@@ -304,10 +304,11 @@ class _Reader:
     spending its time waking PostgreSQL up once per poll. A held poll holds no connection.
     """
 
-    def __init__(self, url: str, size: int):
+    def __init__(self, url: str, size: int, slot_timeout_secs: float = 3.0):
         self.url = psycopg_url(url)
         self._idle: list[psycopg.Connection] = []
         self._slots = _semaphore(size)
+        self._slot_timeout_secs = slot_timeout_secs
         self._queue: list[_Read] = []
         self._queue_lock = threading.Lock()
         self.in_use = 0  # connections checked out right now (tests: a held poll holds none)
@@ -319,19 +320,27 @@ class _Reader:
         request = _Read(by, key, after_id, limit, presence)
         with self._queue_lock:
             self._queue.append(request)
-        if not self._slots.acquire(timeout=_READ_SLOT_TIMEOUT_SECS):
-            raise TimeoutError(f"no database connection for a poll read in {_READ_SLOT_TIMEOUT_SECS} s")
-        try:
-            if not request.done.is_set():
-                # Let the polls that are ready to run queue their reads too: PostgreSQL often
-                # answers before psycopg would wait (and yield), so batches would not form.
-                time.sleep(0)
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
-                if batch:
-                    self._run(batch)
-        finally:
-            self._slots.release()
+        if self._slots.acquire(timeout=self._slot_timeout_secs):
+            try:
+                if not request.done.is_set():
+                    # Let the polls that are ready to run queue their reads too: PostgreSQL often
+                    # answers before psycopg would wait (and yield), so batches would not form.
+                    time.sleep(0)
+                    with self._queue_lock:
+                        batch, self._queue = self._queue, []
+                    if batch:
+                        self._run(batch)
+            finally:
+                self._slots.release()
+        else:
+            # Every connection busy for DB_POOL_TIMEOUT: shed this poll (503), as the pool does
+            # other requests, unless a running batch has taken its read already.
+            with self._queue_lock:
+                queued = request in self._queue
+                if queued:
+                    self._queue.remove(request)
+            if queued:
+                raise errors.Unavailable(outage.RETRY_AFTER_BUSY_SECS, "The service is busy; retry later.")
         request.done.wait()  # ran by another poll's batch, maybe still running
         if request.error is not None:
             raise PollReadFailed(str(request.error)) from request.error
@@ -394,6 +403,7 @@ class _Reader:
             # the read on every execution (it costs more than running it); the generic plan is
             # the index nested loop, right for one read and for hundreds.
             return psycopg.connect(self.url, autocommit=True, application_name=READER_APPLICATION_NAME,
+                                   connect_timeout=CONNECT_TIMEOUT_SECS,
                                    options="-c synchronous_commit=off -c plan_cache_mode=force_generic_plan")
 
     def _give_back(self, conn: psycopg.Connection) -> None:
@@ -418,16 +428,15 @@ def _semaphore(size: int) -> Any:
     return threading.BoundedSemaphore(size)
 
 
-_READ_SLOT_TIMEOUT_SECS = 30.0
 _readers: dict[str, _Reader] = {}
 # Never share connections across a fork (cheaper than checking os.getpid() on every poll).
 os.register_at_fork(after_in_child=_readers.clear)
 
 
-def _reader(url: str) -> _Reader:
-    reader = _readers.get(url)
+def _reader(db: Database) -> _Reader:
+    reader = _readers.get(db.url)
     if reader is None:
-        reader = _readers.setdefault(url, _Reader(url, READ_CONNECTIONS_PER_PROCESS))
+        reader = _readers.setdefault(db.url, _Reader(db.url, READ_CONNECTIONS_PER_PROCESS, db.pool_timeout))
     return reader
 
 

@@ -36,8 +36,23 @@ def _answer_held_polls_soon() -> None:
     gevent.spawn(listener.shutdown_all)
 
 
+def _check_connection_budget() -> None:
+    # In a worker, after gevent's patch (psycopg must not be imported before it), off its boot path.
+    import gevent
+
+    from duely.db import check_connection_budget, connection_budget
+    from duely.events import READ_CONNECTIONS_PER_PROCESS
+
+    needed = connection_budget(_config.workers, _config.db_pool_size, _config.db_max_overflow, READ_CONNECTIONS_PER_PROCESS)
+    if _config.database_url:
+        gevent.spawn(check_connection_budget, _config.database_url, needed)
+
+
 def post_worker_init(worker):
     import signal
+
+    if worker.age == 1:  # the first worker of this server checks, once
+        _check_connection_budget()
 
     graceful_exit = worker.handle_exit
 

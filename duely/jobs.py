@@ -1,18 +1,24 @@
 """The scheduler process's periodic jobs (APScheduler). Each job is a plain function of the
 database and config, so tests run one round directly; several scheduler processes may run
-at once: every job is safe under concurrency (row locks / SKIP LOCKED)."""
+at once: every job is safe under concurrency (row locks / SKIP LOCKED).
+
+While the database is unreachable the jobs do not fail every second: `guarded` logs the outage
+once (WARNING) and its end (INFO), and retries with a capped backoff. A job cut short by the
+outage left nothing half done (each step is one transaction); the next round picks it up.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 from collections.abc import Callable
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 
-from duely import dispatch, duels, logs
+from duely import dispatch, duels, logs, outage
 from duely.config import Config
-from duely.db import Database
+from duely.db import SCHEDULER_POOL, Database
 from duely.events import PRUNE_INTERVAL_SECS, prune_job
 from duely.matchmaking import queue, rounds
 from duely.taski import client_for
@@ -55,12 +61,33 @@ def scheduled_jobs() -> list[tuple[str, Job, float]]:
     ]
 
 
+def guarded(job: Job, database_outage: outage.OutageLog) -> Job:
+    """`job`, quiet during a database outage: the jobs share `database_outage`, so the outage is
+    logged once, and while it lasts a job runs only when a retry is due (capped backoff)."""
+
+    @functools.wraps(job)
+    def run(db: Database, config: Config) -> object:
+        if not database_outage.retry_due():
+            return None
+        try:
+            result = job(db, config)
+        except Exception as exc:
+            if database_outage.failed(exc):
+                return None
+            raise
+        database_outage.ok()
+        return result
+
+    return run
+
+
 def run_scheduler(config: Config) -> None:
     logs.setup(config.log_level, "scheduler")
-    db = Database(config.database_url, pool_size=4, max_overflow=4)
+    db = Database(config.database_url, *SCHEDULER_POOL)
     scheduler = BlockingScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
+    database_outage = outage.OutageLog(log)
     for name, job, interval in scheduled_jobs():
-        scheduler.add_job(job, "interval", seconds=interval, args=(db, config), id=name, name=name)
+        scheduler.add_job(guarded(job, database_outage), "interval", seconds=interval, args=(db, config), id=name, name=name)
 
     def stop(signum, frame):
         log.info("stopping scheduler")

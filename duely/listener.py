@@ -13,6 +13,11 @@ Outside gevent (tests, scripts) it is an ordinary daemon thread.
 
 Missed notifications cannot lose events: every (re)connection wakes all waiters so that they
 re-read, and a waiter always re-reads once more when its timeout ends.
+
+A lost connection wakes every waiter too: when the database went away, their re-read fails and
+they are answered 503 `unavailable` at once instead of at the end of their timeout (and when only
+this connection was lost, the re-read finds the database well and they wait again). The loss is
+logged once; reconnecting goes on quietly with a capped backoff until the database answers.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from collections.abc import Callable
 
 import psycopg
 
-from duely.db import psycopg_url
+from duely import outage
+from duely.db import CONNECT_TIMEOUT_SECS, psycopg_url
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +46,12 @@ RECONNECT_MAX_SECS = 5.0
 HEARTBEAT_SECS = 10.0
 # How the LISTEN connections show up in pg_stat_activity (followed by "-<pid>").
 LISTENER_APPLICATION_NAME = "duely-listener"
+# Over TCP, a peer that vanished without closing (host down, network cut) is noticed within
+# about idle + interval x count seconds by the kernel's keepalives, and a send that gets no
+# acknowledgement fails after tcp_user_timeout; both are ignored on a Unix socket, where a
+# stopped server closes the socket at once.
+_TCP_LIVENESS = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
+                 "tcp_user_timeout": 10_000}
 
 
 class Waiter:
@@ -155,13 +167,16 @@ class Listener:
     # -- the loops -------------------------------------------------------------------------
     def _run(self) -> None:
         backoff = RECONNECT_MIN_SECS
+        failing = False  # the previous attempt failed too: keep quiet until one succeeds
         while not self._closed.is_set():
+            was_connected = False
             try:
                 with self._connect() as conn:
                     self.backend_pid = conn.info.backend_pid
                     conn.execute(f'LISTEN "{self.channel}"')
                     self.connections += 1
                     self.connected.set()
+                    was_connected, failing = True, False
                     # Anything committed while we were not listening was not announced to us:
                     # let every waiter re-read.
                     woken = self.wake_all()
@@ -171,7 +186,19 @@ class Listener:
             except Exception as exc:
                 if self._closed.is_set():
                     break
-                log.warning("listener connection lost: %s; reconnecting in %.1fs", exc, backoff)
+                if was_connected:
+                    # Held polls re-read now: if the database is gone they get 503 at once.
+                    woken = self.wake_all()
+                    log.warning("listener connection lost: %s; woke %d waiters; reconnecting (backoff up to %.0fs)",
+                                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                                woken, RECONNECT_MAX_SECS)
+                elif not failing:
+                    log.warning("listener cannot connect: %s; retrying quietly (backoff up to %.0fs)",
+                                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                                RECONNECT_MAX_SECS)
+                else:
+                    log.debug("listener reconnect failed: %s", exc)
+                failing = True
             finally:
                 self.connected.clear()
                 self.backend_pid = None
@@ -180,8 +207,8 @@ class Listener:
             backoff = min(backoff * 2, RECONNECT_MAX_SECS)
 
     def _connect(self) -> psycopg.Connection:
-        return psycopg.connect(self.url, autocommit=True, connect_timeout=10,
-                               application_name=f"{LISTENER_APPLICATION_NAME}-{os.getpid()}")
+        return psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECS,
+                               application_name=f"{LISTENER_APPLICATION_NAME}-{os.getpid()}", **_TCP_LIVENESS)
 
     def _listen(self, conn: psycopg.Connection) -> None:
         last_heard = time.monotonic()
@@ -206,7 +233,10 @@ class Listener:
                 continue
             try:
                 self._heartbeat(user_ids)  # type: ignore[misc]
-            except Exception:
+            except Exception as exc:
+                if outage.is_unavailable(exc):  # the listener has logged the outage already
+                    log.debug("presence heartbeat skipped: database unavailable")
+                    continue
                 log.warning("presence heartbeat failed for %d users", len(user_ids), exc_info=True)
 
 

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from duely import duels, events, logs
+from duely import duels, events, logs, outage
 from duely.clock import isoformat
 from duely.config import Config
-from duely.db import Database
+from duely.db import CONSUMER_POOL, Database
 from duely.logs import kv
 from duely.models import Duel, Submission
 
@@ -188,9 +188,32 @@ def _ensure_topic(config: Config) -> None:
         admin.close()
 
 
+def apply_until_done(db: Database, items: list[tuple[bytes, str]], stop: threading.Event,
+                     database_outage: outage.OutageLog) -> bool:
+    """Apply a batch, waiting out a database outage (logged once, retried with capped backoff)
+    with the batch in hand. False when stopped first (nothing applied; its offsets stay
+    uncommitted, so it is read again). Any other error propagates."""
+    while True:
+        try:
+            db.run(lambda s: apply_batch(s, items))
+        except Exception as exc:
+            if not database_outage.failed(exc):
+                raise
+        else:
+            database_outage.ok()
+            return True
+        if stop.wait(database_outage.backoff_secs):
+            return False
+
+
 def consume(db: Database, config: Config, stop: threading.Event) -> None:
-    """Poll, apply, commit offsets; on any broker trouble reconnect with backoff until `stop`."""
+    """Poll, apply, commit offsets; on any broker trouble reconnect with backoff until `stop`.
+
+    A database outage does not drop the broker connection: the batch in hand is retried until
+    the database answers (kafka-python heartbeats from its own thread meanwhile; an outage longer
+    than the consumer's max_poll_interval costs a group rejoin and a re-read, which is idempotent)."""
     backoff = 0.5
+    database_outage = outage.OutageLog(log)
     while not stop.is_set():
         consumer = None
         try:
@@ -201,7 +224,8 @@ def consume(db: Database, config: Config, stop: threading.Event) -> None:
                 batch = consumer.poll(timeout_ms=500, max_records=200)
                 items = [(r.value, f"{r.topic}/{r.partition}@{r.offset}") for records in batch.values() for r in records]
                 if items:
-                    db.run(lambda s, items=items: apply_batch(s, items))
+                    if not apply_until_done(db, items, stop, database_outage):
+                        break
                     consumer.commit()  # only after the batch is committed in the database
         except Exception:  # broker gone, group trouble, database down: start over from committed offsets
             log.exception("consumer loop failed; reconnecting", extra=kv(in_secs=backoff))
@@ -217,7 +241,7 @@ def consume(db: Database, config: Config, stop: threading.Event) -> None:
 
 def run_consumer(config: Config) -> None:
     logs.setup(config.log_level, "consumer")
-    db = Database(config.database_url, pool_size=2, max_overflow=2)
+    db = Database(config.database_url, *CONSUMER_POOL)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

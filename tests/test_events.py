@@ -323,7 +323,7 @@ def test_wait_for_returns_nothing_after_its_timeout(db, make_poller, updates_lis
 
 def test_wait_for_holds_no_database_connection_while_waiting(db, make_poller, updates_listener):
     alice = make_poller()
-    pool, reads = db.engine.pool, events._reader(db.url)
+    pool, reads = db.engine.pool, events._reader(db)
     result: list = []
     thread = threading.Thread(target=lambda: result.append(events.wait_for(db, alice.id, 0, 2)))
     checked_out_before = pool.checkedout()

@@ -46,7 +46,8 @@ def create_app(config: Config, db: Database | None = None) -> Flask:
         JSON_SORT_KEYS=False,
     )
     app.json.sort_keys = False
-    app.extensions["duely"] = Services(config=config, db=db or Database(config.database_url))
+    db = db or Database(config.database_url, config.db_pool_size, config.db_max_overflow, config.db_pool_timeout)
+    app.extensions["duely"] = Services(config=config, db=db)
     app.url_map.converters["id"] = IdConverter
 
     api = DuelyApi(app, spec_kwargs={"servers": [{"url": "/"}]})

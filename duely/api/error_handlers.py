@@ -1,7 +1,9 @@
 """One error shape for everything: `{"error": {"code", "message"[, "fields"]}}`.
 
-Covers domain errors, webargs validation, Flask's own 404/405/413, malformed JSON and
-anything unexpected (logged, answered as 500 `internal_error` without a stack trace).
+Covers domain errors, webargs validation, Flask's own 404/405/413, malformed JSON, the database
+being unreachable or out of connections (503 `unavailable` with Retry-After, logged once per
+burst; see duely/outage.py) and anything else unexpected (logged, answered as 500
+`internal_error` without a stack trace).
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ import logging
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from duely import errors
+from duely import errors, outage
 
 log = logging.getLogger(__name__)
+# One WARNING per burst of 503s, not one per request: an outage hits every request at once.
+_unavailable_log = outage.BurstLog(log)
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -77,11 +81,26 @@ def handle_http_exception(exc: HTTPException):
     return error_response(status, _HTTP_CODES.get(status, "error"), message, headers=headers)
 
 
-def handle_duely_error(exc: errors.DuelyError):
+def _render(exc: errors.DuelyError):
     return error_response(exc.status, exc.code, exc.message, exc.fields, exc.headers, exc.extra)
 
 
+def handle_duely_error(exc: errors.DuelyError):
+    if isinstance(exc, errors.Unavailable):
+        _unavailable_log.hit("answering 503 unavailable: %s (%s %s)", exc.message, request.method, request.path)
+    return _render(exc)
+
+
 def handle_unexpected(exc: Exception):
+    reason = outage.unavailable_reason(exc)
+    if reason is not None:
+        # The database is down/restarting or out of connections: "come back soon", not our bug.
+        message = ("The service is busy; retry later." if reason == "busy"
+                   else "The database is unreachable; retry later.")
+        problem = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
+        _unavailable_log.hit("database %s, answering 503 unavailable: %s (%s %s)", reason, problem,
+                             request.method, request.path)
+        return _render(errors.Unavailable(outage.retry_after_secs(reason), message))
     log.exception("unhandled error on %s %s", request.method, request.path)
     return error_response(500, "internal_error", "Something went wrong on our side; it has been logged.")
 

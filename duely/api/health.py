@@ -8,6 +8,7 @@ from flask import jsonify
 from marshmallow import Schema, fields
 from sqlalchemy import text
 
+from duely import outage
 from duely.api.common import Blueprint, services
 
 log = logging.getLogger(__name__)
@@ -30,5 +31,6 @@ def healthz():
         log.warning("health check: database unreachable", exc_info=True)
         response = jsonify({"status": "unavailable", "error": {"code": "unavailable", "message": "database unreachable"}})
         response.status_code = 503
+        response.headers["Retry-After"] = str(outage.RETRY_AFTER_UNREACHABLE_SECS)
         return response
     return jsonify({"status": "ok"})

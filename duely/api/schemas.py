@@ -13,9 +13,13 @@ class ErrorBodySchema(Schema):
     class Meta:
         unknown = INCLUDE  # some errors add fields (last_event_id, retry_after)
 
-    code = fields.String(required=True)
+    code = fields.String(required=True, metadata={"description": (
+        "bad_request, validation_error (400), unauthorized (401), forbidden (403), not_found (404), "
+        "method_not_allowed (405), conflict, nickname_taken, already_in_duel, duel_finished (409), "
+        "events_expired (410), payload_too_large (413), rate_limited (429), internal_error (500), "
+        "unavailable (503: the database is unreachable or busy; retry after Retry-After seconds)")})
     message = fields.String(required=True)
-    retry_after = fields.Integer(metadata={"description": "429: seconds to wait (also in Retry-After)"})
+    retry_after = fields.Integer(metadata={"description": "429 and 503: seconds to wait (also in Retry-After)"})
     last_event_id = fields.Integer(metadata={"description": "410 events_expired: continue from here after a resync"})
     fields = fields.Dict(metadata={"description": "validation_error: messages per field"})
 
