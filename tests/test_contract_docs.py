@@ -16,8 +16,8 @@ import pytest
 from duely import errors, events
 from duely.api import create_app
 from duely.api.error_handlers import _HTTP_CODES
-from duely.web_worker import _CLIENT_ERRORS
 from duely.config import Config
+from duely.web_worker import _CLIENT_ERRORS
 
 API_MD = Path(__file__).resolve().parent.parent / "docs" / "api.md"
 # The OpenAPI document describes the API, not itself; the docs list it as an endpoint.
