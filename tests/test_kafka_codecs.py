@@ -34,15 +34,17 @@ def foreign_produce(bootstrap: str, topic: str, codec: str, messages: list[tuple
     """Send `(key, value)` messages as one batch the way a Java or librdkafka Taski would:
     compressed with `codec`, idempotent (producer id, epoch and sequence numbers in the batch),
     each record with headers."""
+    failures, fatal = [], []
     producer = Producer({"bootstrap.servers": bootstrap, "compression.type": codec, "enable.idempotence": True,
-                         "acks": "all", "linger.ms": 200})  # one batch per call
-    failures = []
+                         "acks": "all", "linger.ms": 200,  # one batch per call
+                         # idempotence the broker cannot honour is a fatal producer error
+                         "error_cb": lambda err: fatal.append(err) if err.fatal() else None})
     for key, value in messages:
         extra = {} if partition is None else {"partition": partition}
         producer.produce(topic, key=key.encode(), value=value, headers=HEADERS,
                          on_delivery=lambda err, _msg: failures.append(err) if err else None, **extra)
     assert producer.flush(30) == 0, f"{codec}: messages not delivered"
-    assert failures == [], f"{codec}: the broker refused the batch: {failures}"
+    assert failures == [] and fatal == [], f"{codec}: the broker refused the batch: {failures} {fatal}"
 
 
 def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
@@ -152,8 +154,9 @@ def test_a_batch_that_cannot_be_decoded_is_logged_counted_and_skipped(
     assert consumer.proc.poll() is None
 
     # Offsets are committed past the bad batches: a restarted consumer does not meet them again.
-    committed = committed_offsets(kafka_bootstrap, consumer.env["DUELY_CONSUMER_GROUP"], topic)
-    assert committed == {0: 5, 1: 5, 2: 5}, committed
+    group = consumer.env["DUELY_CONSUMER_GROUP"]
+    assert wait_until(lambda: committed_offsets(kafka_bootstrap, group, topic) == {0: 5, 1: 5, 2: 5}), \
+        committed_offsets(kafka_bootstrap, group, topic)
 
     # Nothing is lost for good: Taski publishes the verdict again (re-send after
     # JUDGE_TIMEOUT), readable this time, and it is applied.
@@ -161,10 +164,10 @@ def test_a_batch_that_cannot_be_decoded_is_logged_counted_and_skipped(
     assert wait_until(lambda: verdict_of(db, sid[0]) == "Accepted", within_secs=30), consumer.log()[-4000:]
 
 
-def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int = 3) -> dict[int, int]:
     probe = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     try:
-        return {p: probe.committed(TopicPartition(topic, p)) for p in range(3)}
+        return {p: probe.committed(TopicPartition(topic, p)) for p in range(partitions)}
     finally:
         probe.close()
 
@@ -184,17 +187,19 @@ def test_a_corrupt_compressed_batch_is_skipped_and_the_partition_goes_on(
     config = consumer_config(database_url, kafka_bootstrap, f"t-{uuid.uuid4().hex[:6]}")
     create_topic(kafka_bootstrap, config.taski_topic, 1)
 
-    monkeypatch.setattr(records, "gzip_encode", lambda data: b"\x1f\x8b\x08\x00 this is not deflate data " + data[:8])
-    broken = KafkaProducer(bootstrap_servers=kafka_bootstrap, compression_type="gzip")
-    broken.send(config.taski_topic, key=bad_sid.encode(), value=taski_message(bad_sid, 1, "verdict", "Accepted")).get(30)
-    broken.close()
-    monkeypatch.undo()
-    foreign_produce(kafka_bootstrap, config.taski_topic, "gzip",
-                    [(good_sid, taski_message(good_sid, 1, "verdict", "Wrong Answer on test #4"))])
-
     skipped_before = undecodable.skipped_batches
     consumer = RunningConsumer(db, config)
     try:
+        monkeypatch.setattr(records, "gzip_encode", lambda data: b"\x1f\x8b\x08\x00 this is not deflate data " + data[:8])
+        broken = KafkaProducer(bootstrap_servers=kafka_bootstrap, compression_type="gzip")
+        broken.send(config.taski_topic, key=bad_sid.encode(), value=taski_message(bad_sid, 1, "verdict", "Accepted")).get(30)
+        broken.close()
+        monkeypatch.undo()
+        assert wait_until(lambda: undecodable.skipped_batches > skipped_before), caplog.text[-4000:]
+        # Committed at once, even with nothing after it: a restarted consumer does not meet it again.
+        assert wait_until(lambda: committed_offsets(kafka_bootstrap, config.duely_consumer_group, config.taski_topic, 1) == {0: 1})
+        foreign_produce(kafka_bootstrap, config.taski_topic, "gzip",
+                        [(good_sid, taski_message(good_sid, 1, "verdict", "Wrong Answer on test #4"))])
         assert wait_until(lambda: verdict_of(db, good_sid) is not None), caplog.text[-4000:]
     finally:
         consumer.close()
