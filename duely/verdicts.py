@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from duely import duels, events, logs, outage
+from duely import duels, events, logs, outage, undecodable
 from duely.clock import isoformat
 from duely.config import Config
 from duely.db import CONSUMER_POOL, Database
@@ -221,7 +221,12 @@ def consume(db: Database, config: Config, stop: threading.Event) -> None:
             log.info("consumer connected", extra=kv(topic=config.taski_topic, group=config.duely_consumer_group))
             backoff = 0.5
             while not stop.is_set():
-                batch = consumer.poll(timeout_ms=500, max_records=200)
+                try:
+                    batch = consumer.poll(timeout_ms=500, max_records=200)
+                except Exception as exc:  # a batch that can never be read is skipped, not retried forever
+                    if undecodable.skip_undecodable_batch(consumer, exc):
+                        continue
+                    raise
                 items = [(r.value, f"{r.topic}/{r.partition}@{r.offset}") for records in batch.values() for r in records]
                 if items:
                     if not apply_until_done(db, items, stop, database_outage):
