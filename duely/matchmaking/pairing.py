@@ -19,6 +19,14 @@ The rules (every constant carries its unit):
   cost, where a pair costs `gap - bonus(a) - bonus(b)` and `bonus(w) = min(5*w, 300)` points.
   The bonus never makes a gap acceptable; it decides which players get the partners, so a
   long waiter is matched before a newcomer who could take the same partner.
+* Uncertain ratings (Glicko RD, `Waiting.deviation`). A provisional player (RD >= 110,
+  duely/rating.py) accepts a gap larger by its RD (`widening`), within the same 1000 cap: its
+  rating may be that far off anyway, and it gets a duel sooner. A pair of two provisional
+  players costs the lesser RD's excess over 110 more (`uncertain_pair_cost`, at most 400): a
+  duel against a settled opponent teaches a newcomer about twice as much (Glicko's g(RD)^2 is
+  0.97 against RD 45, 0.45 against RD 350), so among equally close partners newcomers meet
+  settled players. With no provisional player waiting, both terms are zero and every rule
+  below (and the exactness claim) is unchanged; bench/ratings.py measures the effect.
 * No immediate rematch. Two players who just played each other (either one's
   `last_opponent_id` is the other) are paired only when neither of them has any other
   acceptable partner among everyone waiting (in particular when they are the only two).
