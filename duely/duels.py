@@ -30,6 +30,9 @@ def create_duel(session: Session, player_ids: tuple[int, int], task: dict[str, A
     """
     users = {u.id: u for u in session.execute(select(User).where(User.id.in_(player_ids))).scalars()}
     now = session.execute(text("SELECT now()")).scalar_one()
+    stakes = {uid: rating.stakes(glicko_of(users[uid]), glicko_of(users[_other(player_ids, uid)]),
+                                 idle_days(users[uid], now))
+              for uid in player_ids}
     duel = Duel(
         task_id=str(task["id"]),
         task={k: task.get(k) for k in ("id", "title", "statement", "time_limit_ms", "difficulty")},
@@ -39,15 +42,17 @@ def create_duel(session: Session, player_ids: tuple[int, int], task: dict[str, A
     session.add(duel)
     session.flush()
     for uid in player_ids:
-        session.add(DuelPlayer(duel_id=duel.id, user_id=uid, rating_before=users[uid].rating))
+        session.add(DuelPlayer(duel_id=duel.id, user_id=uid, rating_before=users[uid].rating, stakes=stakes[uid]))
     session.flush()
     for uid in player_ids:
         opponent = users[_other(player_ids, uid)]
         events.append(session, uid, "duel_started", {
             "duel_id": duel.id,
-            "opponent": {"user_id": opponent.id, "nickname": opponent.nickname, "rating": opponent.rating},
+            "opponent": {"user_id": opponent.id, "nickname": opponent.nickname, "rating": opponent.rating,
+                         "provisional": glicko_of(opponent).provisional},
             "task": {"id": task["id"], "title": task.get("title")},
             "deadline": isoformat(duel.deadline),
+            "stakes": {str(p): stakes[p] for p in player_ids},
         })
     log.info("duel started", extra=kv(duel_id=duel.id, players=f"{player_ids[0]},{player_ids[1]}", task_id=duel.task_id))
     return duel
@@ -55,6 +60,22 @@ def create_duel(session: Session, player_ids: tuple[int, int], task: dict[str, A
 
 def _other(pair, uid: int) -> int:
     return pair[1] if pair[0] == uid else pair[0]
+
+
+def glicko_of(user: User) -> rating.Glicko:
+    return rating.Glicko(user.rating_exact, user.rating_deviation, user.rating_volatility)
+
+
+def idle_days(user: User, duel_started_at: dt.datetime) -> float | None:
+    """Days from the user's previous rated duel to the start of this one (None before the first).
+
+    Measured to the start, not the finish, so that the stakes shown when the duel starts are
+    exactly the change applied when it finishes: the user's rating cannot change meanwhile
+    (one active duel per user).
+    """
+    if user.rated_at is None:
+        return None
+    return (duel_started_at - user.rated_at).total_seconds() / 86400.0
 
 
 def get_duel(session: Session, duel_id: int, lock: str | None = None) -> Duel:
@@ -138,8 +159,11 @@ def _finish(session: Session, duel: Duel, players: list[int], decision: outcome.
         score_a = 0.5
     else:
         score_a = 1.0 if decision.winner_id == a else 0.0
-    delta_a, delta_b = rating.rating_changes(users[a].rating, users[a].played, users[b].rating, users[b].played, score_a)
-    deltas = {a: delta_a, b: delta_b}
+    before = {uid: glicko_of(users[uid]) for uid in players}
+    after_a, after_b = rating.duel_update(before[a], before[b], score_a,
+                                          idle_days(users[a], duel.started_at), idle_days(users[b], duel.started_at))
+    after = {a: after_a, b: after_b}
+    deltas = {uid: rating.shown_change(before[uid], after[uid]) for uid in players}
     duel.status = "finished"
     duel.finished_at = now
     duel.outcome = decision.outcome
@@ -147,7 +171,9 @@ def _finish(session: Session, duel: Duel, players: list[int], decision: outcome.
     duel.reason = decision.reason
     for uid in players:
         user = users[uid]
-        user.rating += deltas[uid]
+        user.rating, user.rating_exact = after[uid].shown, after[uid].rating
+        user.rating_deviation, user.rating_volatility = after[uid].deviation, after[uid].volatility
+        user.rated_at = now
         user.played += 1
         if decision.outcome == "draw":
             user.drawn += 1
@@ -159,6 +185,7 @@ def _finish(session: Session, duel: Duel, players: list[int], decision: outcome.
     for player in session.execute(select(DuelPlayer).where(DuelPlayer.duel_id == duel.id)).scalars():
         player.is_active = False
         player.rating_after = users[player.user_id].rating
+        player.deviation_after = users[player.user_id].rating_deviation
     session.flush()
     changes = {str(uid): deltas[uid] for uid in players}
     for uid in players:
@@ -216,6 +243,8 @@ def duel_json(session: Session, duel: Duel) -> dict:
         "rating_changes": {
             str(p["user_id"]): p["rating_after"] - p["rating_before"] for p in players if p["rating_after"] is not None
         },
+        # What each player wins or loses, fixed at the start (absent for duels rated before Glicko-2).
+        "stakes": {str(p.user_id): p.stakes for p, _ in rows if p.stakes is not None},
     }
 
 

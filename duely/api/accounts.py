@@ -12,9 +12,12 @@ from duely.api.schemas import (
     LoginResultSchema,
     LoginSchema,
     PageQuerySchema,
+    RatingHistoryQuerySchema,
+    RatingHistorySchema,
     RegisteredSchema,
     UserSchema,
 )
+from duely.rating_history import rating_history
 
 blp = Blueprint("accounts", __name__, url_prefix="/api", description="Accounts and authentication")
 
@@ -75,6 +78,20 @@ def me():
 def user_profile(user_id: int):
     with services().db.transaction() as session:
         return users.user_json(users.get_user(session, user_id))
+
+
+@blp.route("/users/<id:user_id>/rating-history", methods=["GET"])
+@login_required
+@blp.arguments(RatingHistoryQuerySchema, location="query")
+@blp.response(200, RatingHistorySchema)
+@blp.doc(security=BEARER)
+def user_rating_history(query, user_id: int):
+    """Any user's rating after each finished duel, newest first (public to every signed-in user,
+    like the leaderboard); pass next_before_id as before_id for the next page."""
+    with services().db.transaction() as session:
+        users.get_user(session, user_id)  # 404 for an unknown user
+        points, next_before_id = rating_history(session, user_id, query["limit"], query["before_id"])
+        return {"points": points, "next_before_id": next_before_id}
 
 
 @blp.route("/leaderboard", methods=["GET"])

@@ -25,10 +25,10 @@ log = logging.getLogger(__name__)
 
 
 def waiting_players(session: Session, ttl_secs: float) -> list[Waiting]:
-    """Everyone queued and still polling, with their rating and last opponent."""
+    """Everyone queued and still polling, with their rating, its deviation and their last opponent."""
     rows = session.execute(text(
         f"""
-        SELECT q.user_id, u.rating, q.joined_at,
+        SELECT q.user_id, u.rating, u.rating_deviation, q.joined_at,
                (SELECT other.user_id FROM duel_players mine
                   JOIN duel_players other ON other.duel_id = mine.duel_id AND other.user_id <> mine.user_id
                  WHERE mine.user_id = q.user_id ORDER BY mine.duel_id DESC LIMIT 1) AS last_opponent_id
@@ -38,7 +38,8 @@ def waiting_players(session: Session, ttl_secs: float) -> list[Waiting]:
         WHERE {queue.PRESENT_SQL}
         """
     ), {"ttl": ttl_secs}).all()
-    return [Waiting(user_id=r.user_id, rating=r.rating, joined_at=r.joined_at, last_opponent_id=r.last_opponent_id) for r in rows]
+    return [Waiting(user_id=r.user_id, rating=r.rating, joined_at=r.joined_at, last_opponent_id=r.last_opponent_id,
+                    deviation=r.rating_deviation) for r in rows]
 
 
 def tasks_seen(session: Session, user_ids: tuple[int, int]) -> list[str]:
