@@ -179,8 +179,9 @@ def append(session: Session, user_id: int, type: str, data: dict[str, Any]) -> i
     """
     if type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type!r}")
-    return session.execute(_APPEND, {"uid": user_id, "uid_text": str(user_id), "type": type, "data": _dumps(data),
-                                     "ch": NOTIFY_CHANNEL}).scalar_one()
+    event_id: int = session.execute(_APPEND, {"uid": user_id, "uid_text": str(user_id), "type": type, "data": _dumps(data),
+                                              "ch": NOTIFY_CHANNEL}).scalar_one()
+    return event_id
 
 
 def read_since(session: Session, user_id: int, after_id: int, limit: int = POLL_LIMIT_DEFAULT) -> Updates:
@@ -379,8 +380,7 @@ class _Reader:
                 for row in conn.execute(_read_sql(by, size), params).fetchall():
                     chunk[row[0] - 1].row = row
         # Presence for the whole batch in one upsert (throttled per user, see duely/presence.py).
-        due = {r.row[1] for r in batch if r.presence and r.row is not None}
-        due = [uid for uid in due if presence.claim_write(uid)]
+        due = [uid for uid in {r.row[1] for r in batch if r.presence and r.row is not None} if presence.claim_write(uid)]
         if due:
             conn.execute(presence.UPSERT_SQL, {"ids": sorted(due)})
 
@@ -441,7 +441,7 @@ def prune(session: Session, older_than: dt.datetime, batch_size: int = PRUNE_BAT
 
     A poll from an id whose successor is gone then gets 410 (see `read_since`).
     """
-    return session.execute(
+    return session.connection().execute(
         text(
             "DELETE FROM events WHERE ctid IN (SELECT ctid FROM events WHERE created_at < :cutoff LIMIT :batch)"
         ),

@@ -31,7 +31,7 @@ MIN_DECISIVE_CHANGE_RATING = 1  # a win gains, a loss costs, at least this much
 
 def expected_score(r_a: int, r_b: int) -> float:
     """The score (1 win, 0.5 draw, 0 loss) a player rated r_a is expected to make against r_b."""
-    return 1.0 / (1.0 + 10.0 ** ((r_b - r_a) / ELO_SCALE_RATING))
+    return 1.0 / (1.0 + math.pow(10.0, (r_b - r_a) / ELO_SCALE_RATING))
 
 
 def k_factor(games_played: int, rating: int) -> int:

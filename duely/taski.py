@@ -125,7 +125,7 @@ class TaskiClient:
 
     # -- the contract's calls --
     def pick_task(self, rating: int, exclude: Iterable[Any] = ()) -> dict:
-        params = {"rating": int(rating)}
+        params: dict[str, int | str] = {"rating": int(rating)}
         exclude = [str(e) for e in exclude]
         if exclude:
             params["exclude"] = ",".join(exclude)

@@ -15,6 +15,7 @@ import signal
 import threading
 import uuid
 from dataclasses import dataclass
+from functools import partial
 
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
@@ -159,7 +160,7 @@ def _make_consumer(config: Config):
 
     _ensure_topic(config)
     consumer = KafkaConsumer(
-        bootstrap_servers=config.kafka_bootstrap_servers.split(","),
+        bootstrap_servers=config.required("kafka_bootstrap_servers").split(","),
         group_id=config.duely_consumer_group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -178,7 +179,7 @@ def _ensure_topic(config: Config) -> None:
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(bootstrap_servers=config.kafka_bootstrap_servers.split(","), request_timeout_ms=5000)
+    admin = KafkaAdminClient(bootstrap_servers=config.required("kafka_bootstrap_servers").split(","), request_timeout_ms=5000)
     try:
         if config.taski_topic not in admin.list_topics():
             admin.create_topics([NewTopic(config.taski_topic, num_partitions=1, replication_factor=1)])
@@ -201,7 +202,7 @@ def consume(db: Database, config: Config, stop: threading.Event) -> None:
                 batch = consumer.poll(timeout_ms=500, max_records=200)
                 items = [(r.value, f"{r.topic}/{r.partition}@{r.offset}") for records in batch.values() for r in records]
                 if items:
-                    db.run(lambda s, items=items: apply_batch(s, items))
+                    db.run(partial(apply_batch, records=items))
                     consumer.commit()  # only after the batch is committed in the database
         except Exception:  # broker gone, group trouble, database down: start over from committed offsets
             log.exception("consumer loop failed; reconnecting", extra=kv(in_secs=backoff))
@@ -217,7 +218,7 @@ def consume(db: Database, config: Config, stop: threading.Event) -> None:
 
 def run_consumer(config: Config) -> None:
     logs.setup(config.log_level, "consumer")
-    db = Database(config.database_url, pool_size=2, max_overflow=2)
+    db = Database(config.required("database_url"), pool_size=2, max_overflow=2)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

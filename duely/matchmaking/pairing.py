@@ -278,6 +278,7 @@ class _Pool:
                     v, y = mate[u], mate[x]
                     if v == x or (v < 0 and y < 0):
                         continue  # complete() has already paired any acceptable unmatched two
+                    options: tuple[tuple[int, int, int, int], ...]
                     if v >= 0 and y >= 0:
                         current = cost(u, v) + cost(x, y)
                         options = ((u, x, v, y), (u, y, v, x))
