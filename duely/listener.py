@@ -60,9 +60,6 @@ class Waiter:
     def set(self) -> None:
         self._event.set()
 
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
 
 class Listener:
     """LISTENs on one channel and wakes the waiters of the user ids it is notified about."""

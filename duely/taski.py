@@ -136,14 +136,6 @@ class TaskiClient:
             raise TaskiUnavailable(f"pick answered HTTP {response.status_code}")
         return response.json()
 
-    def get_task(self, task_id: Any) -> dict:
-        response = self._call("GET", f"/api/tasks/{task_id}")
-        if response.status_code == 404:
-            raise TaskiNotFound(f"no task {task_id}")
-        if response.status_code != 200:
-            raise TaskiUnavailable(f"task answered HTTP {response.status_code}")
-        return response.json()
-
     def send_submission(self, submission_id: str, task_id: Any, language: str, solution: str) -> None:
         """Hand a submission to Taski (idempotent on submission_id). Raises TaskiRejected on 400."""
         response = self._call("POST", "/api/submissions", json={

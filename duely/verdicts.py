@@ -144,11 +144,6 @@ def apply_batch(session: Session, records: list[tuple[bytes, str]]) -> int:
     return applied
 
 
-def handle_record(db: Database, value: bytes, where: str) -> None:
-    """Apply one record in its own transaction (poison is logged and skipped)."""
-    db.run(lambda s: apply_batch(s, [(value, where)]))
-
-
 # -- the consumer process --
 
 CONSUMER_SESSION_TIMEOUT_MS = 6000  # joins the group in ~3 s (the default makes it ~23 s)
