@@ -79,6 +79,14 @@ class Config:
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 
+    def required(self, name: str) -> str:
+        """The value of setting `name`, one that may be unset (DATABASE_URL, TASKI_URL, ...) but
+        that this process cannot run without: `make run` and the tests set them for every process."""
+        value = getattr(self, name)
+        if not value:
+            raise SystemExit(f"{name.upper()} is not set (make run and the tests set it)")
+        return str(value)
+
 
 def _settings() -> list[dataclasses.Field]:
     return list(fields(Config))

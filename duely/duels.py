@@ -225,7 +225,7 @@ def duel_json(session: Session, duel: Duel) -> dict:
         select(DuelPlayer, User.nickname).join(User, User.id == DuelPlayer.user_id)
         .where(DuelPlayer.duel_id == duel.id).order_by(DuelPlayer.user_id)
     ).all()
-    players = [
+    players: list[dict[str, Any]] = [
         {"user_id": p.user_id, "nickname": nick, "rating_before": p.rating_before, "rating_after": p.rating_after}
         for p, nick in rows
     ]

@@ -5,10 +5,10 @@ adds an event, inside the caller's transaction, so an event exists exactly when 
 it reports is committed. Ids are allocated under the user's row lock (`users.last_event_id`),
 so for one user commit order equals id order and a reader can never skip an id.
 
-It also owns reading (`read_since`), waiting (`wait_for` by user id, `poll` by bearer token:
-a long poll that holds no database connection and is woken by the process's LISTEN connection,
-duely/listener.py; its reads are batched across concurrent polls, see `_Reader`) and retention
-(`prune`, run by the scheduler as `prune_job`).
+It also owns reading and waiting (`poll`, by bearer token: a long poll that holds no database
+connection and is woken by the process's LISTEN connection, duely/listener.py; its reads are
+batched across concurrent polls, see `_Reader`) and retention (`prune`, run by the scheduler as
+`prune_job`).
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ _APPEND = text(
 # reads for a batch of polls, one VALUES row each, and answers one row per poll that matched
 # (see _Reader). Scalar parameters in VALUES, not arrays: PostgreSQL spent about 130 us more per
 # statement unnesting array parameters. Written in the driver's parameter style, so the same SQL
-# also runs on a Session (`read_since`).
+# also runs on a Session (the tests' `read_since`, tests/fixtures/events.py).
 _READ_SQL = """
     SELECT q.i, u.id, u.last_event_id, e.first_id, e.last_id, e.n, e.list
     FROM (VALUES {values}) AS q(key, after_id, lim, i)
@@ -179,24 +179,18 @@ def append(session: Session, user_id: int, type: str, data: dict[str, Any]) -> i
     """
     if type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type!r}")
-    return session.execute(_APPEND, {"uid": user_id, "uid_text": str(user_id), "type": type, "data": _dumps(data),
-                                     "ch": NOTIFY_CHANNEL}).scalar_one()
+    event_id: int = session.execute(_APPEND, {"uid": user_id, "uid_text": str(user_id), "type": type, "data": _dumps(data),
+                                              "ch": NOTIFY_CHANNEL}).scalar_one()
+    return event_id
 
 
-def read_since(session: Session, user_id: int, after_id: int, limit: int = POLL_LIMIT_DEFAULT) -> Updates:
-    """At most `limit` events of `user_id` with ids above `after_id`, oldest first.
+def _updates(row: Sequence[Any], after_id: int) -> Updates:
+    """The row of a read (index, user id, newest id, first/last id, count, events JSON) -> Updates:
+    at most the read's limit of events with ids above `after_id`, oldest first.
 
     Raises BadRequest when `after_id` is ahead of the log, and EventsExpired (410, carrying the
     newest id as `last_event_id`) when the event right after `after_id` was pruned.
     """
-    row = session.connection().exec_driver_sql(_read_sql("user", 1), _read_params([user_id], [after_id], [limit])).first()
-    if row is None:
-        raise errors.NotFound("No such user.")
-    return _updates(row, after_id)
-
-
-def _updates(row: Sequence[Any], after_id: int) -> Updates:
-    """The row of a read (index, user id, newest id, first/last id, count, events JSON) -> Updates, or 400/410."""
     _, _, newest, first_id, last_id, count, events_json = row
     if after_id > newest:
         raise errors.BadRequest(f"last_event_id {after_id} is ahead of your newest event ({newest}).")
@@ -208,24 +202,17 @@ def _updates(row: Sequence[Any], after_id: int) -> Updates:
     return Updates(events_json, last_id, count) if count else Updates.empty(after_id)
 
 
-def wait_for(db: Database, user_id: int, after_id: int, timeout_secs: float, limit: int = POLL_LIMIT_DEFAULT, *,
-             refresh_presence: bool = True, listener: Listener | None = None) -> Updates:
-    """One long poll: the events after `after_id` at once if there are any, else the first ones
-    committed within `timeout_secs`, else none.
-
-    No database connection is held while waiting: each read is one short statement and the
-    wake-up comes from the process's listener. The first read also refreshes the user's
-    presence (throttled, see duely/presence.py). When the server is shutting down the poll is
-    answered at once. Raises what `read_since` raises.
-    """
-    return _hold(db, "user", user_id, user_id, after_id, timeout_secs, limit, refresh_presence, listener)[1]
-
-
 def poll(db: Database, token_hash: str, after_id: int, timeout_secs: float, limit: int = POLL_LIMIT_DEFAULT, *,
          listener: Listener | None = None) -> tuple[int, Updates]:
-    """`wait_for` for the holder of a bearer token (by its `auth.hash_token` hash): every read
-    authenticates too, in the same statement. Returns (user id, updates); raises Unauthorized
-    for a missing, expired or revoked token, else what `read_since` raises."""
+    """One long poll for the holder of a bearer token (by its `auth.hash_token` hash): the events
+    after `after_id` at once if there are any, else the first ones committed within
+    `timeout_secs`, else none. Returns (user id, updates).
+
+    No database connection is held while waiting: each read is one short statement, which
+    authenticates too, and the wake-up comes from the process's listener. The first read also
+    refreshes the user's presence (throttled, see duely/presence.py). When the server is shutting
+    down the poll is answered at once. Raises Unauthorized for a missing, expired or revoked
+    token, else what `_updates` raises (400, 410)."""
     user_id, updates = _hold(db, "token", token_hash, _token_users.get(token_hash), after_id, timeout_secs, limit, True, listener)
     if len(_token_users) > _TOKEN_USERS_MAX:
         _token_users.clear()
@@ -388,8 +375,7 @@ class _Reader:
                 for row in conn.execute(_read_sql(by, size), params).fetchall():
                     chunk[row[0] - 1].row = row
         # Presence for the whole batch in one upsert (throttled per user, see duely/presence.py).
-        due = {r.row[1] for r in batch if r.presence and r.row is not None}
-        due = [uid for uid in due if presence.claim_write(uid)]
+        due = [uid for uid in {r.row[1] for r in batch if r.presence and r.row is not None} if presence.claim_write(uid)]
         if due:
             conn.execute(presence.UPSERT_SQL, {"ids": sorted(due)})
 
@@ -448,9 +434,9 @@ def process_listener(db: Database) -> Listener:
 def prune(session: Session, older_than: dt.datetime, batch_size: int = PRUNE_BATCH_SIZE) -> int:
     """Delete up to `batch_size` events created before `older_than`; returns how many.
 
-    A poll from an id whose successor is gone then gets 410 (see `read_since`).
+    A poll from an id whose successor is gone then gets 410 (see `_updates`).
     """
-    return session.execute(
+    return session.connection().execute(
         text(
             "DELETE FROM events WHERE ctid IN (SELECT ctid FROM events WHERE created_at < :cutoff LIMIT :batch)"
         ),

@@ -13,6 +13,7 @@ import functools
 import logging
 import signal
 from collections.abc import Callable
+from functools import partial
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 
@@ -29,25 +30,25 @@ Job = Callable[[Database, Config], object]
 
 
 def matchmaking_job(db: Database, config: Config) -> int:
-    return rounds.run_round(db, config, client_for(config.taski_url, config.taski_timeout))
+    return rounds.run_round(db, config, client_for(config.required("taski_url"), config.taski_timeout))
 
 
 def dispatch_job(db: Database, config: Config) -> int:
-    return dispatch.run_round(db, config, client_for(config.taski_url, config.taski_timeout))
+    return dispatch.run_round(db, config, client_for(config.required("taski_url"), config.taski_timeout))
 
 
 def finish_job(db: Database, config: Config) -> int:
     """Finish every duel whose result has become certain (deadline passed, Accepted judged)."""
     with db.transaction() as session:
         due = duels.duels_due(session)
-    return sum(1 for duel_id in due if db.run(lambda s, d=duel_id: duels.try_finish(s, d, skip_locked=True)))
+    return sum(1 for duel_id in due if db.run(partial(duels.try_finish, duel_id=duel_id, skip_locked=True)))
 
 
 def queue_expiry_job(db: Database, config: Config) -> int:
     """Drop queued users who stopped polling /api/updates for QUEUE_TTL."""
     with db.transaction() as session:
         stale = queue.stale_user_ids(session, config.queue_ttl)
-    return sum(1 for uid in stale if db.run(lambda s, u=uid: queue.expire_one(s, u, config.queue_ttl)))
+    return sum(1 for uid in stale if db.run(partial(queue.expire_one, user_id=uid, ttl_secs=config.queue_ttl)))
 
 
 def scheduled_jobs() -> list[tuple[str, Job, float]]:
@@ -83,7 +84,7 @@ def guarded(job: Job, database_outage: outage.OutageLog) -> Job:
 
 def run_scheduler(config: Config) -> None:
     logs.setup(config.log_level, "scheduler")
-    db = Database(config.database_url, *SCHEDULER_POOL)
+    db = Database(config.required("database_url"), *SCHEDULER_POOL)
     scheduler = BlockingScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
     database_outage = outage.OutageLog(log)
     for name, job, interval in scheduled_jobs():

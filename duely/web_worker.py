@@ -20,6 +20,7 @@ import socket
 import ssl
 import time
 from datetime import timedelta
+from typing import Any
 
 from gunicorn.http import errors as gerrors
 from gunicorn.http.wsgi import Response, default_environ
@@ -136,9 +137,9 @@ def _guard_bodies(wsgi):
 class JsonErrorsGeventWorker(GeventWorker):
     """gunicorn's gevent worker, answering its own errors with the contract's JSON body."""
 
-    def load_wsgi(self):
+    def load_wsgi(self) -> None:
         super().load_wsgi()
-        self.wsgi = _guard_bodies(self.wsgi)
+        self.wsgi: Any = _guard_bodies(self.wsgi)
 
     def handle_error(self, req, client, addr, exc):
         addr = addr or ("", -1)  # unix socket

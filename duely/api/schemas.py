@@ -21,7 +21,8 @@ class ErrorBodySchema(Schema):
     message = fields.String(required=True)
     retry_after = fields.Integer(metadata={"description": "429 and 503: seconds to wait (also in Retry-After)"})
     last_event_id = fields.Integer(metadata={"description": "410 events_expired: continue from here after a resync"})
-    fields = fields.Dict(metadata={"description": "validation_error: messages per field"})
+    # Not an attribute named `fields`: that is the Schema's own table of its fields.
+    field_errors = fields.Dict(attribute="fields", data_key="fields", metadata={"description": "validation_error: messages per field"})
 
 
 class ErrorSchema(Schema):

@@ -164,7 +164,8 @@ class _Pool:
         self.allowance = [max_gap(w) for w in waits]
         if self.any_provisional:  # (the common path of an established pool stays as fast as before)
             self.allowance = [min(a + widening(d), MAX_GAP_RATING) for a, d in zip(self.allowance, self.deviation, strict=True)]
-            self.cost = self._cost_with_uncertainty
+            # chosen once per round: the DP calls it millions of times
+            self.cost = self._cost_with_uncertainty  # type: ignore[method-assign]
         self.bonus = [wait_bonus(w) for w in waits]
         index = {p.user_id: i for i, p in enumerate(players)}
         # rematch[i]: the waiting players i must not be paired with while either has a choice.
@@ -318,6 +319,7 @@ class _Pool:
                     v, y = mate[u], mate[x]
                     if v == x or (v < 0 and y < 0):
                         continue  # complete() has already paired any acceptable unmatched two
+                    options: tuple[tuple[int, int, int, int], ...]
                     if v >= 0 and y >= 0:
                         current = cost(u, v) + cost(x, y)
                         options = ((u, x, v, y), (u, y, v, x))

@@ -9,6 +9,7 @@ is down or pausing us, the round stops and everyone stays queued.
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -81,7 +82,7 @@ def run_round(db: Database, config: Config, taski: TaskiClient) -> int:
         except TaskiError as exc:
             log.warning("no task from Taski; players stay queued", extra=kv(problem=exc))
             break
-        duel_id = db.run(lambda s, pair=pair, task=task: start_duel_for_pair(s, pair, task, config.duel_duration))
+        duel_id = db.run(partial(start_duel_for_pair, pair=pair, task=task, duration_secs=config.duel_duration))
         if duel_id is not None:
             started += 1
     return started
