@@ -44,6 +44,7 @@ class Config:
     port: int = _setting(5001, "Port of the API", "int")
     workers: int = _setting(2, "gunicorn gevent worker processes", "int")
     worker_connections: int = _setting(12000, "Concurrent connections per gevent worker (held long-polls included)", "int")
+    forwarded_allow_ips: str = _setting("127.0.0.1,::1", "Proxies trusted for X-Forwarded-For (IPs/networks, comma-separated; *: any)")
     kafka_port: int = _setting(19092, "Port of the embedded broker (when KAFKA_BOOTSTRAP_SERVERS is unset)", "int")
     devtaski_port: int = _setting(5002, "Port of the development Taski (when TASKI_URL is unset)", "int")
     # Taski and Kafka
@@ -54,8 +55,9 @@ class Config:
     # Auth
     secret_key: str = _setting("", "Key for token hashing; unset = generated once and kept in DATA_DIR/secret_key (make run) or a dev key")
     token_ttl: float = _setting(30 * 86400.0, "Lifetime of an auth token (duration)", "duration")
-    login_max_failures: int = _setting(5, "Failed logins per nickname or address before a lockout", "int")
+    login_max_failures: int = _setting(5, "Failed logins per nickname and address pair before a lockout (README)", "int")
     login_lockout: float = _setting(300.0, "How long a login lockout lasts (duration)", "duration")
+    password_hash_threads: int = _setting(2, "Password hashes (~130 ms of CPU) one web worker computes at once, off its event loop", "int")
     # Game rules
     queue_ttl: float = _setting(30.0, "A queued user who has not polled /api/updates for this long leaves the queue (duration)", "duration")
     duel_duration: float = _setting(1800.0, "Length of a duel (duration)", "duration")

@@ -7,7 +7,6 @@ import re
 from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from werkzeug.security import generate_password_hash
 
 from duely import errors
 from duely.clock import isoformat
@@ -19,13 +18,11 @@ PASSWORD_MAX_LEN = 256
 START_RATING = 1500
 
 
-def hash_password(password: str) -> str:
-    return generate_password_hash(password, method="scrypt")
-
-
-def create_user(session: Session, nickname: str, password: str) -> User:
-    """Create an account. Raises NicknameTaken (case-insensitive, race-safe via the unique index)."""
-    user = User(nickname=nickname, password_hash=hash_password(password), rating=START_RATING)
+def create_user(session: Session, nickname: str, password_hash: str) -> User:
+    """Create an account with an already hashed password (duely.passwords: hash it before the
+    transaction, not while holding a connection). Raises NicknameTaken (case-insensitive,
+    race-safe via the unique index)."""
+    user = User(nickname=nickname, password_hash=password_hash, rating=START_RATING)
     try:
         with session.begin_nested():
             session.add(user)

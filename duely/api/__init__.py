@@ -7,9 +7,10 @@ import logging
 from flask import Flask, request
 from flask_smorest import Api
 
-from duely import errors
+from duely import errors, passwords
 from duely.api import error_handlers
 from duely.api.common import ID_MAX, IdConverter, Services
+from duely.api.proxy import TrustedProxies
 from duely.api.schemas import ErrorSchema
 from duely.config import Config
 from duely.db import Database
@@ -46,6 +47,8 @@ def create_app(config: Config, db: Database | None = None) -> Flask:
         JSON_SORT_KEYS=False,
     )
     app.json.sort_keys = False
+    app.wsgi_app = TrustedProxies(app.wsgi_app, config.forwarded_allow_ips)
+    passwords.configure(config.password_hash_threads)
     app.extensions["duely"] = Services(config=config, db=db or Database(config.database_url))
     app.url_map.converters["id"] = IdConverter
 
