@@ -127,6 +127,8 @@ def begin_login(session: Session, nickname: str, remote_addr: str | None, max_fa
               for name, key in keys.items()}
     wide_limit = max_failures * WIDE_FACTOR
     for name, limit in (("pair_key", max_failures), ("address_key", wide_limit)):
+        if counts[name].lock_left > 0:  # locked by a concurrent attempt since the check above
+            return LoginAttempt(**keys, retry_after=counts[name].lock_left, refusal="Too many failed logins; retry later.")
         if counts[name].failures > limit:
             session.execute(_LOCK_SQL, {"key": keys[name], "lock": lockout_secs})
             return LoginAttempt(**keys, retry_after=lockout_secs, refusal="Too many failed logins; retry later.")
