@@ -4,7 +4,10 @@ One scrypt costs ~130 ms of CPU. Run on a gevent worker's event loop it would fr
 poll and request of that worker meanwhile, so under gevent each hash runs in a small thread pool
 of its own (`hashlib.scrypt` releases the GIL while it works) and the calling greenlet waits
 cooperatively. The pool is bounded: a burst of registrations or logins queues for a slot instead
-of taking every core from the event loop. Outside gevent (tests, scripts) it is a plain call.
+of taking every core from the event loop. Its threads also run at a lower CPU priority (nice
++10; on Linux niceness is per thread), so when the cores are busy the event loops that answer
+everyone else get them first and the hashes take what is left. Outside gevent (tests, scripts)
+it is a plain call.
 
 Never call these while holding a database connection: a request waiting for a hashing slot
 would hold that connection for as long as the queue is.
@@ -26,6 +29,7 @@ DUMMY_HASH = "scrypt:32768:8:1$duely$" + "0" * 128
 
 _threads = 2
 _pool: Any = None
+HASH_THREAD_NICENESS = 10
 
 
 def configure(threads: int) -> None:
@@ -49,6 +53,15 @@ def _under_gevent() -> bool:
     return monkey is not None and monkey.is_module_patched("threading")
 
 
+def _at_low_priority(fn: Callable[..., T], *args: Any) -> T:
+    try:
+        # PRIO_PROCESS with 0 is the calling thread on Linux; raising niceness needs no privilege.
+        os.setpriority(os.PRIO_PROCESS, 0, HASH_THREAD_NICENESS)
+    except OSError:
+        pass
+    return fn(*args)
+
+
 def _off_loop(fn: Callable[..., T], *args: Any) -> T:
     global _pool
     if not _under_gevent():
@@ -59,7 +72,7 @@ def _off_loop(fn: Callable[..., T], *args: Any) -> T:
         _pool = ThreadPool(_threads)
     # apply() waits for a free thread (cooperatively, in arrival order) and then for the result;
     # the hub keeps serving other greenlets all the while.
-    return _pool.apply(fn, args)
+    return _pool.apply(_at_low_priority, (fn, *args))
 
 
 def hash_password(password: str) -> str:

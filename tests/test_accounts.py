@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import pytest
+import requests
 from sqlalchemy import text
 
 from duely.api import create_app
+from duely.config import Config, to_environ
+from duely.infra import free_port, wait_for_port
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_register_returns_user_and_working_token(client):
@@ -249,3 +262,59 @@ def test_forwarded_allow_ips_names_the_trusted_proxies(config, db):
         assert login_from(c, "127.0.0.1", "alice", "guess guess", {"X-Forwarded-For": "198.51.100.5"}).status_code == 401
     assert login_from(c, "10.1.2.3", "alice", "correct horse", {"X-Forwarded-For": "198.51.100.5"}).status_code == 200
     assert login_from(c, "127.0.0.1", "alice", "correct horse").status_code == 429
+
+
+# -- password hashing off the event loop, under the real server --
+
+@pytest.fixture
+def one_worker_server(database_url, config, db, tmp_path):
+    """gunicorn with one gevent worker hashing one password at a time: a burst of registrations
+    queues for that one thread."""
+    port = free_port()
+    env = {**os.environ, **to_environ(Config(database_url=database_url, secret_key=config.secret_key, port=port,
+                                             workers=1, password_hash_threads=1, log_level="WARNING"))}
+    with open(tmp_path / "gunicorn.log", "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "duely" / "gunicorn_conf.py"), "app:app"],
+                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port("127.0.0.1", port, timeout=30)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_burst_of_registrations_does_not_hold_up_other_requests(one_worker_server, make_poller, append_event):
+    base, burst = one_worker_server, 40
+    alice = make_poller()
+    assert requests.get(f"{base}/api/updates", params={"timeout": 0}, headers=alice.headers, timeout=30).status_code == 200
+    pool = ThreadPoolExecutor(burst + 1)
+    held = pool.submit(requests.get, f"{base}/api/updates", params={"timeout": 60, "last_event_id": 0},
+                       headers=alice.headers, timeout=90)
+    done: list[int] = []
+
+    def register(i: int) -> None:
+        resp = requests.post(f"{base}/api/users", json={"nickname": f"burst{i}", "password": "correct horse"}, timeout=120)
+        done.append(resp.status_code)
+
+    registrations = [pool.submit(register, i) for i in range(burst)]
+    deadline = time.monotonic() + 60
+    while not done and time.monotonic() < deadline:  # the burst is under way: hashes are queued
+        time.sleep(0.01)
+    assert done == [201]  # the first is in; every other registration still waits for the hashing thread
+    # Meanwhile the worker's event loop answers the rest of the world: a cheap GET, and a held
+    # poll woken by an event, each long before the queued hashes are through.
+    me = requests.get(f"{base}/api/users/me", headers=alice.headers, timeout=60)
+    assert me.status_code == 200
+    append_event(alice.id)
+    woken = held.result(60)
+    assert woken.status_code == 200 and [e["id"] for e in woken.json()["events"]] == [1]
+    assert len(done) < burst // 2, f"{len(done)} of {burst} registrations were through first"
+    for f in registrations:
+        f.result(120)
+    assert sorted(done) == [201] * burst
+    pool.shutdown()
