@@ -23,7 +23,8 @@ $(INSTALLED_DEV): $(INSTALLED_RUN) requirements-dev.txt
 	@touch $@
 
 # Debian packages used when present: bubblewrap isolates judged code (run and tests), chromium
-# runs the browser test. Installed when missing and we are root with apt; otherwise a note.
+# runs the browser test, nginx-light the test of docs/nginx.conf. Installed when missing and we
+# are root with apt; otherwise a note.
 APT_INSTALL = DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 define ensure_debian
 	@missing=""; for cmd in $(1); do command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$cmd"; done; \
@@ -40,6 +41,7 @@ system-deps-run:
 
 system-deps-test: system-deps-run
 	$(call ensure_debian,chromium,chromium,the browser test will be skipped)
+	$(call ensure_debian,nginx,nginx-light,the nginx test will be skipped)
 
 run: $(INSTALLED_RUN) system-deps-run
 	$(PY) -m duely.run $(ARGS)

@@ -7,7 +7,6 @@ import re
 from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from werkzeug.security import generate_password_hash
 
 from duely import errors, rating
 from duely.clock import isoformat
@@ -18,13 +17,10 @@ PASSWORD_MIN_LEN = 8
 PASSWORD_MAX_LEN = 256
 
 
-def hash_password(password: str) -> str:
-    return generate_password_hash(password, method="scrypt")
-
-
 def create_user(session: Session, nickname: str, password_hash: str) -> User:
-    """Create an account with a password hashed by `hash_password` (outside the transaction: it
-    takes ~100 ms of CPU). Raises NicknameTaken (case-insensitive, race-safe via the unique index)."""
+    """Create an account with an already hashed password (duely.passwords: hash it before the
+    transaction, not while holding a connection). Raises NicknameTaken (case-insensitive,
+    race-safe via the unique index)."""
     start = rating.NEWCOMER
     user = User(nickname=nickname, password_hash=password_hash, rating=start.shown, rating_exact=start.rating,
                 rating_deviation=start.deviation, rating_volatility=start.volatility)

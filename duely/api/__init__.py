@@ -8,9 +8,10 @@ from flask import Flask, request
 from flask.json.provider import DefaultJSONProvider
 from flask_smorest import Api
 
-from duely import errors
+from duely import errors, passwords
 from duely.api import compression, error_handlers
 from duely.api.common import ID_MAX, IdConverter, Services
+from duely.api.proxy import TrustedProxies
 from duely.api.schemas import ErrorSchema
 from duely.config import Config
 from duely.db import Database
@@ -48,6 +49,8 @@ def create_app(config: Config, db: Database | None = None) -> Flask:
     assert isinstance(app.json, DefaultJSONProvider)  # Flask's own, told to keep the contract's key order
     app.json.sort_keys = False
     db = db or Database(config.required("database_url"), config.db_pool_size, config.db_max_overflow, config.db_pool_timeout)
+    app.wsgi_app = TrustedProxies(app.wsgi_app, config.forwarded_allow_ips)  # type: ignore[method-assign]
+    passwords.configure(config.password_hash_threads)
     app.extensions["duely"] = Services(config=config, db=db)
     app.url_map.converters["id"] = IdConverter
 
