@@ -142,7 +142,7 @@ def test_migration_0003_marks_who_is_establishing(database_url):
                            "(2, 2, 1500, 1662, 290, false), (2, 4, 1500, 1338, 290, false)"))
         upgrade(url)
         with engine.begin() as c:
-            flags = dict(c.execute(text("SELECT id, establishing FROM users")).tuples().all())
+            flags = {r.id: r.establishing for r in c.execute(text("SELECT id, establishing FROM users"))}
         engine.dispose()
         assert flags == {1: False, 2: True, 3: False, 4: True}
     finally:
