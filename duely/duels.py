@@ -30,9 +30,11 @@ def create_duel(session: Session, player_ids: tuple[int, int], task: dict[str, A
     """
     users = {u.id: u for u in session.execute(select(User).where(User.id.in_(player_ids))).scalars()}
     now = session.execute(text("SELECT now()")).scalar_one()
-    stakes = {uid: rating.stakes(glicko_of(users[uid]), glicko_of(users[_other(player_ids, uid)]),
-                                 idle_days(users[uid], now))
-              for uid in player_ids}
+    histories = establishing_histories(session, [uid for uid in player_ids if users[uid].establishing])
+    outcomes = {uid: rating.outcomes(glicko_of(users[uid]), glicko_of(users[_other(player_ids, uid)]),
+                                     idle_days(users[uid], now), histories.get(uid))
+                for uid in player_ids}
+    stakes = {uid: rating.stakes_of(glicko_of(users[uid]), outcomes[uid]) for uid in player_ids}
     duel = Duel(
         task_id=str(task["id"]),
         task={k: task.get(k) for k in ("id", "title", "statement", "time_limit_ms", "difficulty")},
@@ -42,7 +44,8 @@ def create_duel(session: Session, player_ids: tuple[int, int], task: dict[str, A
     session.add(duel)
     session.flush()
     for uid in player_ids:
-        session.add(DuelPlayer(duel_id=duel.id, user_id=uid, rating_before=users[uid].rating, stakes=stakes[uid]))
+        session.add(DuelPlayer(duel_id=duel.id, user_id=uid, rating_before=users[uid].rating, stakes=stakes[uid],
+                               outcomes={k: [g.rating, g.deviation, g.volatility] for k, g in outcomes[uid].items()}))
     session.flush()
     for uid in player_ids:
         opponent = users[_other(player_ids, uid)]
@@ -60,6 +63,32 @@ def create_duel(session: Session, player_ids: tuple[int, int], task: dict[str, A
 
 def _other(pair, uid: int) -> int:
     return pair[1] if pair[0] == uid else pair[0]
+
+
+def establishing_histories(session: Session, user_ids: list[int]) -> dict[int, list[tuple[rating.Glicko, float]]]:
+    """For players in the establishing period: every finished duel, (opponent as rated now, score).
+
+    One query for both players, only when one of them is establishing (fewer than
+    rating.ESTABLISHING_DUELS duels, so at most that many rows each).
+    """
+    if not user_ids:
+        return {}
+    rows = session.execute(text(
+        """
+        SELECT me.user_id, d.outcome, d.winner_id, u.rating_exact, u.rating_deviation, u.rating_volatility
+        FROM duel_players me
+        JOIN duels d ON d.id = me.duel_id AND d.status = 'finished'
+        JOIN duel_players them ON them.duel_id = me.duel_id AND them.user_id <> me.user_id
+        JOIN users u ON u.id = them.user_id
+        WHERE me.user_id = ANY(:ids)
+        ORDER BY me.duel_id
+        """
+    ), {"ids": user_ids}).all()
+    histories: dict[int, list[tuple[rating.Glicko, float]]] = {uid: [] for uid in user_ids}
+    for r in rows:
+        score = 0.5 if r.outcome == "draw" else (1.0 if r.winner_id == r.user_id else 0.0)
+        histories[r.user_id].append((rating.Glicko(r.rating_exact, r.rating_deviation, r.rating_volatility), score))
+    return histories
 
 
 def glicko_of(user: User) -> rating.Glicko:
@@ -151,6 +180,9 @@ def _now_and_submissions(session: Session, duel_id: int) -> tuple[dt.datetime, l
     return rows[0].now, [r for r in rows if r.user_id is not None]
 
 
+_OUTCOME_OF_SCORE = {1.0: "win", 0.5: "draw", 0.0: "loss"}
+
+
 def _finish(session: Session, duel: Duel, players: list[int], decision: outcome.Decision, now: dt.datetime) -> None:
     events.lock_users(session, players)
     users = {u.id: u for u in session.execute(select(User).where(User.id.in_(players))).scalars()}
@@ -159,10 +191,16 @@ def _finish(session: Session, duel: Duel, players: list[int], decision: outcome.
         score_a = 0.5
     else:
         score_a = 1.0 if decision.winner_id == a else 0.0
+    rows = {p.user_id: p for p in session.execute(select(DuelPlayer).where(DuelPlayer.duel_id == duel.id)).scalars()}
     before = {uid: glicko_of(users[uid]) for uid in players}
-    after_a, after_b = rating.duel_update(before[a], before[b], score_a,
-                                          idle_days(users[a], duel.started_at), idle_days(users[b], duel.started_at))
-    after = {a: after_a, b: after_b}
+    if all(rows[uid].outcomes is not None for uid in players):
+        # the states computed when the duel started: exactly the announced stakes
+        result = {a: _OUTCOME_OF_SCORE[score_a], b: _OUTCOME_OF_SCORE[1.0 - score_a]}
+        after = {uid: rating.Glicko(*rows[uid].outcomes[result[uid]]) for uid in players}
+    else:  # started before migration 0003: its stakes were the one-duel update
+        after_a, after_b = rating.duel_update(before[a], before[b], score_a, idle_days(users[a], duel.started_at),
+                                              idle_days(users[b], duel.started_at))
+        after = {a: after_a, b: after_b}
     deltas = {uid: rating.shown_change(before[uid], after[uid]) for uid in players}
     duel.status = "finished"
     duel.finished_at = now
@@ -175,6 +213,7 @@ def _finish(session: Session, duel: Duel, players: list[int], decision: outcome.
         user.rating_deviation, user.rating_volatility = after[uid].deviation, after[uid].volatility
         user.rated_at = now
         user.played += 1
+        user.establishing = user.establishing and user.played < rating.ESTABLISHING_DUELS
         if decision.outcome == "draw":
             user.drawn += 1
         elif decision.winner_id == uid:
@@ -182,7 +221,7 @@ def _finish(session: Session, duel: Duel, players: list[int], decision: outcome.
         else:
             user.lost += 1
     session.flush()
-    for player in session.execute(select(DuelPlayer).where(DuelPlayer.duel_id == duel.id)).scalars():
+    for player in rows.values():
         player.is_active = False
         player.rating_after = users[player.user_id].rating
         player.deviation_after = users[player.user_id].rating_deviation

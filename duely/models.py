@@ -46,6 +46,8 @@ class User(Base):
     rating_deviation: Mapped[float] = mapped_column(Double, nullable=False, server_default=text("350"))
     rating_volatility: Mapped[float] = mapped_column(Double, nullable=False, server_default=text("0.09"))
     rated_at: Mapped[dt.datetime | None] = mapped_column(TZ)  # end of the last rated duel; None before the first
+    # In the establishing period: rated from all their duels so far (duely/rating.py, migration 0003).
+    establishing: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
     played: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     won: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     lost: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
@@ -131,6 +133,9 @@ class DuelPlayer(Base):
     deviation_after: Mapped[float | None] = mapped_column(Double)  # RD after the duel (None: rated before Glicko-2)
     # {"win", "draw", "loss"}: the shown change for each result, fixed when the duel starts.
     stakes: Mapped[dict | None] = mapped_column(JSONB)
+    # {"win", "draw", "loss"}: the Glicko-2 state [rating, RD, volatility] after each result,
+    # fixed when the duel starts and applied at the finish (None: started before migration 0003).
+    outcomes: Mapped[dict | None] = mapped_column(JSONB)
     # Mirrors duels.status so that the unique index below can hold "one active duel per user".
     is_active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
 

@@ -1,8 +1,10 @@
-"""Glicko-2 ratings: one duel is one rating period for each of its two players.
+"""Glicko-2 ratings: a newcomer's first duels are rated together, later duels one at a time.
 
-Pure: no database, no clock, no I/O. `duels.py` computes every player's `stakes` with
-`stakes()` when a duel starts and applies `after_duel()` in the transaction that finishes it;
-both go through `duel_update`, so what a player was told is at stake is exactly what moves.
+Pure: no database, no clock, no I/O. `duels.py` computes each player's rating after a win, a
+draw and a loss with `outcomes()` when a duel starts, stores them with the duel, shows their
+differences as `stakes` and applies the stored one in the transaction that finishes it: what a
+player was told is at stake is exactly what moves, even when the ratings it was computed from
+change during the duel.
 The algorithm is Glickman's ("Example of the Glicko-2 system", 2013; `update` reproduces its
 worked example), with lichess's constants as the starting point (lila, chess.rating.glicko).
 
@@ -10,7 +12,16 @@ The rules (docs/ratings.md explains them for players):
 
 * A rating is (rating, deviation RD, volatility) on the Glicko scale. Newcomers start at
   1500, RD `START_DEVIATION`, volatility `START_VOLATILITY`.
-* A duel updates each player against the other's *pre-duel* rating: win 1, draw 0.5, loss 0.
+* Establishing period: a player who started as a newcomer is, for their first
+  `ESTABLISHING_DUELS` duels, rated by one Glicko-2 rating period holding all of their duels
+  so far, each against the opponent's *current* rating (`establishing_rating`): from the
+  newcomer prior, iterated to the most likely rating (Newton's method, the fixed point of
+  Glickman's step 7). Glickman recommends periods of several games; this one grows with each
+  duel. Why: one duel per period rates a newcomer's early duels against opponents who were
+  themselves unknown then (Glicko's g(RD) halves what such a duel teaches) and at a rating of
+  their own that was far off, and never looks at them again; recomputing them against what the
+  opponents' ratings have become since uses them in full (bench/ratings.py measures it).
+* After it, a duel updates each player against the other's *pre-duel* rating: win 1, draw 0.5, loss 0.
   An opponent with a large RD counts for less (Glicko's g(φ)), so a newcomer's luck barely
   moves an established player, while the newcomer moves a lot.
 * Inactivity: within the update the RD first grows as `sqrt(φ² + n·σ²)` where `n` is the number
@@ -39,6 +50,9 @@ MAX_DEVIATION = 500.0  # ceiling of the RD, however long a player was away
 PROVISIONAL_DEVIATION = 110.0  # RD at or above this: the rating is provisional (`1500?`)
 RATING_PERIODS_PER_DAY = 0.21436  # lichess: RD 45 grows back to ~110 in about a year of absence
 CONVERGENCE = 1e-6  # precision of the volatility iteration (Glickman's ε)
+ESTABLISHING_DUELS = 30  # a newcomer's first 30 duels are rated together (bench/ratings.py: 20 loses ~2 points of error, 45 gains nothing)
+ESTABLISHING_PRECISION = 1e-9  # Glicko-2 scale: the Newton iteration stops when a step is smaller
+ESTABLISHING_MAX_STEPS = 100  # safety bound; it converges in well under 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +142,50 @@ def _new_volatility(phi: float, sigma: float, v: float, delta: float, tau: float
     return math.exp(lo / 2.0)
 
 
+def establishing_rating(results: Sequence[tuple[Glicko, float]], volatility: float = START_VOLATILITY) -> Glicko:
+    """A newcomer's rating after `results`: (opponent as rated now, score) for every duel so far.
+
+    The most likely rating given the newcomer prior N(START_RATING, START_DEVIATION) and the
+    results under Glicko's model (expected score flattened by the opponent's RD): the zero of
+    the derivative of the log posterior, by Newton's method kept inside a shrinking bracket (the
+    derivative decreases, so the zero is unique and the bracket always holds it). The RD is the
+    posterior's at that rating, within [MIN_DEVIATION, MAX_DEVIATION]; the volatility is kept.
+    One Newton step from the prior is Glickman's update of a newcomer over the same period.
+    Raises ValueError for a score outside [0, 1].
+    """
+    prior_precision = 1.0 / (START_DEVIATION / SCALE) ** 2
+    games = []
+    for opponent, score in results:
+        if not 0.0 <= score <= 1.0:
+            raise ValueError("a score must be between 0 and 1")
+        games.append((_g(opponent.deviation / SCALE), (opponent.rating - START_RATING) / SCALE, score))
+
+    def slope_and_precision(mu: float) -> tuple[float, float]:
+        slope, precision = -mu * prior_precision, prior_precision
+        for g, mu_j, score in games:
+            expected = 1.0 / (1.0 + math.exp(-g * (mu - mu_j)))
+            slope += g * (score - expected)
+            precision += g * g * expected * (1.0 - expected)
+        return slope, precision
+
+    # |slope(mu)| <= |mu| * prior_precision + n: the zero lies within n / prior_precision of 0.
+    low, high = -(len(games) + 1) / prior_precision, (len(games) + 1) / prior_precision
+    mu = 0.0
+    for _ in range(ESTABLISHING_MAX_STEPS):
+        slope, precision = slope_and_precision(mu)
+        if slope > 0:
+            low = mu
+        else:
+            high = mu
+        step = slope / precision
+        if abs(step) < ESTABLISHING_PRECISION:
+            break
+        mu = mu + step if low < mu + step < high else (low + high) / 2.0
+    _, precision = slope_and_precision(mu)
+    deviation = min(max(SCALE / math.sqrt(precision), MIN_DEVIATION), MAX_DEVIATION)
+    return Glicko(START_RATING + SCALE * mu, deviation, volatility)
+
+
 def idle_periods(idle_days: float | None) -> float:
     """Rating periods for `idle_days` since the previous rated duel; None (first duel) is 0."""
     return 0.0 if idle_days is None else max(idle_days, 0.0) * RATING_PERIODS_PER_DAY
@@ -155,12 +213,37 @@ def shown_change(before: Glicko, after: Glicko) -> int:
     return after.shown - before.shown
 
 
-def stakes(player: Glicko, opponent: Glicko, idle_days: float | None) -> dict[str, int]:
+OUTCOMES = (("win", 1.0), ("draw", 0.5), ("loss", 0.0))
+
+
+def rate(player: Glicko, opponent: Glicko, score: float, idle_days: float | None,
+         history: Sequence[tuple[Glicko, float]] | None = None) -> Glicko:
+    """`player`'s rating after scoring `score` against `opponent` (both as rated at the duel's start).
+
+    `history`: None once the player is past the establishing period (or never had one); else
+    their earlier duels, (opponent as rated now, score), and the rating is `establishing_rating`
+    over those and this duel. `idle_days` as for `after_duel` (unused in the establishing period).
+    """
+    if history is None:
+        return after_duel(player, opponent, score, idle_days)
+    return establishing_rating([*history, (opponent, score)], player.volatility)
+
+
+def outcomes(player: Glicko, opponent: Glicko, idle_days: float | None,
+             history: Sequence[tuple[Glicko, float]] | None = None) -> dict[str, Glicko]:
+    """`player`'s rating after a win, a draw and a loss (`rate` for each): fixed when a duel starts."""
+    return {outcome: rate(player, opponent, score, idle_days, history) for outcome, score in OUTCOMES}
+
+
+def stakes(player: Glicko, opponent: Glicko, idle_days: float | None,
+           history: Sequence[tuple[Glicko, float]] | None = None) -> dict[str, int]:
     """What `player` gains or loses (shown points) for a win, a draw and a loss against `opponent`."""
-    return {
-        outcome: shown_change(player, after_duel(player, opponent, score, idle_days))
-        for outcome, score in (("win", 1.0), ("draw", 0.5), ("loss", 0.0))
-    }
+    return stakes_of(player, outcomes(player, opponent, idle_days, history))
+
+
+def stakes_of(player: Glicko, after: dict[str, Glicko]) -> dict[str, int]:
+    """The shown change for each outcome of `outcomes()`."""
+    return {outcome: shown_change(player, after[outcome]) for outcome, _ in OUTCOMES}
 
 
 def carried_over_deviation(played: int) -> float:

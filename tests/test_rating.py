@@ -16,6 +16,9 @@ from duely.rating import (
     after_duel,
     carried_over_deviation,
     duel_update,
+    establishing_rating,
+    outcomes,
+    rate,
     shown_change,
     shown_rating,
     stakes,
@@ -120,3 +123,49 @@ def test_carried_over_deviation_shrinks_with_duels_played():
     assert values == sorted(values, reverse=True)
     assert carried_over_deviation(5) >= PROVISIONAL_DEVIATION > carried_over_deviation(15)
     assert carried_over_deviation(1000) == MIN_DEVIATION
+
+
+def posterior_slope(rating: float, results) -> float:
+    """d/dμ of the log posterior of a newcomer's rating, computed here independently (Glicko-2 scale)."""
+    scale = 400 / math.log(10)
+    mu = (rating - 1500) / scale
+    slope = -mu / (350 / scale) ** 2
+    for opponent, score in results:
+        g = 1 / math.sqrt(1 + 3 * (opponent.deviation / scale) ** 2 / math.pi ** 2)
+        slope += g * (score - 1 / (1 + math.exp(-g * (mu - (opponent.rating - 1500) / scale))))
+    return slope
+
+
+def test_establishing_rating_is_the_most_likely_rating_given_all_results():
+    assert establishing_rating([]) == NEWCOMER
+    mixed = [(Glicko(1500 + 40 * k, 60, 0.09), float(k % 2)) for k in range(-6, 9)]
+    all_wins = [(Glicko(2000, 50, 0.09), 1.0)] * 29  # the iteration must not run away
+    for results in (mixed, all_wins, [(NEWCOMER, 0.0)], [(SETTLED, 0.5)] * 4):
+        after = establishing_rating(results)
+        assert posterior_slope(after.rating, results) == pytest.approx(0.0, abs=1e-7)
+        assert MIN_DEVIATION <= after.deviation < NEWCOMER.deviation
+    assert 2000 < establishing_rating(all_wins).rating < 3500
+    assert establishing_rating([(SETTLED, 0.5)] * 4).rating == pytest.approx(1500)
+    with pytest.raises(ValueError):
+        establishing_rating([(SETTLED, 2.0)])
+
+
+def test_establishing_rating_reuses_early_results_against_what_opponents_became():
+    early_win = [(Glicko(1500, 350, 0.09), 1.0)]  # beat a fellow newcomer ...
+    alone = establishing_rating(early_win)
+    # ... who has since turned out to be 1900: the same win now says more, and more surely
+    revisited = establishing_rating([(Glicko(1900, 50, 0.09), 1.0)])
+    assert revisited.rating > alone.rating + 100 and revisited.deviation < alone.deviation
+    more = [(Glicko(1900, 50, 0.09), 1.0), (Glicko(1950, 50, 0.09), 0.0), (Glicko(1700, 50, 0.09), 1.0)]
+    devs = [establishing_rating(more[:k]).deviation for k in range(1, 4)]
+    assert devs == sorted(devs, reverse=True)  # every duel adds information
+
+
+def test_rate_and_outcomes_choose_the_rule_by_history():
+    player, opponent = Glicko(1620, 200, 0.09), Glicko(1580, 70, 0.09)
+    assert rate(player, opponent, 1.0, 2.0, None) == after_duel(player, opponent, 1.0, 2.0)
+    history = [(Glicko(1400, 80, 0.09), 1.0), (Glicko(1700, 90, 0.09), 0.0)]
+    table = outcomes(player, opponent, 2.0, history)
+    assert table["win"] == establishing_rating([*history, (opponent, 1.0)])
+    assert table["loss"].rating < table["draw"].rating < table["win"].rating
+    assert stakes(player, opponent, 2.0, history) == {k: v.shown - player.shown for k, v in table.items()}

@@ -12,13 +12,15 @@ from duely.db import sqlalchemy_url
 from duely.migrate import upgrade
 
 
-def set_rating(db, user_id: int, value: float, deviation: float, idle_days: float | None) -> None:
+def set_rating(db, user_id: int, value: float, deviation: float, idle_days: float | None,
+               establishing: bool = False) -> None:
     with db.transaction() as s:
         s.execute(text(
-            "UPDATE users SET rating = :shown, rating_exact = :r, rating_deviation = :d, "
+            "UPDATE users SET rating = :shown, rating_exact = :r, rating_deviation = :d, establishing = :e, "
             "rated_at = CASE WHEN CAST(:idle AS double precision) IS NULL THEN NULL "
             "ELSE now() - make_interval(secs => CAST(:idle AS double precision) * 86400) END WHERE id = :u"
-        ), {"shown": rating.shown_rating(value), "r": value, "d": deviation, "idle": idle_days, "u": user_id})
+        ), {"shown": rating.shown_rating(value), "r": value, "d": deviation, "idle": idle_days, "u": user_id,
+          "e": establishing})
 
 
 def test_a_newcomer_is_provisional_at_1500(make_user):
@@ -60,6 +62,30 @@ def test_stakes_announced_at_the_start_are_the_change_applied(make_user, duel_be
     assert row.rated_at is not None and abs((row.now - row.rated_at).total_seconds()) < 60
 
 
+def test_a_newcomer_is_rated_from_all_their_duels_and_stakes_stay_exact(make_user, duel_between, db):
+    alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol")
+    set_rating(db, carol.id, 1650.0, 60.0, idle_days=1.0)
+    first = duel_between(alice, bob)
+    assert bob.post(f"/api/duels/{first}/resign").status_code == 202  # alice beat bob, both newcomers
+    set_rating(db, bob.id, 1900.0, 50.0, idle_days=1.0, establishing=False)  # bob turns out strong
+    second = duel_between(alice, carol)
+    stakes = alice.get(f"/api/duels/{second}").get_json()["stakes"][str(alice.id)]
+    with db.transaction() as s:
+        now_alice = s.execute(text("SELECT rating_exact FROM users WHERE id = :u"), {"u": alice.id}).scalar_one()
+    bob_now, carol_now = rating.Glicko(1900.0, 50.0, 0.09), rating.Glicko(1650.0, 60.0, 0.09)
+    expected = rating.establishing_rating([(bob_now, 1.0), (carol_now, 0.0)])
+    assert rating.shown_rating(now_alice) + stakes["loss"] == expected.shown  # the first win counts at bob's 1900 now
+    set_rating(db, bob.id, 1200.0, 50.0, idle_days=1.0)  # bob's rating moves during the duel ...
+    assert alice.post(f"/api/duels/{second}/resign").status_code == 202
+    finished = alice.get(f"/api/duels/{second}").get_json()
+    assert finished["rating_changes"][str(alice.id)] == stakes["loss"]  # ... the announced change still applies
+    with db.transaction() as s:
+        row = s.execute(text("SELECT rating_exact, rating_deviation, establishing FROM users WHERE id = :u"),
+                        {"u": alice.id}).one()
+    assert row.rating_exact == pytest.approx(expected.rating) and row.rating_deviation == pytest.approx(expected.deviation)
+    assert row.establishing
+
+
 def test_rating_history_pages_newest_first_and_is_public(make_user, duel_between, db):
     alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol")
     for opponent, loser in ((bob, bob), (carol, alice), (bob, bob)):
@@ -93,6 +119,36 @@ def test_rating_history_refuses_bad_requests_with_json(make_user, client):
         assert resp.status_code == 400 and resp.get_json()["error"]["code"] == "validation_error", query
     assert client.get(f"/api/users/{alice.id}/rating-history").status_code == 401
     assert alice.get(f"/api/users/{alice.id}/rating-history").get_json() == {"points": [], "next_before_id": None}
+
+
+def test_migration_0003_marks_who_is_establishing(database_url):
+    admin = create_engine(sqlalchemy_url(database_url), isolation_level="AUTOCOMMIT")
+    name = "duely_migration_0003_test"
+    with admin.connect() as c:
+        c.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+        c.execute(text(f"CREATE DATABASE {name}"))
+    url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade(url, "0002")
+        engine = create_engine(sqlalchemy_url(url))
+        with engine.begin() as c:
+            c.execute(text("INSERT INTO users (id, nickname, password_hash, played) VALUES "
+                           "(1, 'elo-era', 'x', 1), (2, 'glicko-era', 'x', 1), (3, 'veteran', 'x', 30), (4, 'new', 'x', 0)"))
+            c.execute(text("INSERT INTO duels (id, status, task_id, task, deadline, finished_at, outcome, winner_id, reason) "
+                           "VALUES (1, 'finished', '1', '{}', now(), now(), 'win', 1, 'accepted'), "
+                           "(2, 'finished', '1', '{}', now(), now(), 'win', 2, 'accepted')"))
+            c.execute(text("INSERT INTO duel_players (duel_id, user_id, rating_before, rating_after, deviation_after, is_active) "
+                           "VALUES (1, 1, 1500, 1510, NULL, false), (1, 3, 1500, 1490, NULL, false), "
+                           "(2, 2, 1500, 1662, 290, false), (2, 4, 1500, 1338, 290, false)"))
+        upgrade(url)
+        with engine.begin() as c:
+            flags = {r.id: r.establishing for r in c.execute(text("SELECT id, establishing FROM users"))}
+        engine.dispose()
+        assert flags == {1: False, 2: True, 3: False, 4: True}
+    finally:
+        with admin.connect() as c:
+            c.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
 
 
 def test_migration_0002_carries_existing_players_over(database_url):
