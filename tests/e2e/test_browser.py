@@ -1,7 +1,7 @@
 """The web page on the real stack, in a real browser: two players in two browser contexts play
 a whole duel through the UI only (register, queue, submit, a lost answer retried, a reload in
-the middle, the result, history, log out and in); the code editor (CodeMirror) typed into with
-the keyboard.
+the middle, the result, history, log out and in); then the code editor (CodeMirror) on its
+own, typed into key by key.
 
 Headless Debian Chromium driven by pip playwright (`playwright install` cannot download
 browsers here). Screenshots of the key steps go to test-artifacts/browser/; with
