@@ -8,7 +8,7 @@ PIP := $(PY) -m pip install -q --disable-pip-version-check
 INSTALLED_RUN := $(VENV)/.installed-run
 INSTALLED_DEV := $(VENV)/.installed-dev
 
-.PHONY: run test lint typecheck clean-data system-deps-run system-deps-test
+.PHONY: run test lint typecheck clean-data system-deps-run system-deps-test editor
 
 # The pinned requirements, then duely itself in editable mode (no dependencies of its own to
 # resolve: they are the pins above), so everything imports `duely` without sys.path edits.
@@ -56,6 +56,11 @@ lint: $(INSTALLED_DEV)
 
 typecheck: $(INSTALLED_DEV)
 	$(VENV)/bin/mypy
+
+# Rebuild the vendored code editor (duely/web/static/vendor/codemirror.js) from the pinned npm
+# packages of web-build/. Needs Node and npm; nothing else here does (the built file is committed).
+editor:
+	web-build/build.sh
 
 clean-data:
 	rm -rf .duely

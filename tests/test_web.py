@@ -20,6 +20,21 @@ def test_page_is_served_without_a_token(client):
     assert "script-src 'self'" in policy and "connect-src 'self'" in policy
 
 
+def test_page_has_a_fresh_style_nonce_for_the_editor(client):
+    """The one inline style the policy admits is the editor's <style> element, carrying the
+    nonce of that very answer, which the page finds in its csp-nonce meta tag."""
+    nonces = []
+    for _ in range(2):
+        resp = client.get("/")
+        policy = resp.headers["Content-Security-Policy"]
+        (nonce,) = re.findall(r"style-src 'self' 'nonce-([\w-]{20,})';", policy)
+        assert f'<meta name="csp-nonce" nonce="{nonce}">' in resp.get_data(as_text=True)
+        assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+        assert re.search(r"script-src 'self';", policy)     # no nonce for scripts
+        nonces.append(nonce)
+    assert nonces[0] != nonces[1]
+
+
 def test_page_refers_only_to_its_own_files(client):
     html = client.get("/").get_data(as_text=True)
     for ref in re.findall(r'(?:src|href)="([^"#]+)"', html):
@@ -31,6 +46,7 @@ def test_page_refers_only_to_its_own_files(client):
     ("app.js", "text/javascript"),
     ("api.js", "text/javascript"),
     ("style.css", "text/css"),
+    ("vendor/codemirror.js", "text/javascript"),
     ("favicon.svg", "image/svg+xml"),
 ])
 def test_static_files_have_their_content_types(client, name, mimetype):
@@ -42,9 +58,20 @@ def test_static_files_have_their_content_types(client, name, mimetype):
 
 
 def test_every_module_import_is_a_served_file(client):
+    imports = 0
     for path in STATIC_DIR.glob("*.js"):
-        for target in re.findall(r'^import .* from "\./([\w.-]+)";$', path.read_text(), re.M):
+        for target in re.findall(r'^import [^;]*? from "\./([\w./-]+)";$', path.read_text(), re.M):
             assert client.get(f"/static/{target}").status_code == 200, (path.name, target)
+            imports += 1
+    assert imports >= 10
+
+
+def test_the_vendored_editor_says_how_it_was_built():
+    """One generated file, named with its package versions and how to rebuild it."""
+    head = (STATIC_DIR / "vendor" / "codemirror.js").read_text(encoding="utf-8")[:2000]
+    assert "web-build/build.sh" in head
+    for package in ("@codemirror/view@", "@codemirror/lang-python@", "@codemirror/lang-cpp@"):
+        assert package in head
 
 
 def test_unknown_files_and_api_paths_stay_json_errors(client):

@@ -8,6 +8,7 @@ document (it is the API's description, and these are not API endpoints).
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 from flask import Response, send_from_directory
@@ -18,20 +19,26 @@ from duely.api.common import Blueprint
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 STATIC_DIR = WEB_DIR / "static"
 PAGE_NAME = "index.html"
+NONCE_PLACEHOLDER = "{{csp_nonce}}"
 
 # The page needs nothing from elsewhere and never evaluates server text as HTML or code;
-# the policy makes the browser hold it to that.
+# the policy makes the browser hold it to that. The one inline thing it allows is a <style>
+# element carrying this answer's nonce: the code editor (CodeMirror, static/editor.js) puts
+# the styles it generates in one, with the nonce it reads from the page's csp-nonce meta tag.
 CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    "default-src 'self'; script-src 'self'; style-src 'self' 'nonce-{nonce}'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 
 blp = Blueprint("web", __name__, description="The web page at / and its static files (not part of the JSON API)")
 
 
 def page() -> Response:
-    response = send_from_directory(WEB_DIR, PAGE_NAME, mimetype="text/html")
-    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    # A fresh nonce for every answer, so one seen once is worth nothing later.
+    nonce = secrets.token_urlsafe(18)
+    html = (WEB_DIR / PAGE_NAME).read_text(encoding="utf-8").replace(NONCE_PLACEHOLDER, nonce)
+    response = Response(html, mimetype="text/html")
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY.format(nonce=nonce)
     return _revalidate(response)
 
 

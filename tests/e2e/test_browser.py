@@ -1,6 +1,7 @@
 """The web page on the real stack, in a real browser: two players in two browser contexts play
 a whole duel through the UI only (register, queue, submit, a lost answer retried, a reload in
-the middle, the result, history, log out and in).
+the middle, the result, history, log out and in); then the code editor (CodeMirror) on its
+own, typed into key by key.
 
 Headless Debian Chromium driven by pip playwright (`playwright install` cannot download
 browsers here). Screenshots of the key steps go to test-artifacts/browser/; with
@@ -37,6 +38,14 @@ new MutationObserver((records) => {
   }
 }).observe(document, { childList: true, subtree: true });
 """
+# The editor's text, read through CodeMirror's own API from the module the page loaded (the same
+# URL, so the same module instance): the DOM shows only the visible lines.
+LOAD_CODEMIRROR = "async () => { window.__cm = await import('/static/vendor/codemirror.js'); }"
+EDITOR_TEXT = """() => {
+  const el = document.querySelector("[data-testid=code-editor]");
+  const view = el && window.__cm.EditorView.findFromDOM(el);
+  return view ? view.state.doc.toString() : null;
+}"""
 PASSWORD = "correct horse"
 WRONG = "print(0)\n"
 
@@ -65,7 +74,8 @@ class Player:
 
     def __init__(self, browser, base_url: str, nickname: str):
         self.base_url, self.nickname = base_url, nickname
-        self.context = browser.new_context(viewport=VIEWPORT)
+        # The clipboard: write() pastes code into the editor, as people do.
+        self.context = browser.new_context(viewport=VIEWPORT, permissions=["clipboard-read", "clipboard-write"])
         self.context.add_init_script(RECORD_STATUSES)
         self.page = self.context.new_page()
         self.console: list[str] = []
@@ -99,7 +109,29 @@ class Player:
         self.id = self.api("GET", "/api/users/me")["id"]
 
     def write(self, code: str) -> None:
-        self.by("code-editor").fill(code)
+        """Replace the editor's text as a person pasting it would: select all, paste. (Typing
+        it would add auto-indents and closing brackets; keyboard.insert_text bypasses the
+        editor's input handling, and the browser's own multi-line insertion sets inline styles
+        the page's CSP refuses.)"""
+        self.page.evaluate("(text) => navigator.clipboard.writeText(text)", code)
+        self.editor_content().click()
+        self.page.keyboard.press("ControlOrMeta+a")
+        self.page.keyboard.press("ControlOrMeta+v")
+        self.expect_code(code)   # exactly that, nothing auto-indented or auto-closed
+
+    def editor_content(self):
+        return self.at("[data-testid=code-editor] .cm-content")
+
+    def code(self) -> str | None:
+        self.page.evaluate(LOAD_CODEMIRROR)
+        return self.page.evaluate(EDITOR_TEXT)
+
+    def expect_code(self, text: str) -> None:
+        self.page.evaluate(LOAD_CODEMIRROR)
+        try:
+            self.page.wait_for_function(f"(text) => ({EDITOR_TEXT})() === text", arg=text, timeout=UI_MS)
+        except Exception:
+            raise AssertionError(f"editor text {self.code()!r}, expected {text!r}") from None
 
     def api(self, method: str, path: str) -> dict:
         """The API as this player, with the token the page keeps (for checks only)."""
@@ -210,16 +242,17 @@ def _play(stack, alice: Player, bob: Player, expect) -> None:
     expect(alice.by("submission-row")).to_have_count(1)
     expect(alice.by("submission-row").first).to_have_attribute("data-verdict", verdict)
     expect(alice.by("opponent-verdict")).to_have_count(1)
-    expect(alice.by("code-editor")).to_have_value("# half-written\n")
+    alice.expect_code("# half-written\n")
     alice.shot("2-after-reload")
 
     # The right solution wins; both see the result with the rating changes.
     alice.write(reference_solution(task_id))
     if os.environ.get("DUELY_DOCS_SCREENSHOT"):
-        alice.by("code-editor").evaluate("el => { el.setSelectionRange(0, 0); el.scrollTop = 0; }")
+        alice.page.keyboard.press("ControlOrMeta+Home")    # cursor and scroll back at the top
         alice.shot("duel-screen", ROOT / "docs" / "duel-screen.png")
     alice.by("submit-button").click()
     expect(alice.by("submission-row")).to_have_count(2, timeout=UI_MS)
+    assert alice.submit_bodies[-1]["solution"] == reference_solution(task_id)
     expect(alice.by("duel-result")).to_have_attribute("data-outcome", "won", timeout=JUDGE_MS)
     # Since the reload the row went through every stage, the judge's progress included.
     statuses = alice.page.evaluate("window.__statuses")
@@ -361,3 +394,102 @@ def _bad_days(alice: Player, bob: HttpPlayer, expect) -> None:
     expect(alice.by("toast")).to_have_count(1)
     expect(alice.by("toast")).to_contain_text("session has ended")
     assert alice.page.evaluate("localStorage.getItem('duely.token')") is None
+
+
+def test_code_editor(make_stack, devtaski, browser):
+    """The solution editor is CodeMirror, styled under the page's CSP: typed into with the
+    keyboard it auto-indents, closes and matches brackets and highlights the chosen language;
+    the draft (code and language) survives a reload; Ctrl+Enter sends exactly its text."""
+    from playwright.sync_api import expect
+
+    stack = make_stack(devtaski.url)
+    alice = Player(browser, stack.url, "alice")
+    try:
+        _edit(alice, HttpPlayer(stack.url, "bob"), expect)
+    except BaseException:
+        alice.shot("failure-editor")
+        print(stack.logs())
+        print(alice.console)
+        raise
+    # No CSP refusal (of a style or a script) nor any other complaint.
+    assert unexpected_console(alice, []) == []
+
+
+def _edit(alice: Player, bob: HttpPlayer, expect) -> None:
+    alice.register()
+    alice.by("find-duel-button").click()
+    expect(alice.by("queue-status")).to_have_attribute("data-status", "waiting", timeout=UI_MS)
+    assert bob.call("POST", "/api/queue").status_code == 202
+    duel_id = bob.wait_for(lambda e: e["type"] == "duel_started", 90, "duel_started")["data"]["duel_id"]
+    expect(alice.by("duel-screen")).to_have_attribute("data-duel-id", str(duel_id), timeout=MATCH_MS)
+    expect(alice.by("duel-screen")).to_have_attribute("data-status", "active")
+
+    # CodeMirror, labelled, with line numbers; its stylesheet applies (the base theme makes the
+    # editor a flex column) although the CSP allows no inline styles.
+    editor, content = alice.by("code-editor"), alice.editor_content()
+    expect(editor).to_have_class(re.compile(r"\bcm-editor\b"))
+    expect(content).to_have_attribute("role", "textbox")
+    expect(content).to_have_attribute("aria-label", "Solution")
+    expect(content).to_have_attribute("contenteditable", "true")
+    expect(editor.locator(".cm-lineNumbers")).to_be_visible()
+    assert editor.evaluate("el => getComputedStyle(el).display") == "flex"
+    assert editor.evaluate("el => getComputedStyle(el).flexDirection") == "column"
+
+    # Typed key by key in Python: "(" closes itself and a typed ")" steps over the closing one;
+    # Enter after the colon indents the body by four spaces.
+    alice.by("language-select").select_option("python")
+    content.click()
+    alice.page.keyboard.type("def solve(a, b):")
+    alice.expect_code("def solve(a, b):")
+    alice.page.keyboard.press("Enter")
+    alice.expect_code("def solve(a, b):\n    ")
+    alice.page.keyboard.type("return max(a, b")
+    alice.expect_code("def solve(a, b):\n    return max(a, b)")
+    # The cursor sits before ")": that bracket and its "(" are highlighted as a pair.
+    expect(content.locator(".cm-matchingBracket")).to_have_count(2)
+    expect(content.locator(".cm-matchingBracket").first).to_have_text("(")
+    alice.page.keyboard.press("End")
+    alice.page.keyboard.press("Enter")
+    alice.page.keyboard.press("Shift+Tab")       # back out of the body, however far in Enter put it
+    alice.page.keyboard.type("print(solve(*map(int, input().split())))")
+    python_code = "def solve(a, b):\n    return max(a, b)\nprint(solve(*map(int, input().split())))"
+    alice.expect_code(python_code)
+    # Highlighted as Python: "def" is a keyword, in a colour of its own.
+    keyword = content.locator(".tok-keyword", has_text=re.compile(r"^def$"))
+    expect(keyword).to_have_count(1)
+    colour = "el => getComputedStyle(el).color"
+    assert keyword.evaluate(colour) != content.evaluate(colour)
+
+    # C++: the same text is no longer Python ("def" is no keyword); C++ is highlighted as C++.
+    alice.by("language-select").select_option("cpp")
+    expect(content.locator(".tok-keyword", has_text=re.compile(r"^def$"))).to_have_count(0)
+    cpp_code = ("#include <cstdio>\n\nint main() {\n    long long a, b;\n"
+                "    if (scanf(\"%lld %lld\", &a, &b) != 2) return 1;\n    printf(\"%lld\\n\", a > b ? a : b);\n}\n")
+    alice.write(cpp_code)
+    expect(content.locator(".tok-typeName", has_text=re.compile(r"^int$"))).to_have_count(1)
+    expect(content.locator(".tok-keyword", has_text=re.compile(r"^return$"))).to_have_count(1)
+
+    # A reload keeps the draft: the text, the language, its highlighting.
+    alice.page.reload()
+    expect(alice.by("duel-screen")).to_have_attribute("data-status", "active", timeout=UI_MS)
+    alice.expect_code(cpp_code)
+    expect(alice.by("language-select")).to_have_value("cpp")
+    expect(content.locator(".tok-typeName", has_text=re.compile(r"^int$"))).to_have_count(1)
+
+    # Esc, then Tab leaves the editor (Tab alone indents): no keyboard trap.
+    content.click()
+    alice.page.keyboard.press("Escape")
+    alice.page.keyboard.press("Tab")
+    assert alice.page.evaluate("document.activeElement.closest('.cm-editor') === null")
+    alice.expect_code(cpp_code)
+
+    # Ctrl+Enter submits exactly the editor's text, in the chosen language (no blank line added).
+    content.click()
+    with alice.page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/submit"), timeout=UI_MS):
+        alice.page.keyboard.press("Control+Enter")
+    assert alice.submit_bodies[-1]["solution"] == cpp_code == alice.code()
+    assert alice.submit_bodies[-1]["language"] == "cpp"
+    expect(alice.by("submission-row")).to_have_count(1)
+    stored = alice.api("GET", f"/api/duels/{duel_id}/submissions")["submissions"]
+    assert [(s["solution"], s["language"]) for s in stored] == [(cpp_code, "cpp")]
+    alice.shot("7-editor")

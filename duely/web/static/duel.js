@@ -9,13 +9,13 @@
 
 import { newClientTempId, sleep } from "./api.js";
 import { clock, confirmDialog, fill, h, renderMarkdown, signed, timeOf, verdictClass } from "./dom.js";
+import { CodeEditor } from "./editor.js";
 
 const STATE_RANK = { failed: -1, sending: 0, pending: 1, testing: 2, judged: 3 };
 const SEND_BACKOFF_MIN_MS = 1000;
 const SEND_BACKOFF_MAX_MS = 8000;
 const TICK_MS = 250;
 const DRAFT_SAVE_DELAY_MS = 300;
-const INDENT = "    ";
 
 export class DuelView {
   constructor(app, duelId) {
@@ -71,7 +71,8 @@ export class DuelView {
     this.destroyed = true;
     window.removeEventListener("pagehide", this.flushDraft);
     clearInterval(this.timer);
-    clearTimeout(this.draftTimer);
+    this.saveDraft(false, true);   // leaving the duel within the save delay keeps the last keystroke
+    this.dropEditor();
   }
 
   // -- state ----------------------------------------------------------------------------------
@@ -227,6 +228,7 @@ export class DuelView {
 
   build() {
     const duel = this.duel;
+    this.dropEditor();
     this.slots = [h("div", { class: "slot" }), h("div", { class: "slot slot-right" })];
     this.countdown = h("div", { class: "countdown", testid: "countdown" });
     this.resultBox = h("div", { class: "result", testid: "duel-result", hidden: true });
@@ -260,16 +262,14 @@ export class DuelView {
   buildEditorSide() {
     const draft = this.app.store.draft(this.duelId);
     const preferred = draft?.language ?? localStorage.getItem("duely.language");
-    this.languageSelect = h("select", { testid: "language-select", onchange: () => this.saveDraft(true) },
+    this.languageSelect = h("select", { testid: "language-select", onchange: () => this.languageChanged() },
       this.languages.map((l) => h("option", { value: l.id }, l.name)));
     if (this.languages.some((l) => l.id === preferred)) this.languageSelect.value = preferred;
-    this.editor = h("textarea", {
-      class: "editor", testid: "code-editor", spellcheck: "false", autocomplete: "off", autocapitalize: "off",
+    this.editor = new CodeEditor({
+      doc: draft?.code ?? "", language: this.languageSelect.value, label: "Solution", testid: "code-editor",
       placeholder: "Write your solution here. It reads standard input and writes standard output.",
-      oninput: () => this.saveDraft(false), onkeydown: (e) => this.editorKey(e),
+      onChange: () => this.saveDraft(false), onSubmit: () => this.submit(),
     });
-    this.editor.setAttribute("aria-label", "Solution");
-    this.editor.value = draft?.code ?? "";
     this.rowsList = h("ol", { class: "subs", testid: "my-submissions" });
     this.opponentList = h("ol", { class: "subs", testid: "opponent-verdicts" });
     this.submitButton = h("button", { type: "button", class: "btn btn-primary", testid: "submit-button", onclick: () => this.submit() }, "Submit");
@@ -277,11 +277,21 @@ export class DuelView {
       h("div", { class: "panel editor-panel" },
         h("div", { class: "editor-toolbar" },
           h("label", {}, "Language ", this.languageSelect),
-          h("span", { class: "muted hint" }, "Tab indents · Ctrl+Enter submits"),
+          h("span", { class: "muted hint" }, "Tab indents (Esc, Tab leaves) · Ctrl+Enter submits"),
           this.submitButton),
-        this.editor),
+        this.editor.dom),
       h("div", { class: "panel" }, h("h3", {}, "Your submissions"), this.rowsList),
       h("div", { class: "panel" }, h("h3", {}, "Opponent"), this.opponentList));
+  }
+
+  dropEditor() {
+    this.editor?.destroy();
+    this.editor = null;
+  }
+
+  languageChanged() {
+    this.editor.setLanguage(this.languageSelect.value);
+    this.saveDraft(true);
   }
 
   saveDraft(languageChanged, now = false) {
@@ -289,40 +299,12 @@ export class DuelView {
     if (languageChanged) localStorage.setItem("duely.language", this.languageSelect.value);
     clearTimeout(this.draftTimer);
     const save = () => {
-      if (this.mode === "live") this.app.store.saveDraft(this.duelId, this.languageSelect.value, this.editor.value);
+      // Not once the duel is over, nor after a log-out (it drops the store before this view).
+      if (this.mode !== "live" || !this.editor || !this.app.store) return;
+      this.app.store.saveDraft(this.duelId, this.languageSelect.value, this.editor.value);
     };
     if (now || languageChanged) save();
     else this.draftTimer = setTimeout(save, DRAFT_SAVE_DELAY_MS);
-  }
-
-  editorKey(e) {
-    const ta = this.editor;
-    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
-      e.preventDefault();
-      this.submit();
-      return;
-    }
-    if (e.key === "Escape") {
-      this.tabLeaves = true;   // Esc, then Tab: move focus on (the editor is no keyboard trap)
-      return;
-    }
-    if (e.key !== "Tab" || e.ctrlKey || e.altKey || e.metaKey || this.tabLeaves) {
-      this.tabLeaves = false;
-      return;
-    }
-    e.preventDefault();
-    const { selectionStart: start, selectionEnd: end, value } = ta;
-    if (!e.shiftKey && !value.slice(start, end).includes("\n")) {
-      insertText(ta, INDENT);
-      return;
-    }
-    // A block: indent or dedent every line the selection touches.
-    const from = value.lastIndexOf("\n", start - 1) + 1;
-    const lines = value.slice(from, end).split("\n");
-    const changed = lines.map((line) => (e.shiftKey ? line.replace(/^( {1,4}|\t)/, "") : INDENT + line)).join("\n");
-    ta.setSelectionRange(from, end);
-    insertText(ta, changed);
-    ta.setSelectionRange(from, from + changed.length);
   }
 
   // -- rendering --------------------------------------------------------------------------------
@@ -470,12 +452,4 @@ function at(row) {
 
 function deltaClass(delta) {
   return delta > 0 ? "up" : delta < 0 ? "down" : "same";
-}
-
-function insertText(ta, text) {
-  // execCommand keeps the browser's undo history; setRangeText is the fallback.
-  if (!document.execCommand?.("insertText", false, text)) {
-    ta.setRangeText(text, ta.selectionStart, ta.selectionEnd, "end");
-    ta.dispatchEvent(new Event("input"));
-  }
 }
