@@ -153,7 +153,6 @@ def main(argv: list[str]) -> None:
     import shutil
     import tempfile
 
-    sys.path.insert(0, str(ROOT))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--registrations", type=int, default=200, help="concurrent registrations in the burst")
     parser.add_argument("--rest-secs", type=float, default=5.0, help="length of the baseline period")

@@ -193,10 +193,11 @@ def _finish(session: Session, duel: Duel, players: list[int], decision: outcome.
         score_a = 1.0 if decision.winner_id == a else 0.0
     rows = {p.user_id: p for p in session.execute(select(DuelPlayer).where(DuelPlayer.duel_id == duel.id)).scalars()}
     before = {uid: glicko_of(users[uid]) for uid in players}
-    if all(rows[uid].outcomes is not None for uid in players):
+    stored = {uid: rows[uid].outcomes for uid in players}
+    if all(stored.values()):
         # the states computed when the duel started: exactly the announced stakes
         result = {a: _OUTCOME_OF_SCORE[score_a], b: _OUTCOME_OF_SCORE[1.0 - score_a]}
-        after = {uid: rating.Glicko(*rows[uid].outcomes[result[uid]]) for uid in players}
+        after = {uid: rating.Glicko(*(stored[uid] or {})[result[uid]]) for uid in players}
     else:  # started before migration 0003: its stakes were the one-duel update
         after_a, after_b = rating.duel_update(before[a], before[b], score_a, idle_days(users[a], duel.started_at),
                                               idle_days(users[b], duel.started_at))
