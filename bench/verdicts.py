@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from kafka import KafkaConsumer, KafkaProducer  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
-from duely import duels, events, verdicts  # noqa: E402
+from duely import duels, eventlog, verdicts  # noqa: E402
 from duely.config import Config  # noqa: E402
 from duely.db import Database  # noqa: E402
 from duely.infra import free_port, start_broker, start_embedded_postgres, stop_embedded_postgres  # noqa: E402
@@ -45,7 +45,7 @@ def make_submissions(db: Database, count: int) -> list[str]:
         a, b = 2 * pair + 1, 2 * pair + 2
 
         def act(s, a=a, b=b):
-            events.lock_users(s, (a, b))
+            eventlog.lock_users(s, (a, b))
             duel = duels.create_duel(s, (a, b), task, 3600)
             out = []
             for uid in (a, b):

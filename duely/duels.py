@@ -1,7 +1,7 @@
 """Duels: creation, access, the finishing rule with ratings, resignation and history.
 
 Lock order everywhere a duel and its players change together: the duel row, then the users
-rows in id order (`events.lock_users`), then submission rows. Every finish goes through
+rows in id order (`eventlog.lock_users`), then submission rows. Every finish goes through
 `try_finish`, which applies the contract's "who wins" rule (`duely.outcome.decide`).
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from duely import errors, events, outcome, rating
+from duely import errors, eventlog, outcome, rating
 from duely.clock import isoformat
 from duely.logs import kv
 from duely.models import Duel, DuelPlayer, User
@@ -43,7 +43,7 @@ def create_duel(session: Session, player_ids: tuple[int, int], task: dict[str, A
     session.flush()
     for uid in player_ids:
         opponent = users[_other(player_ids, uid)]
-        events.append(session, uid, "duel_started", {
+        eventlog.append(session, uid, "duel_started", {
             "duel_id": duel.id,
             "opponent": {"user_id": opponent.id, "nickname": opponent.nickname, "rating": opponent.rating},
             "task": {"id": task["id"], "title": task.get("title")},
@@ -131,7 +131,7 @@ def _now_and_submissions(session: Session, duel_id: int) -> tuple[dt.datetime, l
 
 
 def _finish(session: Session, duel: Duel, players: list[int], decision: outcome.Decision, now: dt.datetime) -> None:
-    events.lock_users(session, players)
+    eventlog.lock_users(session, players)
     users = {u.id: u for u in session.execute(select(User).where(User.id.in_(players))).scalars()}
     a, b = players
     if decision.outcome == "draw":
@@ -162,7 +162,7 @@ def _finish(session: Session, duel: Duel, players: list[int], decision: outcome.
     session.flush()
     changes = {str(uid): deltas[uid] for uid in players}
     for uid in players:
-        events.append(session, uid, "duel_finished", {
+        eventlog.append(session, uid, "duel_finished", {
             "duel_id": duel.id, "outcome": decision.outcome, "winner_id": decision.winner_id,
             "reason": decision.reason, "rating_changes": changes,
         })

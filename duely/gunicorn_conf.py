@@ -31,7 +31,7 @@ control_socket_disable = True
 def _answer_held_polls_soon() -> None:
     import gevent
 
-    from duely import listener
+    from duely.eventlog import listener
 
     gevent.spawn(listener.shutdown_all)
 
@@ -41,7 +41,7 @@ def _check_connection_budget() -> None:
     import gevent
 
     from duely.db import check_connection_budget, connection_budget
-    from duely.events import READ_CONNECTIONS_PER_PROCESS
+    from duely.eventlog.reader import READ_CONNECTIONS_PER_PROCESS
 
     needed = connection_budget(_config.workers, _config.db_pool_size, _config.db_max_overflow, READ_CONNECTIONS_PER_PROCESS)
     if _config.database_url:

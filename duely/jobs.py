@@ -19,7 +19,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from duely import dispatch, duels, logs, outage
 from duely.config import Config
 from duely.db import SCHEDULER_POOL, Database
-from duely.events import PRUNE_INTERVAL_SECS, prune_job
+from duely.eventlog.store import PRUNE_INTERVAL_SECS, prune_job
 from duely.matchmaking import queue, rounds
 from duely.taski import client_for
 

@@ -43,7 +43,7 @@ class User(Base):
     won: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     lost: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     drawn: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
-    # Newest event id of this user's log; bumped under the row lock (see duely/events.py).
+    # Newest event id of this user's log; bumped under the row lock (see duely/eventlog/store.py).
     last_event_id: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
     created_at: Mapped[dt.datetime] = mapped_column(TZ, nullable=False, server_default=func.now())
 

@@ -12,7 +12,7 @@ import uuid
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from duely import duels, errors, events
+from duely import duels, errors, eventlog
 from duely.clock import isoformat
 from duely.languages import LANGUAGES
 from duely.logs import kv
@@ -59,7 +59,7 @@ def do_submit(session: Session, user_id: int, duel_id: int, language: str, solut
         "ctid": client_temp_id}).first()
     if inserted is None:  # a concurrent duplicate committed first
         return _by_client_temp_id(session, duel_id, user_id, client_temp_id), False
-    events.append(session, user_id, "submission_created", {
+    eventlog.append(session, user_id, "submission_created", {
         "duel_id": duel_id, "submission_id": str(submission_id), "client_temp_id": client_temp_id,
         "language": language, "submitted_at": isoformat(inserted.submitted_at),
     })

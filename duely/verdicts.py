@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from duely import duels, events, logs, outage, undecodable
+from duely import duels, eventlog, logs, outage, undecodable
 from duely.clock import isoformat
 from duely.config import Config
 from duely.db import CONSUMER_POOL, Database
@@ -83,7 +83,7 @@ def apply_update(session: Session, submission_id: uuid.UUID, seq: int, status_te
     if row is None:
         _ensure_known(session, submission_id)
         return False
-    events.append(session, row.user_id, "submission_update",
+    eventlog.append(session, row.user_id, "submission_update",
                   {"duel_id": row.duel_id, "submission_id": str(submission_id), "status": status_text})
     log.info("submission progress", extra=kv(submission_id=submission_id, seq=seq, status=repr(status_text)))
     return True
@@ -99,7 +99,7 @@ def record_verdict(session: Session, submission_id: uuid.UUID, verdict: str, seq
     if duel is None:
         raise PoisonMessage(f"unknown submission {submission_id}")
     players = duels.player_ids(session, duel.id)
-    events.lock_users(session, players)
+    eventlog.lock_users(session, players)
     judged = session.execute(text(
         """
         UPDATE submissions SET status = 'judged', verdict = :verdict, judged_at = clock_timestamp(),
@@ -110,11 +110,11 @@ def record_verdict(session: Session, submission_id: uuid.UUID, verdict: str, seq
     ), {"id": submission_id, "verdict": verdict, "seq": seq}).first()
     if judged is None:  # already judged (a verdict is final), or a stale seq
         return False
-    events.append(session, judged.user_id, "submission_verdict",
+    eventlog.append(session, judged.user_id, "submission_verdict",
                   {"duel_id": duel.id, "submission_id": str(submission_id), "verdict": verdict})
     for opponent in players:
         if opponent != judged.user_id:
-            events.append(session, opponent, "opponent_verdict",
+            eventlog.append(session, opponent, "opponent_verdict",
                           {"duel_id": duel.id, "verdict": verdict, "submitted_at": isoformat(judged.submitted_at)})
     log.info("submission judged", extra=kv(submission_id=submission_id, duel_id=duel.id, verdict=repr(verdict)))
     duels.finish_if_certain(session, duel, players)

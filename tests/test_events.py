@@ -15,11 +15,15 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from duely import auth, errors, events, presence
+from duely import auth, errors, eventlog
 from duely.clock import isoformat, utcnow
 from duely.config import Config
 from duely.db import Database, psycopg_url
-from duely.listener import Listener
+from duely.eventlog import poll as polling
+from duely.eventlog import presence, store
+from duely.eventlog.listener import Listener
+from duely.eventlog.reader import BatchedReader, PollReadFailed
+from duely.eventlog.store import PollKey
 from tests.fixtures.events import write_with_late_commits
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +43,7 @@ def drain(db: Database, user_id: int, after_id: int = 0, limit: int = 100) -> li
     seen: list[int] = []
     while True:
         with db.transaction() as s:
-            batch = events.read_since(s, user_id, after_id, limit)
+            batch = store.read_since(s, user_id, after_id, limit)
         if not batch.events:
             return seen
         seen += [e.id for e in batch.events]
@@ -59,7 +63,7 @@ def test_append_numbers_each_users_log_from_one(db, make_poller, append_event):
 def test_append_rejects_unknown_types(db, make_poller):
     alice = make_poller()
     with pytest.raises(ValueError), db.transaction() as s:
-        events.append(s, alice.id, "no_such_type", {})
+        eventlog.append(s, alice.id, "no_such_type", {})
 
 
 def test_a_rolled_back_append_leaves_no_event_and_no_gap(db, make_poller, append_event):
@@ -70,19 +74,19 @@ def test_a_rolled_back_append_leaves_no_event_and_no_gap(db, make_poller, append
         pass
 
     with pytest.raises(Boom), db.transaction() as s:
-        assert events.append(s, alice.id, "queue_left", {"reason": "left"}) == 2
+        assert eventlog.append(s, alice.id, "queue_left", {"reason": "left"}) == 2
         raise Boom
     assert append_event(alice.id) == 2  # the id is given out again: no gap
     with db.transaction() as s:
-        got = events.read_since(s, alice.id, 0, 100).events
+        got = store.read_since(s, alice.id, 0, 100).events
     assert [(e.id, e.type) for e in got] == [(1, "submission_update"), (2, "submission_update")]
 
 
 def test_nothing_but_events_append_writes_the_events_table():
-    """Every writer (web, scheduler, consumer) goes through events.append."""
+    """Every writer (web, scheduler, consumer) goes through eventlog.append."""
     offenders = []
     for path in (ROOT / "duely").rglob("*.py"):
-        if path.name == "events.py" and path.parent.name == "duely":
+        if path.name == "store.py" and path.parent.name == "eventlog":
             continue
         source = path.read_text()
         if re.search(_WRITES_EVENTS, source):
@@ -108,7 +112,7 @@ def test_concurrent_writers_never_leave_a_gap(db, make_poller):
     barrier.wait()
     while len(seen) < writers_n * per_writer:
         with db.transaction() as s:
-            batch = events.read_since(s, alice.id, after, 7)
+            batch = store.read_since(s, alice.id, after, 7)
         seen += [e.id for e in batch.events]
         after = batch.last_event_id
     for w in writers:
@@ -126,14 +130,14 @@ def test_a_later_transaction_cannot_commit_its_event_before_an_earlier_one(db, m
 
     def t1():
         with db.transaction() as s:
-            order.append(("t1", events.append(s, alice.id, "queue_joined", {"since": "t1"})))
+            order.append(("t1", eventlog.append(s, alice.id, "queue_joined", {"since": "t1"})))
             t1_appended.set()
             assert not t2_done.wait(0.5), "T2 must be blocked while T1 is open"
 
     def t2():
         t1_appended.wait()
         with db.transaction() as s:
-            order.append(("t2", events.append(s, alice.id, "queue_left", {"reason": "left"})))
+            order.append(("t2", eventlog.append(s, alice.id, "queue_left", {"reason": "left"})))
         t2_done.set()
 
     threads = [threading.Thread(target=t1), threading.Thread(target=t2)]
@@ -165,7 +169,7 @@ def test_writer_processes_and_a_long_poller_see_every_id_once_in_order(db, make_
     after = 0
     deadline = time.monotonic() + 120
     while len(seen) < procs_n * per_proc and time.monotonic() < deadline:
-        got = events.wait_for(db, alice.id, after, 5, limit=13)
+        got = polling.wait_for(db, alice.id, after, 5, limit=13)
         seen += [e.id for e in got.events]
         after = got.last_event_id
     for p in procs:
@@ -181,9 +185,9 @@ def test_read_since_pages_by_limit(db, make_poller, append_event):
     for _ in range(5):
         append_event(alice.id)
     with db.transaction() as s:
-        first = events.read_since(s, alice.id, 0, 2)
-        rest = events.read_since(s, alice.id, first.last_event_id, 100)
-        none = events.read_since(s, alice.id, 5, 100)
+        first = store.read_since(s, alice.id, 0, 2)
+        rest = store.read_since(s, alice.id, first.last_event_id, 100)
+        none = store.read_since(s, alice.id, 5, 100)
     assert [e.id for e in first.events] == [1, 2] and first.last_event_id == 2
     assert [e.id for e in rest.events] == [3, 4, 5] and rest.last_event_id == 5
     assert none.events == [] and none.last_event_id == 5
@@ -193,15 +197,15 @@ def test_read_since_an_id_ahead_of_the_log_is_bad_request(db, make_poller, appen
     alice = make_poller()
     append_event(alice.id)
     with pytest.raises(errors.BadRequest), db.transaction() as s:
-        events.read_since(s, alice.id, 2, 100)
+        store.read_since(s, alice.id, 2, 100)
 
 
 def test_event_json_shape(db, make_poller):
     alice = make_poller()
     with db.transaction() as s:
-        events.append(s, alice.id, "queue_joined", {"since": utcnow()})
+        eventlog.append(s, alice.id, "queue_joined", {"since": utcnow()})
     with db.transaction() as s:
-        (event,) = events.read_since(s, alice.id, 0, 100).events
+        (event,) = store.read_since(s, alice.id, 0, 100).events
     body = event.as_json()
     assert list(body) == ["id", "type", "created_at", "data"]
     assert body["id"] == 1 and body["type"] == "queue_joined"
@@ -215,7 +219,7 @@ def test_created_at_is_rendered_like_every_other_time_in_the_api(db, make_poller
     with db.transaction() as s:
         s.execute(text("UPDATE events SET created_at = '2026-11-22T17:00:00Z' WHERE id = 2"))
         stored = dict(s.execute(text("SELECT id, created_at FROM events ORDER BY id")).all())
-        rendered = {e.id: e.created_at for e in events.read_since(s, alice.id, 0, 100).events}
+        rendered = {e.id: e.created_at for e in store.read_since(s, alice.id, 0, 100).events}
     assert rendered == {i: isoformat(t) for i, t in stored.items()}
     assert rendered[2] == "2026-11-22T17:00:00Z"
 
@@ -223,10 +227,10 @@ def test_created_at_is_rendered_like_every_other_time_in_the_api(db, make_poller
 def test_events_json_is_the_api_rendering_of_events(db, make_poller):
     alice = make_poller()
     with db.transaction() as s:
-        events.append(s, alice.id, "duel_finished", {"duel_id": 3, "outcome": "win", "winner_id": None,
+        eventlog.append(s, alice.id, "duel_finished", {"duel_id": 3, "outcome": "win", "winner_id": None,
                                                      "rating_changes": {"1": 12.5}, "reason": "résumé \"x\""})
     with db.transaction() as s:
-        got = events.read_since(s, alice.id, 0, 100)
+        got = store.read_since(s, alice.id, 0, 100)
     assert got.count == 1 and got.last_event_id == 1
     assert json.loads(got.events_json) == [e.as_json() for e in got.events]
     assert got.events[0].data == {"duel_id": 3, "outcome": "win", "winner_id": None, "rating_changes": {"1": 12.5},
@@ -248,15 +252,15 @@ def test_prune_deletes_old_events_and_then_old_cursors_get_410(db, make_poller, 
     append_event(bob.id)
     _age_events(db, alice.id, 3, days=8)
     with db.transaction() as s:
-        assert events.prune(s, utcnow() - dt.timedelta(days=7)) == 3
+        assert store.prune(s, utcnow() - dt.timedelta(days=7)) == 3
     assert ids_of(db, alice.id) == [4, 5] and ids_of(db, bob.id) == [1]
     for cursor in (0, 1, 2):
         with pytest.raises(errors.EventsExpired) as info, db.transaction() as s:
-            events.read_since(s, alice.id, cursor, 100)
+            store.read_since(s, alice.id, cursor, 100)
         assert info.value.status == 410 and info.value.extra == {"last_event_id": 5}
     with db.transaction() as s:
-        assert [e.id for e in events.read_since(s, alice.id, 3, 100).events] == [4, 5]
-        assert events.read_since(s, alice.id, 5, 100).events == []
+        assert [e.id for e in store.read_since(s, alice.id, 3, 100).events] == [4, 5]
+        assert store.read_since(s, alice.id, 5, 100).events == []
 
 
 def test_a_caught_up_client_is_fine_after_its_whole_log_was_pruned(db, make_poller, append_event):
@@ -265,10 +269,10 @@ def test_a_caught_up_client_is_fine_after_its_whole_log_was_pruned(db, make_poll
     append_event(alice.id)
     _age_events(db, alice.id, 2, days=30)
     with db.transaction() as s:
-        events.prune(s, utcnow() - dt.timedelta(days=7))
-        assert events.read_since(s, alice.id, 2, 100) == events.Updates.empty(2)
+        store.prune(s, utcnow() - dt.timedelta(days=7))
+        assert store.read_since(s, alice.id, 2, 100) == store.Updates.empty(2)
     with pytest.raises(errors.EventsExpired), db.transaction() as s:
-        events.read_since(s, alice.id, 0, 100)
+        store.read_since(s, alice.id, 0, 100)
 
 
 def test_prune_job_honours_event_retention_and_works_in_batches(db, make_poller, append_event, monkeypatch):
@@ -276,17 +280,17 @@ def test_prune_job_honours_event_retention_and_works_in_batches(db, make_poller,
     for _ in range(7):
         append_event(alice.id)
     _age_events(db, alice.id, 6, days=2)
-    monkeypatch.setattr(events, "PRUNE_BATCH_SIZE", 4)
+    monkeypatch.setattr(store, "PRUNE_BATCH_SIZE", 4)
     config = Config(database_url=db.url, event_retention=86400.0)
-    assert events.prune_job(db, config) == 6
+    assert store.prune_job(db, config) == 6
     assert ids_of(db, alice.id) == [7]
-    assert events.prune_job(db, config) == 0
+    assert store.prune_job(db, config) == 0
 
 
 def test_prune_job_is_scheduled():
     from duely.jobs import scheduled_jobs
 
-    assert any(job is events.prune_job for _, job, _ in scheduled_jobs())
+    assert any(job is store.prune_job for _, job, _ in scheduled_jobs())
 
 
 # -- wait_for ------------------------------------------------------------------------------
@@ -295,7 +299,7 @@ def test_wait_for_answers_at_once_when_events_exist(db, make_poller, append_even
     alice = make_poller()
     append_event(alice.id)
     started = time.monotonic()
-    got = events.wait_for(db, alice.id, 0, 30)
+    got = polling.wait_for(db, alice.id, 0, 30)
     assert [e.id for e in got.events] == [1] and time.monotonic() - started < 5
 
 
@@ -305,7 +309,7 @@ def test_wait_for_is_woken_by_the_commit(db, make_poller, append_event, updates_
     timer = threading.Timer(0.3, append_event, args=(alice.id,))
     timer.start()
     started = time.monotonic()
-    got = events.wait_for(db, alice.id, 0, 30)
+    got = polling.wait_for(db, alice.id, 0, 30)
     elapsed = time.monotonic() - started
     assert [e.id for e in got.events] == [1]
     assert elapsed < 10  # far below the 30 s timeout: woken by the notification
@@ -315,17 +319,17 @@ def test_wait_for_is_woken_by_the_commit(db, make_poller, append_event, updates_
 def test_wait_for_returns_nothing_after_its_timeout(db, make_poller, updates_listener):
     alice = make_poller()
     started = time.monotonic()
-    got = events.wait_for(db, alice.id, 0, 0.5)
+    got = polling.wait_for(db, alice.id, 0, 0.5)
     elapsed = time.monotonic() - started
-    assert got == events.Updates.empty(0)
+    assert got == store.Updates.empty(0)
     assert 0.5 <= elapsed < 5
 
 
 def test_wait_for_holds_no_database_connection_while_waiting(db, make_poller, updates_listener):
     alice = make_poller()
-    pool, reads = db.engine.pool, events._reader(db)
+    pool, reads = db.engine.pool, polling.reader_for(db)
     result: list = []
-    thread = threading.Thread(target=lambda: result.append(events.wait_for(db, alice.id, 0, 2)))
+    thread = threading.Thread(target=lambda: result.append(polling.wait_for(db, alice.id, 0, 2)))
     checked_out_before = pool.checkedout()
     thread.start()
     deadline = time.monotonic() + 5
@@ -335,13 +339,13 @@ def test_wait_for_holds_no_database_connection_while_waiting(db, make_poller, up
     # The held poll has given its connection back.
     assert updates_listener.waiter_count() == 1 and reads.in_use == 0 and pool.checkedout() == checked_out_before
     thread.join()
-    assert result == [events.Updates.empty(0)]
+    assert result == [store.Updates.empty(0)]
 
 
 def test_wait_for_ignores_other_users_notifications(db, make_poller, append_event, updates_listener):
     alice, bob = make_poller(), make_poller()
     threading.Timer(0.2, append_event, args=(bob.id,)).start()
-    got = events.wait_for(db, alice.id, 0, 1)
+    got = polling.wait_for(db, alice.id, 0, 1)
     assert got.events == []
 
 
@@ -351,7 +355,7 @@ def test_shutdown_answers_held_waits_at_once(db, make_poller):
     try:
         assert lst.wait_connected(10)
         result: list = []
-        thread = threading.Thread(target=lambda: result.append(events.wait_for(db, alice.id, 0, 30, listener=lst)))
+        thread = threading.Thread(target=lambda: result.append(polling.wait_for(db, alice.id, 0, 30, listener=lst)))
         thread.start()
         deadline = time.monotonic() + 5
         while lst.waiter_count() == 0 and time.monotonic() < deadline:
@@ -359,10 +363,10 @@ def test_shutdown_answers_held_waits_at_once(db, make_poller):
         started = time.monotonic()
         assert lst.shutdown() == 1
         thread.join(10)
-        assert time.monotonic() - started < 5 and result == [events.Updates.empty(0)]
+        assert time.monotonic() - started < 5 and result == [store.Updates.empty(0)]
         # New polls do not wait either.
         started = time.monotonic()
-        assert events.wait_for(db, alice.id, 0, 30, listener=lst) == events.Updates.empty(0)
+        assert polling.wait_for(db, alice.id, 0, 30, listener=lst) == store.Updates.empty(0)
         assert time.monotonic() - started < 5
     finally:
         lst.stop()
@@ -385,7 +389,7 @@ def test_an_event_committed_while_the_listener_reconnects_is_not_lost(db, make_p
     try:
         assert lst.wait_connected(10)
         result: list = []
-        thread = threading.Thread(target=lambda: result.append(events.wait_for(db, alice.id, 0, 30, listener=lst)))
+        thread = threading.Thread(target=lambda: result.append(polling.wait_for(db, alice.id, 0, 30, listener=lst)))
         thread.start()
         time.sleep(0.2)
         with psycopg.connect(psycopg_url(db.url), autocommit=True) as admin:
@@ -407,7 +411,7 @@ def test_a_waiter_rechecks_at_the_end_of_its_timeout_even_without_a_listener(db,
     alice = make_poller()
     deaf = Listener("postgresql://nobody@127.0.0.1:1/none?connect_timeout=1")  # never started: never wakes anyone
     threading.Timer(0.2, append_event, args=(alice.id,)).start()
-    got = events.wait_for(db, alice.id, 0, 1, listener=deaf)
+    got = polling.wait_for(db, alice.id, 0, 1, listener=deaf)
     assert [e.id for e in got.events] == [1]
 
 
@@ -418,14 +422,14 @@ def test_concurrent_reads_share_statements_and_each_gets_its_own_answer(db, make
     for i, u in enumerate(users):
         for _ in range(i % 4):
             append_event(u.id, "submission_update", {"status": f"user {u.id}"})
-    reader = events._Reader(db.url, 1)  # one connection: reads queue up and get batched
+    reader = BatchedReader(db.url, 1)  # one connection: reads queue up and get batched
     barrier = threading.Barrier(len(users) * 2)
     answers: dict[tuple[str, int], tuple] = {}
 
     def read(u, by: str) -> None:
-        key = auth.hash_token(config.secret_key, u.token) if by == "token" else u.id
+        key = PollKey.token(auth.hash_token(config.secret_key, u.token)) if by == "token" else PollKey.user(u.id)
         barrier.wait()
-        answers[(by, u.id)] = reader.read(by, key, 0, 100)
+        answers[(by, u.id)] = reader.read(key, 0, 100)
 
     threads = [threading.Thread(target=read, args=(u, by)) for u in users for by in ("token", "user")]
     for t in threads:
@@ -435,7 +439,7 @@ def test_concurrent_reads_share_statements_and_each_gets_its_own_answer(db, make
     reader.close()
     for i, u in enumerate(users):
         for by in ("token", "user"):
-            updates = events._updates(answers[(by, u.id)], 0)
+            updates = store.updates_from_row(answers[(by, u.id)], 0)
             assert answers[(by, u.id)][1] == u.id
             assert [e.id for e in updates.events] == list(range(1, i % 4 + 1))
             assert all(e.data == {"status": f"user {u.id}"} for e in updates.events)
@@ -444,16 +448,16 @@ def test_concurrent_reads_share_statements_and_each_gets_its_own_answer(db, make
 
 def test_an_unknown_token_reads_as_none_in_a_batch(db, make_poller):
     alice = make_poller()
-    reader = events._Reader(db.url, 1)
-    assert reader.read("token", "no-such-hash", 0, 100) is None
-    assert reader.read("user", alice.id, 0, 100)[1] == alice.id
+    reader = BatchedReader(db.url, 1)
+    assert reader.read(PollKey.token("no-such-hash"), 0, 100) is None
+    assert reader.read(PollKey.user(alice.id), 0, 100)[1] == alice.id
     reader.close()
 
 
 def test_a_failed_batch_fails_its_polls_instead_of_answering_401():
-    reader = events._Reader("postgresql://nobody@127.0.0.1:1/none?connect_timeout=1", 1)
-    with pytest.raises(events.PollReadFailed):
-        reader.read("token", "whatever", 0, 100)
+    reader = BatchedReader("postgresql://nobody@127.0.0.1:1/none?connect_timeout=1", 1)
+    with pytest.raises(PollReadFailed):
+        reader.read(PollKey.token("whatever"), 0, 100)
 
 
 # -- presence ------------------------------------------------------------------------------
@@ -486,7 +490,7 @@ def test_seen_since_and_is_present(db, make_poller):
 
 def test_a_poll_refreshes_presence(db, make_poller, updates_listener):
     alice = make_poller()
-    events.wait_for(db, alice.id, 0, 0)
+    polling.wait_for(db, alice.id, 0, 0)
     with db.transaction() as s:
         assert presence.is_present(s, alice.id, 5)
 
@@ -497,7 +501,7 @@ def test_held_polls_keep_their_users_present(db, make_poller):
     alice = make_poller()
     lst = Listener(db.url, heartbeat=lambda ids: db.run(lambda s: presence.touch_many(s, ids)), heartbeat_secs=0.2).start()
     try:
-        thread = threading.Thread(target=events.wait_for, args=(db, alice.id, 0, 1.5), kwargs={"listener": lst})
+        thread = threading.Thread(target=polling.wait_for, args=(db, alice.id, 0, 1.5), kwargs={"listener": lst})
         thread.start()
         time.sleep(0.3)
         with db.transaction() as s:

@@ -9,8 +9,9 @@ import time
 import pytest
 from sqlalchemy import text
 
-from duely import events, presence
+from duely import eventlog
 from duely.clock import utcnow
+from duely.eventlog import presence, store
 from tests.fixtures.events import write_with_late_commits
 
 
@@ -80,8 +81,8 @@ def test_empty_log_answers_empty_with_the_given_id(client, make_poller):
 def test_events_come_in_order_with_the_contract_shape(client, make_poller, db):
     alice = make_poller()
     with db.transaction() as s:
-        events.append(s, alice.id, "queue_joined", {"since": "2026-11-22T17:00:00Z"})
-        events.append(s, alice.id, "queue_left", {"reason": "left"})
+        eventlog.append(s, alice.id, "queue_joined", {"since": "2026-11-22T17:00:00Z"})
+        eventlog.append(s, alice.id, "queue_left", {"reason": "left"})
     body = poll(client, alice, timeout=0).get_json()
     assert body["last_event_id"] == 2
     assert [(e["id"], e["type"], e["data"]) for e in body["events"]] == [
@@ -161,7 +162,7 @@ def test_events_of_a_rolled_back_transaction_never_appear(client, make_poller, d
         time.sleep(0.2)
         with db.sessionmaker() as s:
             s.begin()
-            events.append(s, alice.id, "queue_joined", {"since": "never"})
+            eventlog.append(s, alice.id, "queue_joined", {"since": "never"})
             s.rollback()
 
     thread = threading.Thread(target=write_then_roll_back)
@@ -238,7 +239,7 @@ def test_an_expired_id_is_410_with_the_id_to_continue_from(client, make_poller, 
         append_event(alice.id)
     with db.transaction() as s:
         s.execute(text("UPDATE events SET created_at = created_at - interval '8 days' WHERE id <= 2"))
-        events.prune(s, utcnow() - dt.timedelta(days=7))
+        store.prune(s, utcnow() - dt.timedelta(days=7))
     resp = poll(client, alice, last_event_id=0, timeout=0)
     assert resp.status_code == 410
     error = resp.get_json()["error"]
@@ -254,7 +255,7 @@ def test_the_retention_job_prunes_and_then_old_cursors_get_410(client, make_poll
     append_event(alice.id)
     with db.transaction() as s:
         s.execute(text("UPDATE events SET created_at = created_at - interval '2 hours'"))
-    assert events.prune_job(db, config.replace(event_retention=3600.0)) == 2
+    assert store.prune_job(db, config.replace(event_retention=3600.0)) == 2
     resp = poll(client, alice, last_event_id=1, timeout=0)
     assert resp.status_code == 410 and resp.get_json()["error"]["last_event_id"] == 2
 

@@ -17,8 +17,8 @@ import requests
 from sqlalchemy import text
 
 from duely.config import Config, to_environ
+from duely.eventlog.listener import LISTENER_APPLICATION_NAME
 from duely.infra import free_port, wait_for_port
-from duely.listener import LISTENER_APPLICATION_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -22,7 +22,7 @@ PRESENCE_THROTTLE_SECS = 5.0
 # The throttle memory is swept when it grows past this many users (entries are tiny).
 _THROTTLE_SWEEP_SIZE = 50_000
 
-# In the driver's own parameter style, so that the poll's fast path (duely/events.py, plain
+# In the driver's own parameter style, so that the poll's fast path (duely/eventlog/reader.py, plain
 # psycopg connections) runs the very same statement.
 UPSERT_SQL = (
     "INSERT INTO presence (user_id, last_seen_at) SELECT uid, now() FROM unnest(CAST(%(ids)s AS bigint[])) AS uid "

@@ -1,7 +1,7 @@
 """One PostgreSQL LISTEN connection per process that wakes the requests waiting for events.
 See docs/events.md ("Wake-up").
 
-`events.append` sends `pg_notify('duely_events', '<user id>')` inside the writer's transaction;
+`eventlog.append` sends `pg_notify('duely_events', '<user id>')` inside the writer's transaction;
 PostgreSQL delivers it to every listening connection at commit. The listener turns each
 notification into a wake-up of exactly the waiters of that user, who then read their events
 with a short transaction of their own. A waiting request holds no database connection.
