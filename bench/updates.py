@@ -264,6 +264,7 @@ class Bench:
         from sqlalchemy import text
 
         from duely import auth, eventlog
+        from duely.eventlog.types import SubmissionUpdate
 
         tokens = [f"bench-{i}-{os.urandom(8).hex()}" for i in range(users)]
         with self.db.transaction() as s:
@@ -278,7 +279,7 @@ class Bench:
             with self.db.transaction() as s:
                 for uid in ids[chunk:chunk + 100]:
                     for n in range(EVENTS_PER_USER):
-                        eventlog.append(s, uid, "submission_update", {"duel_id": 0, "submission_id": "seed", "status": f"seed {n}"})
+                        eventlog.append(s, uid, SubmissionUpdate(duel_id=0, submission_id="seed", status=f"seed {n}"))
         return [{"id": uid, "token": tok, "last_event_id": EVENTS_PER_USER if i < 1000 else 0}
                 for i, (uid, tok) in enumerate(zip(ids, tokens, strict=True))]
 
@@ -430,6 +431,7 @@ class Bench:
         import random
 
         from duely import eventlog
+        from duely.eventlog.types import SubmissionUpdate
 
         duely, port = self.start_gunicorn("app:app", "duely-latency")
         self.warm_up(port, users)
@@ -450,7 +452,7 @@ class Bench:
             uid = rnd.choice(followers)["id"]
             with self.db.sessionmaker() as s:
                 s.begin()
-                eid = eventlog.append(s, uid, "submission_update", {"duel_id": 0, "submission_id": "bench", "status": f"#{n}"})
+                eid = eventlog.append(s, uid, SubmissionUpdate(duel_id=0, submission_id="bench", status=f"#{n}"))
                 before = time.monotonic()
                 s.commit()
                 committed[(uid, eid)] = (before, time.monotonic())

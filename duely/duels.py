@@ -16,8 +16,10 @@ from sqlalchemy.orm import Session
 
 from duely import errors, eventlog, outcome, rating
 from duely.clock import isoformat
+from duely.eventlog.types import DuelFinished, DuelStarted, Opponent, TaskRef
 from duely.logs import kv
 from duely.models import Duel, DuelPlayer, User
+from duely.statuses import DuelStatus
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +45,12 @@ def create_duel(session: Session, player_ids: tuple[int, int], task: dict[str, A
     session.flush()
     for uid in player_ids:
         opponent = users[_other(player_ids, uid)]
-        eventlog.append(session, uid, "duel_started", {
-            "duel_id": duel.id,
-            "opponent": {"user_id": opponent.id, "nickname": opponent.nickname, "rating": opponent.rating},
-            "task": {"id": task["id"], "title": task.get("title")},
-            "deadline": isoformat(duel.deadline),
-        })
+        eventlog.append(session, uid, DuelStarted(
+            duel_id=duel.id,
+            opponent=Opponent(user_id=opponent.id, nickname=opponent.nickname, rating=opponent.rating),
+            task=TaskRef(id=task["id"], title=task.get("title")),
+            deadline=duel.deadline,
+        ))
     log.info("duel started", extra=kv(duel_id=duel.id, players=f"{player_ids[0]},{player_ids[1]}", task_id=duel.task_id))
     return duel
 
@@ -108,7 +110,7 @@ def try_finish(session: Session, duel_id: int, resigned_by: int | None = None, s
 
 def finish_if_certain(session: Session, duel: Duel, players: list[int], resigned_by: int | None = None) -> bool:
     """`try_finish` for a caller that already holds the duel row lock and knows the players."""
-    if duel.status != "active":
+    if duel.status != DuelStatus.ACTIVE:
         return False
     now, subs = _now_and_submissions(session, duel.id)
     decision = outcome.decide(
@@ -140,7 +142,7 @@ def _finish(session: Session, duel: Duel, players: list[int], decision: outcome.
         score_a = 1.0 if decision.winner_id == a else 0.0
     delta_a, delta_b = rating.rating_changes(users[a].rating, users[a].played, users[b].rating, users[b].played, score_a)
     deltas = {a: delta_a, b: delta_b}
-    duel.status = "finished"
+    duel.status = DuelStatus.FINISHED
     duel.finished_at = now
     duel.outcome = decision.outcome
     duel.winner_id = decision.winner_id
@@ -162,10 +164,10 @@ def _finish(session: Session, duel: Duel, players: list[int], decision: outcome.
     session.flush()
     changes = {str(uid): deltas[uid] for uid in players}
     for uid in players:
-        eventlog.append(session, uid, "duel_finished", {
-            "duel_id": duel.id, "outcome": decision.outcome, "winner_id": decision.winner_id,
-            "reason": decision.reason, "rating_changes": changes,
-        })
+        eventlog.append(session, uid, DuelFinished(
+            duel_id=duel.id, outcome=decision.outcome, winner_id=decision.winner_id,
+            reason=decision.reason, rating_changes=changes,
+        ))
     log.info("duel finished", extra=kv(duel_id=duel.id, outcome=decision.outcome, winner_id=decision.winner_id,
                                        reason=decision.reason, rating_changes=changes))
 
@@ -173,7 +175,7 @@ def _finish(session: Session, duel: Duel, players: list[int], decision: outcome.
 def resign(session: Session, user_id: int, duel_id: int) -> None:
     """The caller gives up; the opponent wins at once. 409 duel_finished when already over."""
     duel, _ = access_duel_as_player(session, user_id, duel_id, lock="update")
-    if duel.status != "active":
+    if duel.status != DuelStatus.ACTIVE:
         raise errors.DuelFinished()
     if not try_finish(session, duel_id, resigned_by=user_id):
         raise errors.DuelFinished()
@@ -182,11 +184,11 @@ def resign(session: Session, user_id: int, duel_id: int) -> None:
 def duels_due(session: Session, limit: int = 200) -> list[int]:
     """Active duels whose result may be certain: past the deadline or with an Accepted submission."""
     return list(session.execute(text(
-        """
+        f"""
         SELECT d.id FROM duels d
-        WHERE d.status = 'active'
+        WHERE d.status = {DuelStatus.ACTIVE.sql}
           AND (d.deadline <= clock_timestamp()
-               OR EXISTS (SELECT 1 FROM submissions s WHERE s.duel_id = d.id AND s.verdict = 'Accepted'))
+               OR EXISTS (SELECT 1 FROM submissions s WHERE s.duel_id = d.id AND s.verdict = '{outcome.ACCEPTED_VERDICT}'))
         ORDER BY d.deadline
         LIMIT :limit
         """
@@ -202,7 +204,7 @@ def duel_json(session: Session, duel: Duel) -> dict:
         {"user_id": p.user_id, "nickname": nick, "rating_before": p.rating_before, "rating_after": p.rating_after}
         for p, nick in rows
     ]
-    finished = duel.status == "finished"
+    finished = duel.status == DuelStatus.FINISHED
     return {
         "id": duel.id,
         "status": duel.status,

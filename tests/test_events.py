@@ -3,6 +3,7 @@ the listener's reconnect path, presence."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import multiprocessing
@@ -24,7 +25,8 @@ from duely.eventlog import presence, store
 from duely.eventlog.listener import Listener
 from duely.eventlog.reader import BatchedReader, PollReadFailed
 from duely.eventlog.store import PollKey
-from tests.fixtures.events import write_with_late_commits
+from duely.eventlog.types import DuelFinished, Payload, QueueJoined, QueueLeft, QueueLeftReason
+from tests.fixtures.events import progress, write_with_late_commits
 
 ROOT = Path(__file__).resolve().parent.parent
 # SQL or ORM that writes the events table (threading.Event and the model's own class are fine).
@@ -62,8 +64,12 @@ def test_append_numbers_each_users_log_from_one(db, make_poller, append_event):
 
 def test_append_rejects_unknown_types(db, make_poller):
     alice = make_poller()
+    @dataclasses.dataclass(frozen=True)
+    class NoSuchType(Payload):  # made after the registry: not an event type
+        type = "no_such_type"
+
     with pytest.raises(ValueError), db.transaction() as s:
-        eventlog.append(s, alice.id, "no_such_type", {})
+        eventlog.append(s, alice.id, NoSuchType())
 
 
 def test_a_rolled_back_append_leaves_no_event_and_no_gap(db, make_poller, append_event):
@@ -74,7 +80,7 @@ def test_a_rolled_back_append_leaves_no_event_and_no_gap(db, make_poller, append
         pass
 
     with pytest.raises(Boom), db.transaction() as s:
-        assert eventlog.append(s, alice.id, "queue_left", {"reason": "left"}) == 2
+        assert eventlog.append(s, alice.id, QueueLeft(reason=QueueLeftReason.LEFT)) == 2
         raise Boom
     assert append_event(alice.id) == 2  # the id is given out again: no gap
     with db.transaction() as s:
@@ -130,14 +136,14 @@ def test_a_later_transaction_cannot_commit_its_event_before_an_earlier_one(db, m
 
     def t1():
         with db.transaction() as s:
-            order.append(("t1", eventlog.append(s, alice.id, "queue_joined", {"since": "t1"})))
+            order.append(("t1", eventlog.append(s, alice.id, QueueJoined(since=utcnow()))))
             t1_appended.set()
             assert not t2_done.wait(0.5), "T2 must be blocked while T1 is open"
 
     def t2():
         t1_appended.wait()
         with db.transaction() as s:
-            order.append(("t2", eventlog.append(s, alice.id, "queue_left", {"reason": "left"})))
+            order.append(("t2", eventlog.append(s, alice.id, QueueLeft(reason=QueueLeftReason.LEFT))))
         t2_done.set()
 
     threads = [threading.Thread(target=t1), threading.Thread(target=t2)]
@@ -203,7 +209,7 @@ def test_read_since_an_id_ahead_of_the_log_is_bad_request(db, make_poller, appen
 def test_event_json_shape(db, make_poller):
     alice = make_poller()
     with db.transaction() as s:
-        eventlog.append(s, alice.id, "queue_joined", {"since": utcnow()})
+        eventlog.append(s, alice.id, QueueJoined(since=utcnow()))
     with db.transaction() as s:
         (event,) = store.read_since(s, alice.id, 0, 100).events
     body = event.as_json()
@@ -227,8 +233,9 @@ def test_created_at_is_rendered_like_every_other_time_in_the_api(db, make_poller
 def test_events_json_is_the_api_rendering_of_events(db, make_poller):
     alice = make_poller()
     with db.transaction() as s:
-        eventlog.append(s, alice.id, "duel_finished", {"duel_id": 3, "outcome": "win", "winner_id": None,
-                                                     "rating_changes": {"1": 12.5}, "reason": "résumé \"x\""})
+        # Not a real reason or change: characters JSON must escape, and a float.
+        eventlog.append(s, alice.id, DuelFinished(duel_id=3, outcome="win", winner_id=None,
+                                                  rating_changes={"1": 12.5}, reason="résumé \"x\""))  # type: ignore[arg-type]
     with db.transaction() as s:
         got = store.read_since(s, alice.id, 0, 100)
     assert got.count == 1 and got.last_event_id == 1
@@ -421,7 +428,7 @@ def test_concurrent_reads_share_statements_and_each_gets_its_own_answer(db, make
     users = [make_poller() for _ in range(12)]
     for i, u in enumerate(users):
         for _ in range(i % 4):
-            append_event(u.id, "submission_update", {"status": f"user {u.id}"})
+            append_event(u.id, progress(f"user {u.id}"))
     reader = BatchedReader(db.url, 1)  # one connection: reads queue up and get batched
     barrier = threading.Barrier(len(users) * 2)
     answers: dict[tuple[str, int], tuple] = {}
@@ -442,7 +449,7 @@ def test_concurrent_reads_share_statements_and_each_gets_its_own_answer(db, make
             updates = store.updates_from_row(answers[(by, u.id)], 0)
             assert answers[(by, u.id)][1] == u.id
             assert [e.id for e in updates.events] == list(range(1, i % 4 + 1))
-            assert all(e.data == {"status": f"user {u.id}"} for e in updates.events)
+            assert all(e.data == progress(f"user {u.id}").data() for e in updates.events)
     assert reader.reads == 24 and reader.statements < 24
 
 

@@ -12,7 +12,8 @@ from sqlalchemy import text
 from duely import eventlog
 from duely.clock import utcnow
 from duely.eventlog import presence, store
-from tests.fixtures.events import write_with_late_commits
+from duely.eventlog.types import QueueJoined, QueueLeft, QueueLeftReason
+from tests.fixtures.events import progress, write_with_late_commits
 
 
 def poll(client, user, **query):
@@ -81,8 +82,8 @@ def test_empty_log_answers_empty_with_the_given_id(client, make_poller):
 def test_events_come_in_order_with_the_contract_shape(client, make_poller, db):
     alice = make_poller()
     with db.transaction() as s:
-        eventlog.append(s, alice.id, "queue_joined", {"since": "2026-11-22T17:00:00Z"})
-        eventlog.append(s, alice.id, "queue_left", {"reason": "left"})
+        eventlog.append(s, alice.id, QueueJoined(since=dt.datetime(2026, 11, 22, 17, tzinfo=dt.UTC)))
+        eventlog.append(s, alice.id, QueueLeft(reason=QueueLeftReason.LEFT))
     body = poll(client, alice, timeout=0).get_json()
     assert body["last_event_id"] == 2
     assert [(e["id"], e["type"], e["data"]) for e in body["events"]] == [
@@ -162,7 +163,7 @@ def test_events_of_a_rolled_back_transaction_never_appear(client, make_poller, d
         time.sleep(0.2)
         with db.sessionmaker() as s:
             s.begin()
-            eventlog.append(s, alice.id, "queue_joined", {"since": "never"})
+            eventlog.append(s, alice.id, QueueJoined(since=utcnow()))
             s.rollback()
 
     thread = threading.Thread(target=write_then_roll_back)
@@ -176,7 +177,7 @@ def test_events_of_a_rolled_back_transaction_never_appear(client, make_poller, d
 
 def test_a_user_never_sees_another_users_events(client, make_poller, append_event, updates_listener):
     alice, bob = make_poller(), make_poller()
-    append_event(bob.id, "queue_left", {"reason": "left"})
+    append_event(bob.id, QueueLeft(reason=QueueLeftReason.LEFT))
     threading.Timer(0.2, append_event, args=(bob.id,)).start()
     assert poll(client, alice, timeout=1).get_json() == {"events": [], "last_event_id": 0}
     assert [e["id"] for e in poll(client, bob, timeout=0).get_json()["events"]] == [1, 2]
@@ -217,7 +218,7 @@ def test_many_held_polls_of_different_users_each_get_their_own_event(app, make_p
     while updates_listener.waiter_count() < len(users) and time.monotonic() < deadline:
         time.sleep(0.02)
     for i, u in enumerate(users):
-        append_event(u.id, "submission_update", {"status": f"for {i}"})
+        append_event(u.id, progress(f"for {i}"))
     for t in threads:
         t.join(20)
     for i, u in enumerate(users):

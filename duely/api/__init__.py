@@ -56,6 +56,7 @@ def create_app(config: Config, db: Database | None = None) -> Flask:
 
     from duely.api import accounts, duels, health, queue, updates, web
 
+    updates.register_event_payloads(api.spec)
     for module in (health, accounts, updates, queue, duels):
         api.register_blueprint(module.blp)
     app.register_blueprint(web.blp)  # the page is not part of the API document

@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 from duely import auth, errors
 from duely.api.common import BEARER, Blueprint, bearer_token, current_user_id, services
 from duely.eventlog import poll as polling
-from duely.eventlog.types import EVENT_TYPES
+from duely.eventlog.types import EVENT_TYPES, PAYLOADS, payload_schema
 
 blp = Blueprint("updates", __name__, url_prefix="/api", description="Event log (long polling)")
 _BIGINT_MAX = 2**63 - 1
@@ -38,7 +38,19 @@ class EventSchema(Schema):
     id = fields.Integer()
     type = fields.String(metadata={"enum": sorted(EVENT_TYPES)})
     created_at = fields.String()
-    data = fields.Dict()
+    # Each type's data is documented by the schema named after its payload class
+    # (duely/eventlog/types.py): `queue_joined` -> QueueJoined, `duel_finished` -> DuelFinished.
+    data = fields.Raw(metadata={
+        "description": "The event's payload; its schema depends on `type`: "
+                       + ", ".join(f"`{t}` → {cls.__name__}" for t, cls in PAYLOADS.items()) + ".",
+        "oneOf": [{"$ref": f"#/components/schemas/{cls.__name__}"} for cls in PAYLOADS.values()],
+    })
+
+
+def register_event_payloads(spec) -> None:
+    """Put each event type's payload schema in the OpenAPI document (referenced by Event.data)."""
+    for cls in PAYLOADS.values():
+        spec.components.schema(cls.__name__, schema=payload_schema(cls))
 
 
 class UpdatesSchema(Schema):

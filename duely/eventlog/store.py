@@ -29,7 +29,7 @@ from duely.clock import isoformat, utcnow
 from duely.config import Config
 from duely.db import Database
 from duely.eventlog.listener import NOTIFY_CHANNEL
-from duely.eventlog.types import EVENT_TYPES
+from duely.eventlog.types import PAYLOADS, Payload
 
 log = logging.getLogger(__name__)
 
@@ -167,17 +167,20 @@ def lock_users(session: Session, user_ids: Iterable[int]) -> None:
         session.execute(_LOCK_USERS, {"ids": ids})
 
 
-def append(session: Session, user_id: int, type: str, data: dict[str, Any]) -> int:
+def append(session: Session, user_id: int, payload: Payload) -> int:
     """Append one event to `user_id`'s log in the caller's transaction; returns its id.
+
+    The payload's class says the event's type (duely/eventlog/types.py); its `data()` is stored.
 
     The id comes from bumping `users.last_event_id`, which row-locks the user until the caller
     commits: a concurrent writer for the same user waits, so ids commit in order and without
     gaps (a rolled-back id is given out again). The NOTIFY is transactional too: PostgreSQL
     delivers it only if and when the caller commits.
     """
-    if type not in EVENT_TYPES:
-        raise ValueError(f"unknown event type {type!r}")
-    return session.execute(_APPEND, {"uid": user_id, "uid_text": str(user_id), "type": type, "data": _dumps(data),
+    if not isinstance(payload, Payload) or PAYLOADS.get(payload.type) is not type(payload):
+        raise ValueError(f"not an event payload: {payload!r}")
+    data = json.dumps(payload.data(), separators=(",", ":"))
+    return session.execute(_APPEND, {"uid": user_id, "uid_text": str(user_id), "type": payload.type.value, "data": data,
                                      "ch": NOTIFY_CHANNEL}).scalar_one()
 
 
@@ -232,12 +235,3 @@ def prune_job(db: Database, config: Config) -> int:
         log.info("pruned %d events older than %s", total, isoformat(cutoff))
     return total
 
-
-def _dumps(data: dict[str, Any]) -> str:
-    return json.dumps(data, default=_json_default, separators=(",", ":"))
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, dt.datetime):
-        return isoformat(value)
-    return str(value)

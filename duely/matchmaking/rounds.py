@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from duely import duels, eventlog
 from duely.config import Config
 from duely.db import Database
+from duely.eventlog.types import QueueLeft, QueueLeftReason
 from duely.logs import kv
 from duely.matchmaking import queue
 from duely.matchmaking.pairing import Waiting, pair_players
@@ -56,7 +57,7 @@ def start_duel_for_pair(session: Session, pair: tuple[int, int], task: dict, dur
         return None
     session.execute(text("DELETE FROM queue_entries WHERE user_id = ANY(:ids)"), {"ids": list(pair)})
     for uid in pair:
-        eventlog.append(session, uid, "queue_left", {"reason": "matched"})
+        eventlog.append(session, uid, QueueLeft(reason=QueueLeftReason.MATCHED))
     return duels.create_duel(session, pair, task, duration_secs).id
 
 
