@@ -28,12 +28,14 @@ control_socket_disable = True
 # that holds the listener's lock.
 
 
-def _answer_held_polls_soon() -> None:
+def _answer_held_polls_soon(worker) -> None:
     import gevent
 
-    from duely.eventlog import listener
+    from duely.runtime import Runtime
 
-    gevent.spawn(listener.shutdown_all)
+    runtime = getattr(worker, "duely_runtime", None)  # the app's, kept by JsonErrorsGeventWorker.load_wsgi
+    if isinstance(runtime, Runtime):
+        gevent.spawn(runtime.shutdown)
 
 
 def _check_connection_budget() -> None:
@@ -58,7 +60,7 @@ def post_worker_init(worker):
 
     def handle_exit(sig, frame):
         graceful_exit(sig, frame)
-        _answer_held_polls_soon()
+        _answer_held_polls_soon(worker)
 
     worker.handle_exit = handle_exit
     signal.signal(signal.SIGTERM, handle_exit)
@@ -66,7 +68,7 @@ def post_worker_init(worker):
 
 
 def worker_int(worker):
-    _answer_held_polls_soon()
+    _answer_held_polls_soon(worker)
 
 
 def post_request(worker, req, environ, resp):

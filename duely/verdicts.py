@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from duely import duels, eventlog, logs, outage, undecodable
+from duely import duels, eventlog, outage, undecodable
 from duely.config import Config
 from duely.db import CONSUMER_POOL, Database
 from duely.eventlog.types import OpponentVerdict, SubmissionUpdate, SubmissionVerdict
 from duely.logs import kv
 from duely.models import Duel, Submission
+from duely.runtime import Runtime
 from duely.statuses import SubmissionState
 
 log = logging.getLogger(__name__)
@@ -243,8 +244,7 @@ def consume(db: Database, config: Config, stop: threading.Event) -> None:
 
 
 def run_consumer(config: Config) -> None:
-    logs.setup(config.log_level, "consumer")
-    db = Database(config.database_url, *CONSUMER_POOL)
+    db = Runtime(config, Database(config.database_url, *CONSUMER_POOL), process="consumer").db
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -26,6 +26,7 @@ from duely.eventlog.listener import Listener
 from duely.eventlog.reader import BatchedReader, PollReadFailed
 from duely.eventlog.store import PollKey
 from duely.eventlog.types import DuelFinished, Payload, QueueJoined, QueueLeft, QueueLeftReason
+from duely.runtime import Runtime
 from tests.fixtures.events import progress, write_with_late_commits
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -163,7 +164,7 @@ def _process_writer(database_url: str, user_id: int, count: int, seed: int) -> N
         db.dispose()
 
 
-def test_writer_processes_and_a_long_poller_see_every_id_once_in_order(db, make_poller, updates_listener):
+def test_writer_processes_and_a_long_poller_see_every_id_once_in_order(db, make_poller, updates_listener, runtime):
     """4 writer processes (truly parallel commits) and a reader using wait_for, as the API does."""
     alice = make_poller()
     procs_n, per_proc = 4, 40
@@ -175,7 +176,7 @@ def test_writer_processes_and_a_long_poller_see_every_id_once_in_order(db, make_
     after = 0
     deadline = time.monotonic() + 120
     while len(seen) < procs_n * per_proc and time.monotonic() < deadline:
-        got = polling.wait_for(db, alice.id, after, 5, limit=13)
+        got = polling.wait_for(runtime, alice.id, after, 5, limit=13)
         seen += [e.id for e in got.events]
         after = got.last_event_id
     for p in procs:
@@ -289,9 +290,9 @@ def test_prune_job_honours_event_retention_and_works_in_batches(db, make_poller,
     _age_events(db, alice.id, 6, days=2)
     monkeypatch.setattr(store, "PRUNE_BATCH_SIZE", 4)
     config = Config(database_url=db.url, event_retention=86400.0)
-    assert store.prune_job(db, config) == 6
+    assert store.prune_job(Runtime(config, db)) == 6
     assert ids_of(db, alice.id) == [7]
-    assert store.prune_job(db, config) == 0
+    assert store.prune_job(Runtime(config, db)) == 0
 
 
 def test_prune_job_is_scheduled():
@@ -302,41 +303,41 @@ def test_prune_job_is_scheduled():
 
 # -- wait_for ------------------------------------------------------------------------------
 
-def test_wait_for_answers_at_once_when_events_exist(db, make_poller, append_event, updates_listener):
+def test_wait_for_answers_at_once_when_events_exist(db, make_poller, append_event, updates_listener, runtime):
     alice = make_poller()
     append_event(alice.id)
     started = time.monotonic()
-    got = polling.wait_for(db, alice.id, 0, 30)
+    got = polling.wait_for(runtime, alice.id, 0, 30)
     assert [e.id for e in got.events] == [1] and time.monotonic() - started < 5
 
 
-def test_wait_for_is_woken_by_the_commit(db, make_poller, append_event, updates_listener):
+def test_wait_for_is_woken_by_the_commit(db, make_poller, append_event, updates_listener, runtime):
     alice = make_poller()
     before = updates_listener.notifications
     timer = threading.Timer(0.3, append_event, args=(alice.id,))
     timer.start()
     started = time.monotonic()
-    got = polling.wait_for(db, alice.id, 0, 30)
+    got = polling.wait_for(runtime, alice.id, 0, 30)
     elapsed = time.monotonic() - started
     assert [e.id for e in got.events] == [1]
     assert elapsed < 10  # far below the 30 s timeout: woken by the notification
     assert updates_listener.notifications > before
 
 
-def test_wait_for_returns_nothing_after_its_timeout(db, make_poller, updates_listener):
+def test_wait_for_returns_nothing_after_its_timeout(db, make_poller, updates_listener, runtime):
     alice = make_poller()
     started = time.monotonic()
-    got = polling.wait_for(db, alice.id, 0, 0.5)
+    got = polling.wait_for(runtime, alice.id, 0, 0.5)
     elapsed = time.monotonic() - started
     assert got == store.Updates.empty(0)
     assert 0.5 <= elapsed < 5
 
 
-def test_wait_for_holds_no_database_connection_while_waiting(db, make_poller, updates_listener):
+def test_wait_for_holds_no_database_connection_while_waiting(db, make_poller, updates_listener, runtime):
     alice = make_poller()
-    pool, reads = db.engine.pool, polling.reader_for(db)
+    pool, reads = db.engine.pool, runtime.reader()
     result: list = []
-    thread = threading.Thread(target=lambda: result.append(polling.wait_for(db, alice.id, 0, 2)))
+    thread = threading.Thread(target=lambda: result.append(polling.wait_for(runtime, alice.id, 0, 2)))
     checked_out_before = pool.checkedout()
     thread.start()
     deadline = time.monotonic() + 5
@@ -349,20 +350,20 @@ def test_wait_for_holds_no_database_connection_while_waiting(db, make_poller, up
     assert result == [store.Updates.empty(0)]
 
 
-def test_wait_for_ignores_other_users_notifications(db, make_poller, append_event, updates_listener):
+def test_wait_for_ignores_other_users_notifications(db, make_poller, append_event, updates_listener, runtime):
     alice, bob = make_poller(), make_poller()
     threading.Timer(0.2, append_event, args=(bob.id,)).start()
-    got = polling.wait_for(db, alice.id, 0, 1)
+    got = polling.wait_for(runtime, alice.id, 0, 1)
     assert got.events == []
 
 
-def test_shutdown_answers_held_waits_at_once(db, make_poller):
+def test_shutdown_answers_held_waits_at_once(db, make_poller, runtime):
     alice = make_poller()
     lst = Listener(db.url).start()
     try:
         assert lst.wait_connected(10)
         result: list = []
-        thread = threading.Thread(target=lambda: result.append(polling.wait_for(db, alice.id, 0, 30, listener=lst)))
+        thread = threading.Thread(target=lambda: result.append(polling.wait_for(runtime, alice.id, 0, 30, listener=lst)))
         thread.start()
         deadline = time.monotonic() + 5
         while lst.waiter_count() == 0 and time.monotonic() < deadline:
@@ -373,7 +374,7 @@ def test_shutdown_answers_held_waits_at_once(db, make_poller):
         assert time.monotonic() - started < 5 and result == [store.Updates.empty(0)]
         # New polls do not wait either.
         started = time.monotonic()
-        assert polling.wait_for(db, alice.id, 0, 30, listener=lst) == store.Updates.empty(0)
+        assert polling.wait_for(runtime, alice.id, 0, 30, listener=lst) == store.Updates.empty(0)
         assert time.monotonic() - started < 5
     finally:
         lst.stop()
@@ -390,13 +391,13 @@ class SlowReconnectListener(Listener):
         return super()._connect()
 
 
-def test_an_event_committed_while_the_listener_reconnects_is_not_lost(db, make_poller, append_event):
+def test_an_event_committed_while_the_listener_reconnects_is_not_lost(db, make_poller, append_event, runtime):
     alice = make_poller()
     lst = SlowReconnectListener(db.url).start()
     try:
         assert lst.wait_connected(10)
         result: list = []
-        thread = threading.Thread(target=lambda: result.append(polling.wait_for(db, alice.id, 0, 30, listener=lst)))
+        thread = threading.Thread(target=lambda: result.append(polling.wait_for(runtime, alice.id, 0, 30, listener=lst)))
         thread.start()
         time.sleep(0.2)
         with psycopg.connect(psycopg_url(db.url), autocommit=True) as admin:
@@ -414,11 +415,11 @@ def test_an_event_committed_while_the_listener_reconnects_is_not_lost(db, make_p
         lst.stop()
 
 
-def test_a_waiter_rechecks_at_the_end_of_its_timeout_even_without_a_listener(db, make_poller, append_event):
+def test_a_waiter_rechecks_at_the_end_of_its_timeout_even_without_a_listener(db, make_poller, append_event, runtime):
     alice = make_poller()
     deaf = Listener("postgresql://nobody@127.0.0.1:1/none?connect_timeout=1")  # never started: never wakes anyone
     threading.Timer(0.2, append_event, args=(alice.id,)).start()
-    got = polling.wait_for(db, alice.id, 0, 1, listener=deaf)
+    got = polling.wait_for(runtime, alice.id, 0, 1, listener=deaf)
     assert [e.id for e in got.events] == [1]
 
 
@@ -471,14 +472,15 @@ def test_a_failed_batch_fails_its_polls_instead_of_answering_401():
 
 def test_refresh_writes_presence_then_throttles(db, make_poller):
     alice = make_poller()
+    throttle = presence.PresenceThrottle()
     with db.transaction() as s:
         assert presence.last_seen(s, alice.id) is None
-        assert presence.refresh(s, alice.id) is True
+        assert throttle.refresh(s, alice.id) is True
         first = presence.last_seen(s, alice.id)
         assert first is not None
     with db.transaction() as s:
-        assert presence.refresh(s, alice.id) is False  # within PRESENCE_THROTTLE_SECS
-        assert presence.refresh(s, alice.id, throttle_secs=0) is True
+        assert throttle.refresh(s, alice.id) is False  # within PRESENCE_THROTTLE_SECS
+        assert throttle.refresh(s, alice.id, throttle_secs=0) is True
     with db.transaction() as s:
         assert presence.last_seen(s, alice.id) > first
 
@@ -495,20 +497,20 @@ def test_seen_since_and_is_present(db, make_poller):
         assert presence.is_present(s, alice.id, 30) and not presence.is_present(s, bob.id, 30)
 
 
-def test_a_poll_refreshes_presence(db, make_poller, updates_listener):
+def test_a_poll_refreshes_presence(db, make_poller, updates_listener, runtime):
     alice = make_poller()
-    polling.wait_for(db, alice.id, 0, 0)
+    polling.wait_for(runtime, alice.id, 0, 0)
     with db.transaction() as s:
         assert presence.is_present(s, alice.id, 5)
 
 
-def test_held_polls_keep_their_users_present(db, make_poller):
+def test_held_polls_keep_their_users_present(db, make_poller, runtime):
     """A poll held longer than QUEUE_TTL must not make its user look gone: the listener's
     heartbeat refreshes the presence of every user with a held poll."""
     alice = make_poller()
-    lst = Listener(db.url, heartbeat=lambda ids: db.run(lambda s: presence.touch_many(s, ids)), heartbeat_secs=0.2).start()
+    lst = Listener(db.url, heartbeat=lambda ids: db.run(lambda s: presence.write(s, ids)), heartbeat_secs=0.2).start()
     try:
-        thread = threading.Thread(target=polling.wait_for, args=(db, alice.id, 0, 1.5), kwargs={"listener": lst})
+        thread = threading.Thread(target=polling.wait_for, args=(runtime, alice.id, 0, 1.5), kwargs={"listener": lst})
         thread.start()
         time.sleep(0.3)
         with db.transaction() as s:

@@ -25,6 +25,7 @@ import requests
 from sqlalchemy import text
 
 from duely import errors, outage, submissions
+from duely.config import Config
 from duely.db import Database, psycopg_url
 from duely.eventlog import poll as polling
 from duely.eventlog.listener import LISTENER_APPLICATION_NAME, Listener
@@ -32,6 +33,7 @@ from duely.eventlog.reader import BatchedReader
 from duely.eventlog.store import PollKey
 from duely.infra import start_embedded_postgres, stop_embedded_postgres
 from duely.migrate import upgrade
+from duely.runtime import Runtime
 from tests.fixtures.stack import ROOT, Process, dev_task_ids, reference_solution, stack_env, start_duel
 
 UNREACHABLE = "127.0.0.1:1"  # web-only tests: no broker, no Taski
@@ -224,11 +226,12 @@ def test_poll_whose_timeout_passes_during_an_outage_is_unavailable(pg, own_db):
         uid = s.execute(text("INSERT INTO users (nickname, password_hash) VALUES (:n, 'x') RETURNING id"),
                         {"n": "p" + uuid.uuid4().hex[:8]}).scalar_one()
     deaf = Listener(pg.url)  # never started: nothing wakes the poll before its timeout
+    runtime = Runtime(Config(database_url=pg.url), own_db)
     result: dict = {}
 
     def poll():
         try:
-            result["updates"] = polling.wait_for(own_db, uid, 0, 4, listener=deaf)
+            result["updates"] = polling.wait_for(runtime, uid, 0, 4, listener=deaf)
         except Exception as exc:  # noqa: BLE001 - the test inspects it
             result["error"] = exc
 
@@ -239,6 +242,7 @@ def test_poll_whose_timeout_passes_during_an_outage_is_unavailable(pg, own_db):
     thread.join(30)
     assert "error" in result, result
     assert outage.unavailable_reason(result["error"]) == "unreachable", repr(result["error"])
+    runtime.close()
     pg.start()
 
 

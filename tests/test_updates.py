@@ -13,6 +13,7 @@ from duely import eventlog
 from duely.clock import utcnow
 from duely.eventlog import presence, store
 from duely.eventlog.types import QueueJoined, QueueLeft, QueueLeftReason
+from duely.runtime import Runtime
 from tests.fixtures.events import progress, write_with_late_commits
 
 
@@ -256,7 +257,7 @@ def test_the_retention_job_prunes_and_then_old_cursors_get_410(client, make_poll
     append_event(alice.id)
     with db.transaction() as s:
         s.execute(text("UPDATE events SET created_at = created_at - interval '2 hours'"))
-    assert store.prune_job(db, config.replace(event_retention=3600.0)) == 2
+    assert store.prune_job(Runtime(config.replace(event_retention=3600.0), db)) == 2
     resp = poll(client, alice, last_event_id=1, timeout=0)
     assert resp.status_code == 410 and resp.get_json()["error"]["last_event_id"] == 2
 
@@ -294,7 +295,7 @@ def test_boundary_values_are_accepted(client, make_poller):
 
 # -- presence ------------------------------------------------------------------------------
 
-def test_a_poll_refreshes_the_users_presence(client, make_poller, db):
+def test_a_poll_refreshes_the_users_presence(client, make_poller, db, runtime):
     alice = make_poller()
     with db.transaction() as s:
         assert presence.last_seen(s, alice.id) is None
@@ -302,7 +303,7 @@ def test_a_poll_refreshes_the_users_presence(client, make_poller, db):
     with db.transaction() as s:
         assert presence.is_present(s, alice.id, 5)
         s.execute(text("UPDATE presence SET last_seen_at = now() - interval '1 hour'"))
-    presence.forget(alice.id)  # as if the throttle window had passed
+    runtime.presence.forget(alice.id)  # as if the throttle window had passed
     poll(client, alice, timeout=0)
     with db.transaction() as s:
         assert presence.is_present(s, alice.id, 5)

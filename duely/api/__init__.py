@@ -13,6 +13,7 @@ from duely.api.common import ID_MAX, IdConverter, Services
 from duely.api.schemas import ErrorSchema
 from duely.config import Config
 from duely.db import Database
+from duely.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,9 @@ class DuelyApi(Api):
         error_handlers.register(self._app)
 
 
-def create_app(config: Config, db: Database | None = None) -> Flask:
+def create_app(config: Config, db: Database | None = None, runtime: Runtime | None = None) -> Flask:
+    """The API for one web worker; `runtime` is the worker's (built here unless given; app.py builds it,
+    tests pass their own). `db` defaults to the runtime's, or a new pool from `config`."""
     if not config.database_url:
         raise SystemExit("DATABASE_URL is not set (make run and the tests set it)")
     if not config.secret_key:
@@ -46,8 +49,10 @@ def create_app(config: Config, db: Database | None = None) -> Flask:
         JSON_SORT_KEYS=False,
     )
     app.json.sort_keys = False
-    db = db or Database(config.database_url, config.db_pool_size, config.db_max_overflow, config.db_pool_timeout)
-    app.extensions["duely"] = Services(config=config, db=db)
+    if runtime is None:
+        db = db or Database(config.database_url, config.db_pool_size, config.db_max_overflow, config.db_pool_timeout)
+        runtime = Runtime(config, db)
+    app.extensions["duely"] = Services(config=config, db=db or runtime.db, runtime=runtime)
     app.url_map.converters["id"] = IdConverter
 
     api = DuelyApi(app, spec_kwargs={"servers": [{"url": "/"}]})

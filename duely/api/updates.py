@@ -90,7 +90,7 @@ def get_updates(last_event_id: int, timeout: float, limit: int):
     """
     svc = services()
     token_hash = auth.hash_token(svc.config.secret_key, bearer_token() or "")
-    g.user_id, updates = polling.poll(svc.db, token_hash, last_event_id, timeout, limit)
+    g.user_id, updates = polling.poll(svc.runtime, token_hash, last_event_id, timeout, limit)
     # Not dumped by the schema: this is the hot path, and the events arrive as JSON already.
     body = f'{{"events":{updates.events_json},"last_event_id":{updates.last_event_id}}}'
     return Response(body, 200, {"Cache-Control": "no-store"}, mimetype="application/json")

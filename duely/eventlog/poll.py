@@ -8,20 +8,21 @@ LISTEN connection (duely/eventlog/listener.py); its reads go through the batched
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from duely import errors
-from duely.db import Database
-from duely.eventlog import presence
-from duely.eventlog.listener import Listener, get_listener
-from duely.eventlog.reader import READ_CONNECTIONS_PER_PROCESS, BatchedReader
+from duely.eventlog.listener import Listener
+from duely.eventlog.reader import BatchedReader
 from duely.eventlog.store import POLL_LIMIT_DEFAULT, KeyKind, PollKey, Updates, updates_from_row
 
 POLL_TIMEOUT_DEFAULT_SECS = 25.0
 POLL_TIMEOUT_MAX_SECS = 60.0
 POLL_LIMIT_MAX = 100
+
+if TYPE_CHECKING:
+    from duely.runtime import Runtime
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,37 +36,29 @@ class PollRequest:
     refresh_presence: bool = True  # the first read marks the user as present (duely/eventlog/presence.py)
 
 
-def wait_for(db: Database, user_id: int, after_id: int, timeout_secs: float, limit: int = POLL_LIMIT_DEFAULT, *,
+def wait_for(runtime: Runtime, user_id: int, after_id: int, timeout_secs: float, limit: int = POLL_LIMIT_DEFAULT, *,
              refresh_presence: bool = True, listener: Listener | None = None) -> Updates:
     """One long poll: the events after `after_id` at once if there are any, else the first ones
     committed within `timeout_secs`, else none.
 
     No database connection is held while waiting: each read is one short statement and the
-    wake-up comes from the process's listener. The first read also refreshes the user's
-    presence (throttled, see duely/eventlog/presence.py). When the server is shutting down the
-    poll is answered at once. Raises what `store.read_since` raises.
+    wake-up comes from the process's listener (`listener` replaces it, for tests). The first read
+    also refreshes the user's presence (throttled, see duely/eventlog/presence.py). When the
+    server is shutting down the poll is answered at once. Raises what `store.read_since` raises.
     """
     request = PollRequest(PollKey.user(user_id), after_id, timeout_secs, limit, refresh_presence)
-    return _hold(reader_for(db), listener or process_listener(db), request, user_id)[1]
+    return _hold(runtime.reader(), listener or runtime.listener(), request, user_id)[1]
 
 
-def poll(db: Database, token_hash: str, after_id: int, timeout_secs: float, limit: int = POLL_LIMIT_DEFAULT, *,
-         listener: Listener | None = None) -> tuple[int, Updates]:
+def poll(runtime: Runtime, token_hash: str, after_id: int, timeout_secs: float,
+         limit: int = POLL_LIMIT_DEFAULT) -> tuple[int, Updates]:
     """`wait_for` for the holder of a bearer token (by its `auth.hash_token` hash): every read
     authenticates too, in the same statement. Returns (user id, updates); raises Unauthorized
     for a missing, expired or revoked token, else what `store.read_since` raises."""
     request = PollRequest(PollKey.token(token_hash), after_id, timeout_secs, limit)
-    user_id, updates = _hold(reader_for(db), listener or process_listener(db), request, _token_users.get(token_hash))
-    if len(_token_users) > _TOKEN_USERS_MAX:
-        _token_users.clear()
-    _token_users[token_hash] = user_id
+    user_id, updates = _hold(runtime.reader(), runtime.listener(), request, runtime.token_users.get(token_hash))
+    runtime.remember_token(token_hash, user_id)
     return user_id, updates
-
-
-# Token hash -> user id, only to subscribe to the right user before the first read (the read
-# itself authenticates); a wrong or missing guess costs one more read, never a wrong answer.
-_token_users: dict[str, int] = {}
-_TOKEN_USERS_MAX = 100_000
 
 
 def _hold(reader: BatchedReader, listener: Listener, request: PollRequest, user_id: int | None) -> tuple[int, Updates]:
@@ -105,20 +98,3 @@ def _hold(reader: BatchedReader, listener: Listener, request: PollRequest, user_
     finally:
         if waiter is not None:
             listener.unsubscribe(waiter)
-
-
-_readers: dict[str, BatchedReader] = {}
-# Never share connections across a fork (cheaper than checking os.getpid() on every poll).
-os.register_at_fork(after_in_child=_readers.clear)
-
-
-def reader_for(db: Database) -> BatchedReader:
-    reader = _readers.get(db.url)
-    if reader is None:
-        reader = _readers.setdefault(db.url, BatchedReader(db.url, READ_CONNECTIONS_PER_PROCESS, db.pool_timeout))
-    return reader
-
-
-def process_listener(db: Database) -> Listener:
-    """This process's listener for `db`; its heartbeat keeps the presence of held polls fresh."""
-    return get_listener(db.url, heartbeat=lambda user_ids: db.run(lambda s: presence.touch_many(s, user_ids)))

@@ -2,9 +2,9 @@
 
 The matchmaking queue keeps a user only while they keep polling (docs/api.md, `QUEUE_TTL`), so
 every poll refreshes `presence.last_seen_at`, and so does every held poll, in one batched
-write per worker (`touch_many`, driven by the listener's heartbeat). Writes from polls are
-throttled per process: a user who polls many times a second costs one write per
-PRESENCE_THROTTLE_SECS, far below QUEUE_TTL.
+write per worker (`PresenceThrottle.touch_many`, driven by the listener's heartbeat). Writes from
+polls are throttled per process (the throttle lives in the process's Runtime, duely/runtime.py):
+a user who polls many times a second costs one write per PRESENCE_THROTTLE_SECS, far below QUEUE_TTL.
 """
 
 from __future__ import annotations
@@ -29,65 +29,70 @@ UPSERT_SQL = (
     "ON CONFLICT (user_id) DO UPDATE SET last_seen_at = excluded.last_seen_at"
 )
 
-_last_write: dict[int, float] = {}  # user id -> time.monotonic() of this process's last write
-_last_write_lock = threading.Lock()
-
-
 def touch(session: Session, user_id: int) -> None:
     """Mark `user_id` as seen now (in the caller's transaction). Never throttled."""
-    touch_many(session, [user_id])
+    write(session, [user_id])
 
 
-def touch_many(session: Session, user_ids: Iterable[int]) -> None:
-    """Mark several users as seen now, in one statement (the held-polls heartbeat)."""
+def write(session: Session, user_ids: Iterable[int]) -> list[int]:
+    """Mark several users as seen now, in one statement; returns their ids in lock order."""
     ids = sorted(set(user_ids))  # one lock order for concurrent upserts: no deadlocks
     if ids:
         session.connection().exec_driver_sql(UPSERT_SQL, {"ids": ids})
-    now = time.monotonic()
-    with _last_write_lock:
-        for uid in ids:
-            _last_write[uid] = now
+    return ids
 
 
-def refresh(session: Session, user_id: int, throttle_secs: float = PRESENCE_THROTTLE_SECS) -> bool:
-    """`touch` unless this process already wrote `user_id`'s presence in the last `throttle_secs`.
+class PresenceThrottle:
+    """This process's memory of when it last wrote each user's presence (one per Runtime)."""
 
-    Returns whether it wrote. The memory is per process, so a poll reaching another worker
-    writes at once; and the first poll after a pause longer than the throttle always writes.
-    """
-    if not claim_write(user_id, throttle_secs):
-        return False
-    session.connection().exec_driver_sql(UPSERT_SQL, {"ids": [user_id]})
-    return True
+    def __init__(self) -> None:
+        self._last_write: dict[int, float] = {}  # user id -> time.monotonic() of this process's last write
+        self._lock = threading.Lock()
 
+    def touch_many(self, session: Session, user_ids: Iterable[int]) -> None:
+        """Mark several users as seen now, in one statement (the held-polls heartbeat), and remember it."""
+        ids = write(session, user_ids)
+        now = time.monotonic()
+        with self._lock:
+            for uid in ids:
+                self._last_write[uid] = now
 
-def claim_write(user_id: int, throttle_secs: float = PRESENCE_THROTTLE_SECS) -> bool:
-    """The throttle of `refresh`: True (and the slot is taken) when `user_id`'s presence is due
-    for a write by this process; the caller then runs UPSERT_SQL for it."""
-    now = time.monotonic()
-    with _last_write_lock:
-        last = _last_write.get(user_id)
-        if last is not None and now - last < throttle_secs:
+    def refresh(self, session: Session, user_id: int, throttle_secs: float = PRESENCE_THROTTLE_SECS) -> bool:
+        """`touch` unless this process already wrote `user_id`'s presence in the last `throttle_secs`.
+
+        Returns whether it wrote. The memory is per process, so a poll reaching another worker
+        writes at once; and the first poll after a pause longer than the throttle always writes.
+        """
+        if not self.claim_write(user_id, throttle_secs):
             return False
-        # Claimed before the write so that concurrent polls of one user write once.
-        _last_write[user_id] = now
-        if len(_last_write) > _THROTTLE_SWEEP_SIZE:
-            _sweep(now, throttle_secs)
-    return True
+        session.connection().exec_driver_sql(UPSERT_SQL, {"ids": [user_id]})
+        return True
 
+    def claim_write(self, user_id: int, throttle_secs: float = PRESENCE_THROTTLE_SECS) -> bool:
+        """The throttle of `refresh`: True (and the slot is taken) when `user_id`'s presence is due
+        for a write by this process; the caller then runs UPSERT_SQL for it."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._last_write.get(user_id)
+            if last is not None and now - last < throttle_secs:
+                return False
+            # Claimed before the write so that concurrent polls of one user write once.
+            self._last_write[user_id] = now
+            if len(self._last_write) > _THROTTLE_SWEEP_SIZE:
+                self._sweep(now, throttle_secs)
+        return True
 
-def forget(user_id: int | None = None) -> None:
-    """Drop the throttle memory (of one user, or of everyone), so the next poll writes."""
-    with _last_write_lock:
-        if user_id is None:
-            _last_write.clear()
-        else:
-            _last_write.pop(user_id, None)
+    def forget(self, user_id: int | None = None) -> None:
+        """Drop the throttle memory (of one user, or of everyone), so the next poll writes."""
+        with self._lock:
+            if user_id is None:
+                self._last_write.clear()
+            else:
+                self._last_write.pop(user_id, None)
 
-
-def _sweep(now: float, throttle_secs: float) -> None:
-    for uid in [uid for uid, t in _last_write.items() if now - t >= throttle_secs]:
-        del _last_write[uid]
+    def _sweep(self, now: float, throttle_secs: float) -> None:
+        for uid in [uid for uid, t in self._last_write.items() if now - t >= throttle_secs]:
+            del self._last_write[uid]
 
 
 def last_seen(session: Session, user_id: int) -> dt.datetime | None:

@@ -18,6 +18,7 @@ import psycopg
 from duely import errors, outage
 from duely.db import CONNECT_TIMEOUT_SECS, psycopg_url
 from duely.eventlog import presence
+from duely.eventlog.presence import PresenceThrottle
 from duely.eventlog.store import KeyKind, PollKey, read_params, read_sql
 
 # Plain autocommit connections per process for the poll reads.
@@ -52,8 +53,9 @@ class BatchedReader:
     spending its time waking PostgreSQL up once per poll. A held poll holds no connection.
     """
 
-    def __init__(self, url: str, size: int, slot_timeout_secs: float = 3.0):
+    def __init__(self, url: str, size: int, throttle: PresenceThrottle | None = None, slot_timeout_secs: float = 3.0):
         self.url = psycopg_url(url)
+        self._throttle = throttle or PresenceThrottle()
         self._idle: list[psycopg.Connection] = []
         self._slots = _semaphore(size)
         self._slot_timeout_secs = slot_timeout_secs
@@ -137,7 +139,7 @@ class BatchedReader:
                     chunk[row[0] - 1].row = row
         # Presence for the whole batch in one upsert (throttled per user, see duely/eventlog/presence.py).
         due = {r.row[1] for r in batch if r.presence and r.row is not None}
-        due = [uid for uid in due if presence.claim_write(uid)]
+        due = [uid for uid in due if self._throttle.claim_write(uid)]
         if due:
             conn.execute(presence.UPSERT_SQL, {"ids": sorted(due)})
 

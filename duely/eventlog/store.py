@@ -19,19 +19,20 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from duely import errors
 from duely.clock import isoformat, utcnow
-from duely.config import Config
-from duely.db import Database
 from duely.eventlog.listener import NOTIFY_CHANNEL
 from duely.eventlog.types import PAYLOADS, Payload
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from duely.runtime import Runtime
 
 POLL_LIMIT_DEFAULT = 100
 # The scheduler prunes this often; deletes go in batches so no transaction runs long.
@@ -222,9 +223,10 @@ def prune(session: Session, older_than: dt.datetime, batch_size: int = PRUNE_BAT
     ).rowcount
 
 
-def prune_job(db: Database, config: Config) -> int:
+def prune_job(runtime: Runtime) -> int:
     """Scheduler job: delete events older than EVENT_RETENTION, batch by batch."""
-    cutoff = utcnow() - dt.timedelta(seconds=config.event_retention)
+    db = runtime.db
+    cutoff = utcnow() - dt.timedelta(seconds=runtime.config.event_retention)
     total = 0
     while True:
         deleted = db.run(lambda s: prune(s, cutoff))
