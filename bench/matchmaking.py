@@ -21,11 +21,8 @@ import random
 import statistics
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from duely.matchmaking.pairing import Waiting, pair_players  # noqa: E402
+from duely.matchmaking.pairing import Waiting, pair_players
 
 NOW = dt.datetime(2026, 11, 22, 17, 0, tzinfo=dt.UTC)
 RATING_MEAN, RATING_SD = 1500, 300

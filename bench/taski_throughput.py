@@ -28,12 +28,11 @@ from pathlib import Path
 import requests
 from kafka import KafkaConsumer, TopicPartition
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from duely.devtaski.languages import solution_python
+from duely.devtaski.problems import load_problems
+from duely.infra import free_port, start_broker, wait_for_port
 
-from duely.devtaski.languages import solution_python  # noqa: E402
-from duely.devtaski.problems import load_problems  # noqa: E402
-from duely.infra import free_port, start_broker, wait_for_port  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 TOPIC = "taski.bench"
 TESTS = 5

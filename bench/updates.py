@@ -582,7 +582,6 @@ def main(argv: list[str]) -> None:
         return
     import argparse
 
-    sys.path.insert(0, str(ROOT))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--idle", type=int, default=10_000, help="long polls to hold at once")
     parser.add_argument("--connect-rate", type=float, default=1500.0, help="new connections per second when opening them")

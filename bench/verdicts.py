@@ -14,23 +14,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import threading
 import time
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from kafka import KafkaConsumer, KafkaProducer
+from sqlalchemy import text
 
-from kafka import KafkaConsumer, KafkaProducer  # noqa: E402
-from sqlalchemy import text  # noqa: E402
-
-from duely import duels, eventlog, verdicts  # noqa: E402
-from duely.config import Config  # noqa: E402
-from duely.db import Database  # noqa: E402
-from duely.infra import free_port, start_broker, start_embedded_postgres, stop_embedded_postgres  # noqa: E402
-from duely.migrate import upgrade  # noqa: E402
+from duely import duels, eventlog, verdicts
+from duely.config import Config
+from duely.db import Database
+from duely.infra import free_port, start_broker, start_embedded_postgres, stop_embedded_postgres
+from duely.migrate import upgrade
 
 UPDATES_PER_SUBMISSION = 3
 

@@ -1,5 +1,19 @@
 """Tokens and logins. Tokens are random, stored only as keyed hashes, expire and are revocable;
-failed logins are throttled per nickname and per client address."""
+failed logins are throttled per (nickname, address) pair, per address and per nickname.
+
+The lockout rule (README, "Login lockout"), in the spirit of what large sites do: guessing is
+limited where it comes from, so strangers can never lock a player out of their own account.
+- A (nickname, address) pair gets LOGIN_MAX_FAILURES failed logins per LOGIN_LOCKOUT window;
+  the next attempt locks that pair (only that pair) for LOGIN_LOCKOUT.
+- An address gets WIDE_FACTOR times as many over all nicknames (one address may be a whole
+  school behind NAT), then it is locked for every nickname.
+- A nickname gets WIDE_FACTOR times as many over all addresses (a botnet spreading its guesses
+  thin). Past that the nickname is "under attack" for LOGIN_LOCKOUT: every address that has
+  already failed on it recently is refused, so each further address gets one guess. An address
+  with no recent failure on the nickname (the owner at home) still logs in with the right password.
+Attempts are counted *before* the password is checked and refunded when it was right, so a
+burst of concurrent guesses cannot slip past the limits while their hashes are being checked.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +21,19 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
+from dataclasses import dataclass, replace
 
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
-from werkzeug.security import check_password_hash
 
 from duely import errors
 from duely.clock import utcnow
-from duely.db import Database
 from duely.models import AuthToken, User
-from duely.users import find_by_nickname
+from duely.users import find_by_nickname, get_user
 
-# Checked against when the nickname is unknown, so that a miss costs as much as a hit.
-_DUMMY_HASH = "scrypt:32768:8:1$duely$" + "0" * 128
+# How many more failures an address (over all nicknames) or a nickname (over all addresses)
+# gets than one (nickname, address) pair.
+WIDE_FACTOR = 4
 
 
 def hash_token(secret_key: str, token: str) -> str:
@@ -56,70 +70,88 @@ def revoke_token(session: Session, token: str, secret_key: str) -> None:
     )
 
 
-def _throttle_keys(nickname: str, remote_addr: str | None) -> list[str]:
-    keys = ["nick:" + nickname.lower()]
-    if remote_addr:
-        keys.append("ip:" + remote_addr)
-    return keys
+@dataclass(frozen=True)
+class LoginAttempt:
+    """An attempt counted by `begin_login`: refused (retry_after set), or to be checked against
+    `password_hash` (None for an unknown nickname) and then finished by `finish_login`."""
+
+    pair_key: str
+    address_key: str
+    nickname_key: str
+    user_id: int | None = None
+    password_hash: str | None = None
+    retry_after: float | None = None
+    refusal: str = ""
+
+    def raise_if_refused(self) -> None:
+        if self.retry_after is not None:
+            raise errors.RateLimited(self.retry_after, self.refusal)
 
 
-def _check_lockout(session: Session, keys: list[str]) -> None:
-    locked_until = session.execute(
-        text("SELECT max(locked_until) FROM login_throttle WHERE key = ANY(:keys) AND locked_until > now()"),
-        {"keys": keys},
+_CHARGE_SQL = text(
+    """
+    INSERT INTO login_throttle AS t (key, failures, window_started_at) VALUES (:key, 1, now())
+    ON CONFLICT (key) DO UPDATE SET
+      failures = CASE WHEN t.window_started_at <= now() - make_interval(secs => :window)
+                      THEN 1 ELSE t.failures + 1 END,
+      window_started_at = CASE WHEN t.window_started_at <= now() - make_interval(secs => :window)
+                      THEN now() ELSE t.window_started_at END
+    RETURNING failures,
+              coalesce(extract(epoch FROM t.locked_until - now()), 0)::float AS lock_left,
+              extract(epoch FROM t.window_started_at + make_interval(secs => :window) - now())::float AS window_left
+    """
+)
+_LOCK_SQL = text(
+    "UPDATE login_throttle SET locked_until = now() + make_interval(secs => :lock), failures = 0, "
+    "window_started_at = now() WHERE key = :key"
+)
+
+
+def begin_login(session: Session, nickname: str, remote_addr: str | None, max_failures: int,
+                lockout_secs: float) -> LoginAttempt:
+    """Count one login attempt against the lockout rule (module docstring). The caller commits
+    (a refusal may have set a lock), raises if refused, checks the password with no database
+    connection held, then calls `finish_login` if it was right."""
+    nick = nickname.lower()
+    address = remote_addr or "unknown"
+    keys = {"pair_key": f"pair:{nick}|{address}", "address_key": f"ip:{address}", "nickname_key": f"nick:{nick}"}
+    counted = LoginAttempt(pair_key=keys["pair_key"], address_key=keys["address_key"], nickname_key=keys["nickname_key"])
+    locked = session.execute(
+        text("SELECT max(extract(epoch FROM locked_until - now()))::float FROM login_throttle "
+             "WHERE key = ANY(:keys) AND locked_until > now()"),
+        {"keys": [keys["pair_key"], keys["address_key"]]},
     ).scalar()
-    if locked_until is not None:
-        raise errors.RateLimited((locked_until - utcnow()).total_seconds(), "Too many failed logins; retry later.")
+    if locked is not None:
+        return replace(counted, retry_after=locked, refusal="Too many failed logins; retry later.")
+
+    counts = {name: session.execute(_CHARGE_SQL, {"key": key, "window": lockout_secs}).one()
+              for name, key in keys.items()}
+    wide_limit = max_failures * WIDE_FACTOR
+    for name, limit in (("pair_key", max_failures), ("address_key", wide_limit)):
+        if counts[name].lock_left > 0:  # locked by a concurrent attempt since the check above
+            return replace(counted, retry_after=counts[name].lock_left, refusal="Too many failed logins; retry later.")
+        if counts[name].failures > limit:
+            session.execute(_LOCK_SQL, {"key": keys[name], "lock": lockout_secs})
+            return replace(counted, retry_after=lockout_secs, refusal="Too many failed logins; retry later.")
+    nickname_lock_left = counts["nickname_key"].lock_left
+    if counts["nickname_key"].failures > wide_limit:
+        session.execute(_LOCK_SQL, {"key": keys["nickname_key"], "lock": lockout_secs})
+        nickname_lock_left = lockout_secs
+    pair = counts["pair_key"]
+    if nickname_lock_left > 0 and pair.failures > 1:
+        return replace(counted, retry_after=min(nickname_lock_left, pair.window_left),
+                       refusal="Too many failed logins on this nickname; retry later.")
+
+    user = find_by_nickname(session, nickname)
+    return replace(counted, user_id=user.id if user else None, password_hash=user.password_hash if user else None)
 
 
-# An address may be shared by many players (NAT), so it gets a larger allowance than a nickname.
-ADDRESS_FAILURES_FACTOR = 4
-
-
-def record_failure(session: Session, keys: list[str], max_failures: int, lockout_secs: float) -> None:
-    """Count a failed login; the `max_failures`-th failure within the window locks a nickname
-    (ADDRESS_FAILURES_FACTOR times as many lock an address)."""
-    for key in keys:
-        limit = max_failures * (ADDRESS_FAILURES_FACTOR if key.startswith("ip:") else 1)
-        session.execute(
-            text(
-                """
-                INSERT INTO login_throttle AS t (key, failures, window_started_at) VALUES (:key, 1, now())
-                ON CONFLICT (key) DO UPDATE SET
-                  failures = CASE WHEN t.window_started_at < now() - make_interval(secs => :window)
-                                  THEN 1 ELSE t.failures + 1 END,
-                  window_started_at = CASE WHEN t.window_started_at < now() - make_interval(secs => :window)
-                                  THEN now() ELSE t.window_started_at END
-                """
-            ),
-            {"key": key, "window": lockout_secs},
-        )
-        session.execute(
-            text(
-                "UPDATE login_throttle SET locked_until = now() + make_interval(secs => :lock), failures = 0, "
-                "window_started_at = now() WHERE key = :key AND failures >= :max"
-            ),
-            {"key": key, "lock": lockout_secs, "max": limit},
-        )
-
-
-def login(db: Database, nickname: str, password: str, remote_addr: str | None, secret_key: str,
-          ttl_secs: float, max_failures: int, lockout_secs: float) -> tuple[str, User] | None:
-    """Check credentials. Returns (token, user), or None after recording a failure (the caller
-    answers 401). Raises RateLimited while the nickname or address is locked.
-
-    Two short transactions around the password check, which holds no database connection: it
-    takes ~100 ms of CPU, and a burst of logins must not take every connection of the pool."""
-    keys = _throttle_keys(nickname, remote_addr)
-    with db.transaction() as session:
-        _check_lockout(session, keys)
-        user = find_by_nickname(session, nickname)
-    if not check_password_hash(user.password_hash if user else _DUMMY_HASH, password) or user is None:
-        db.run(lambda s: record_failure(s, keys, max_failures, lockout_secs))
-        return None
-
-    def succeed(session: Session) -> str:
-        session.execute(text("DELETE FROM login_throttle WHERE key = ANY(:keys)"), {"keys": keys[:1]})
-        return issue_token(session, user.id, secret_key, ttl_secs)
-
-    return db.run(succeed), user
+def finish_login(session: Session, attempt: LoginAttempt, secret_key: str, ttl_secs: float) -> tuple[str, User]:
+    """After the right password: refund the attempt (this pair starts clean) and issue a token."""
+    assert attempt.user_id is not None and attempt.retry_after is None
+    session.execute(text("DELETE FROM login_throttle WHERE key = :key"), {"key": attempt.pair_key})
+    session.execute(
+        text("UPDATE login_throttle SET failures = greatest(failures - 1, 0) WHERE key = ANY(:keys)"),
+        {"keys": [attempt.address_key, attempt.nickname_key]},
+    )
+    return issue_token(session, attempt.user_id, secret_key, ttl_secs), get_user(session, attempt.user_id)

@@ -47,6 +47,7 @@ class Config:
     db_pool_size: int = _setting(10, "Database connections a web worker keeps open for reuse (see README, \"Database connections\")", "int")
     db_max_overflow: int = _setting(10, "Extra database connections a web worker may open under load, beyond DB_POOL_SIZE", "int")
     db_pool_timeout: float = _setting(3.0, "Wait for a free database connection, then answer 503 unavailable (duration)", "duration")
+    forwarded_allow_ips: str = _setting("127.0.0.1,::1", "Proxies trusted for X-Forwarded-For (IPs/networks, comma-separated; *: any)")
     kafka_port: int = _setting(19092, "Port of the embedded broker (when KAFKA_BOOTSTRAP_SERVERS is unset)", "int")
     devtaski_port: int = _setting(5002, "Port of the development Taski (when TASKI_URL is unset)", "int")
     # Taski and Kafka
@@ -57,8 +58,9 @@ class Config:
     # Auth
     secret_key: str = _setting("", "Key for token hashing; unset = generated once and kept in DATA_DIR/secret_key (make run) or a dev key")
     token_ttl: float = _setting(30 * 86400.0, "Lifetime of an auth token (duration)", "duration")
-    login_max_failures: int = _setting(5, "Failed logins per nickname or address before a lockout", "int")
+    login_max_failures: int = _setting(5, "Failed logins per nickname and address pair before a lockout (README)", "int")
     login_lockout: float = _setting(300.0, "How long a login lockout lasts (duration)", "duration")
+    password_hash_threads: int = _setting(2, "Password hashes (~130 ms of CPU) one web worker computes at once, off its event loop", "int")
     # Game rules
     queue_ttl: float = _setting(30.0, "A queued user who has not polled /api/updates for this long leaves the queue (duration)", "duration")
     duel_duration: float = _setting(1800.0, "Length of a duel (duration)", "duration")
@@ -78,6 +80,14 @@ class Config:
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
+
+    def required(self, name: str) -> str:
+        """The value of setting `name`, one that may be unset (DATABASE_URL, TASKI_URL, ...) but
+        that this process cannot run without: `make run` and the tests set them for every process."""
+        value = getattr(self, name)
+        if not value:
+            raise SystemExit(f"{name.upper()} is not set (make run and the tests set it)")
+        return str(value)
 
 
 def _settings() -> list[dataclasses.Field]:

@@ -106,11 +106,12 @@ def check_connection_budget(database_url: str, needed: int) -> None:
 
     try:
         with psycopg.connect(psycopg_url(database_url), connect_timeout=CONNECT_TIMEOUT_SECS) as conn:
-            allowed = conn.execute(
+            row = conn.execute(
                 "SELECT current_setting('max_connections')::int"
                 " - current_setting('superuser_reserved_connections')::int"
                 " - coalesce(current_setting('reserved_connections', true)::int, 0)"
-            ).fetchone()[0]
+            ).fetchone()
+            allowed = row[0] if row else 0
     except Exception as exc:  # the database may be down at start; requests will say so
         log.warning("could not check the database connection budget: %s", str(exc).strip().splitlines()[0])
         return

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from functools import partial
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -113,7 +114,7 @@ def run_round(db: Database, config: Config, taski: TaskiClient) -> int:
             break  # the rest waits for a later round; nothing is lost
         if result.outcome == "rejected":
             # Its own transaction, in the usual lock order (duel, users, submission).
-            db.run(lambda s, sid=submission_id, m=result.message: verdicts.record_verdict(s, sid, f"Rejected: {m}"))
+            db.run(partial(verdicts.record_verdict, submission_id=submission_id, verdict=f"Rejected: {result.message}"))
         if result.outcome != "skipped":
             handled += 1
     return handled

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from duely import errors, eventlog, outcome, rating
 from duely.clock import isoformat
-from duely.eventlog.types import DuelFinished, DuelStarted, Opponent, TaskRef
+from duely.eventlog.types import DuelFinished, DuelStarted, Opponent, PlayerStakes, TaskRef
 from duely.logs import kv
 from duely.models import Duel, DuelPlayer, User
 from duely.statuses import DuelStatus
@@ -32,6 +32,9 @@ def create_duel(session: Session, player_ids: tuple[int, int], task: dict[str, A
     """
     users = {u.id: u for u in session.execute(select(User).where(User.id.in_(player_ids))).scalars()}
     now = session.execute(text("SELECT now()")).scalar_one()
+    stakes = {uid: rating.stakes(glicko_of(users[uid]), glicko_of(users[_other(player_ids, uid)]),
+                                 idle_days(users[uid], now))
+              for uid in player_ids}
     duel = Duel(
         task_id=str(task["id"]),
         task={k: task.get(k) for k in ("id", "title", "statement", "time_limit_ms", "difficulty")},
@@ -41,15 +44,17 @@ def create_duel(session: Session, player_ids: tuple[int, int], task: dict[str, A
     session.add(duel)
     session.flush()
     for uid in player_ids:
-        session.add(DuelPlayer(duel_id=duel.id, user_id=uid, rating_before=users[uid].rating))
+        session.add(DuelPlayer(duel_id=duel.id, user_id=uid, rating_before=users[uid].rating, stakes=stakes[uid]))
     session.flush()
     for uid in player_ids:
         opponent = users[_other(player_ids, uid)]
         eventlog.append(session, uid, DuelStarted(
             duel_id=duel.id,
-            opponent=Opponent(user_id=opponent.id, nickname=opponent.nickname, rating=opponent.rating),
+            opponent=Opponent(user_id=opponent.id, nickname=opponent.nickname, rating=opponent.rating,
+                              provisional=glicko_of(opponent).provisional),
             task=TaskRef(id=task["id"], title=task.get("title")),
             deadline=duel.deadline,
+            stakes={str(p): PlayerStakes(**stakes[p]) for p in player_ids},
         ))
     log.info("duel started", extra=kv(duel_id=duel.id, players=f"{player_ids[0]},{player_ids[1]}", task_id=duel.task_id))
     return duel
@@ -57,6 +62,22 @@ def create_duel(session: Session, player_ids: tuple[int, int], task: dict[str, A
 
 def _other(pair, uid: int) -> int:
     return pair[1] if pair[0] == uid else pair[0]
+
+
+def glicko_of(user: User) -> rating.Glicko:
+    return rating.Glicko(user.rating_exact, user.rating_deviation, user.rating_volatility)
+
+
+def idle_days(user: User, duel_started_at: dt.datetime) -> float | None:
+    """Days from the user's previous rated duel to the start of this one (None before the first).
+
+    Measured to the start, not the finish, so that the stakes shown when the duel starts are
+    exactly the change applied when it finishes: the user's rating cannot change meanwhile
+    (one active duel per user).
+    """
+    if user.rated_at is None:
+        return None
+    return (duel_started_at - user.rated_at).total_seconds() / 86400.0
 
 
 def get_duel(session: Session, duel_id: int, lock: str | None = None) -> Duel:
@@ -140,8 +161,11 @@ def _finish(session: Session, duel: Duel, players: list[int], decision: outcome.
         score_a = 0.5
     else:
         score_a = 1.0 if decision.winner_id == a else 0.0
-    delta_a, delta_b = rating.rating_changes(users[a].rating, users[a].played, users[b].rating, users[b].played, score_a)
-    deltas = {a: delta_a, b: delta_b}
+    before = {uid: glicko_of(users[uid]) for uid in players}
+    after_a, after_b = rating.duel_update(before[a], before[b], score_a,
+                                          idle_days(users[a], duel.started_at), idle_days(users[b], duel.started_at))
+    after = {a: after_a, b: after_b}
+    deltas = {uid: rating.shown_change(before[uid], after[uid]) for uid in players}
     duel.status = DuelStatus.FINISHED
     duel.finished_at = now
     duel.outcome = decision.outcome
@@ -149,7 +173,9 @@ def _finish(session: Session, duel: Duel, players: list[int], decision: outcome.
     duel.reason = decision.reason
     for uid in players:
         user = users[uid]
-        user.rating += deltas[uid]
+        user.rating, user.rating_exact = after[uid].shown, after[uid].rating
+        user.rating_deviation, user.rating_volatility = after[uid].deviation, after[uid].volatility
+        user.rated_at = now
         user.played += 1
         if decision.outcome == "draw":
             user.drawn += 1
@@ -161,6 +187,7 @@ def _finish(session: Session, duel: Duel, players: list[int], decision: outcome.
     for player in session.execute(select(DuelPlayer).where(DuelPlayer.duel_id == duel.id)).scalars():
         player.is_active = False
         player.rating_after = users[player.user_id].rating
+        player.deviation_after = users[player.user_id].rating_deviation
     session.flush()
     changes = {str(uid): deltas[uid] for uid in players}
     for uid in players:
@@ -200,7 +227,7 @@ def duel_json(session: Session, duel: Duel) -> dict:
         select(DuelPlayer, User.nickname).join(User, User.id == DuelPlayer.user_id)
         .where(DuelPlayer.duel_id == duel.id).order_by(DuelPlayer.user_id)
     ).all()
-    players = [
+    players: list[dict[str, Any]] = [
         {"user_id": p.user_id, "nickname": nick, "rating_before": p.rating_before, "rating_after": p.rating_after}
         for p, nick in rows
     ]
@@ -218,6 +245,8 @@ def duel_json(session: Session, duel: Duel) -> dict:
         "rating_changes": {
             str(p["user_id"]): p["rating_after"] - p["rating_before"] for p in players if p["rating_after"] is not None
         },
+        # What each player wins or loses, fixed at the start (absent for duels rated before Glicko-2).
+        "stakes": {str(p.user_id): p.stakes for p, _ in rows if p.stakes is not None},
     }
 
 

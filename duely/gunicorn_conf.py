@@ -9,6 +9,9 @@ workers = _config.workers
 # gunicorn's gevent worker, answering the requests gunicorn rejects itself with JSON, not HTML.
 worker_class = "duely.web_worker.JsonErrorsGeventWorker"
 worker_connections = _config.worker_connections
+# The same trusted proxies the app believes X-Forwarded-For from (duely/api/proxy.py); gunicorn
+# uses them for X-Forwarded-Proto.
+forwarded_allow_ips = _config.forwarded_allow_ips
 # Held long-polls (up to 60 s) are answered at once on shutdown, so a short grace is enough.
 graceful_timeout = 10
 timeout = 90

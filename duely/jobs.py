@@ -13,6 +13,7 @@ import functools
 import logging
 import signal
 from collections.abc import Callable
+from functools import partial
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 
@@ -41,7 +42,7 @@ def finish_job(runtime: Runtime) -> int:
     db = runtime.db
     with db.transaction() as session:
         due = duels.duels_due(session)
-    return sum(1 for duel_id in due if db.run(lambda s, d=duel_id: duels.try_finish(s, d, skip_locked=True)))
+    return sum(1 for duel_id in due if db.run(partial(duels.try_finish, duel_id=duel_id, skip_locked=True)))
 
 
 def queue_expiry_job(runtime: Runtime) -> int:
@@ -49,7 +50,7 @@ def queue_expiry_job(runtime: Runtime) -> int:
     db, config = runtime.db, runtime.config
     with db.transaction() as session:
         stale = queue.stale_user_ids(session, config.queue_ttl)
-    return sum(1 for uid in stale if db.run(lambda s, u=uid: queue.expire_one(s, u, config.queue_ttl)))
+    return sum(1 for uid in stale if db.run(partial(queue.expire_one, user_id=uid, ttl_secs=config.queue_ttl)))
 
 
 def scheduled_jobs() -> list[tuple[str, Job, float]]:
@@ -84,7 +85,7 @@ def guarded(job: Job, database_outage: outage.OutageLog) -> Job:
 
 
 def run_scheduler(config: Config) -> None:
-    runtime = Runtime(config, Database(config.database_url, *SCHEDULER_POOL), process="scheduler")
+    runtime = Runtime(config, Database(config.required("database_url"), *SCHEDULER_POOL), process="scheduler")
     scheduler = BlockingScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
     database_outage = outage.OutageLog(log)
     for name, job, interval in scheduled_jobs():

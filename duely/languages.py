@@ -1,4 +1,8 @@
-"""Languages a solution may be written in (ids are what Taski's `language` expects)."""
+"""Languages a solution may be written in (ids are what Taski's `language` expects).
+
+The dev Taski keeps its own list (duely/devtaski/languages.py), as the external service it
+stands in for would; tests/devtaski/test_api.py checks that the two agree.
+"""
 
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ import uuid
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -40,7 +41,13 @@ class User(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     nickname: Mapped[str] = mapped_column(Text, nullable=False)
     password_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    # The shown (whole) rating: always round(rating_exact), kept as a column for the
+    # leaderboard index and matchmaking. The Glicko-2 state is the next four (duely/rating.py).
     rating: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("1500"))
+    rating_exact: Mapped[float] = mapped_column(Double, nullable=False, server_default=text("1500"))
+    rating_deviation: Mapped[float] = mapped_column(Double, nullable=False, server_default=text("350"))
+    rating_volatility: Mapped[float] = mapped_column(Double, nullable=False, server_default=text("0.09"))
+    rated_at: Mapped[dt.datetime | None] = mapped_column(TZ)  # end of the last rated duel; None before the first
     played: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     won: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     lost: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
@@ -123,6 +130,9 @@ class DuelPlayer(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     rating_before: Mapped[int] = mapped_column(Integer, nullable=False)
     rating_after: Mapped[int | None] = mapped_column(Integer)
+    deviation_after: Mapped[float | None] = mapped_column(Double)  # RD after the duel (None: rated before Glicko-2)
+    # {"win", "draw", "loss"}: the shown change for each result, fixed when the duel starts.
+    stakes: Mapped[dict | None] = mapped_column(JSONB)
     # Mirrors duels.status so that the unique index below can hold "one active duel per user".
     is_active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
 

@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from duely.migrate import upgrade
 
-    upgrade(config.database_url)
+    upgrade(config.required("database_url"))
     log.info("migrations applied")
 
     supervisor = Supervisor(build_children(config, run_devtaski, run_broker), log_dir)

@@ -59,8 +59,11 @@ def do_submit(session: Session, user_id: int, duel_id: int, language: str, solut
         """
     ), {"id": submission_id, "duel": duel_id, "user": user_id, "lang": language, "solution": solution,
         "ctid": client_temp_id}).first()
-    if inserted is None:  # a concurrent duplicate committed first
-        return _by_client_temp_id(session, duel_id, user_id, client_temp_id), False
+    if inserted is None:  # a concurrent duplicate committed first (only a client_temp_id can conflict)
+        assert client_temp_id is not None
+        existing = _by_client_temp_id(session, duel_id, user_id, client_temp_id)
+        assert existing is not None  # committed before our INSERT gave up, so this statement sees it
+        return existing, False
     eventlog.append(session, user_id, SubmissionCreated(
         duel_id=duel_id, submission_id=str(submission_id), client_temp_id=client_temp_id,
         language=language, submitted_at=inserted.submitted_at,

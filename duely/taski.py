@@ -114,7 +114,7 @@ class TaskiClient:
 
     # -- the contract's calls --
     def pick_task(self, rating: int, exclude: Iterable[Any] = ()) -> dict:
-        params = {"rating": int(rating)}
+        params: dict[str, int | str] = {"rating": int(rating)}
         exclude = [str(e) for e in exclude]
         if exclude:
             params["exclude"] = ",".join(exclude)
@@ -123,14 +123,6 @@ class TaskiClient:
             raise TaskiNotFound("Taski has no task for that rating")
         if response.status_code != 200:
             raise TaskiUnavailable(f"pick answered HTTP {response.status_code}")
-        return response.json()
-
-    def get_task(self, task_id: Any) -> dict:
-        response = self._call("GET", f"/api/tasks/{task_id}")
-        if response.status_code == 404:
-            raise TaskiNotFound(f"no task {task_id}")
-        if response.status_code != 200:
-            raise TaskiUnavailable(f"task answered HTTP {response.status_code}")
         return response.json()
 
     def send_submission(self, submission_id: str, task_id: Any, language: str, solution: str) -> None:

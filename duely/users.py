@@ -7,26 +7,23 @@ import re
 from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from werkzeug.security import generate_password_hash
 
-from duely import errors
+from duely import errors, rating
 from duely.clock import isoformat
 from duely.models import User
 
 NICKNAME_RE = re.compile(r"^[A-Za-z0-9_-]{3,32}$")
 PASSWORD_MIN_LEN = 8
 PASSWORD_MAX_LEN = 256
-START_RATING = 1500
-
-
-def hash_password(password: str) -> str:
-    return generate_password_hash(password, method="scrypt")
 
 
 def create_user(session: Session, nickname: str, password_hash: str) -> User:
-    """Create an account with a password hashed by `hash_password` (outside the transaction: it
-    takes ~100 ms of CPU). Raises NicknameTaken (case-insensitive, race-safe via the unique index)."""
-    user = User(nickname=nickname, password_hash=password_hash, rating=START_RATING)
+    """Create an account with an already hashed password (duely.passwords: hash it before the
+    transaction, not while holding a connection). Raises NicknameTaken (case-insensitive,
+    race-safe via the unique index)."""
+    start = rating.NEWCOMER
+    user = User(nickname=nickname, password_hash=password_hash, rating=start.shown, rating_exact=start.rating,
+                rating_deviation=start.deviation, rating_volatility=start.volatility)
     try:
         with session.begin_nested():
             session.add(user)
@@ -56,6 +53,8 @@ def user_json(user: User) -> dict:
         "id": user.id,
         "nickname": user.nickname,
         "rating": user.rating,
+        "rating_deviation": round(user.rating_deviation),
+        "provisional": user.rating_deviation >= rating.PROVISIONAL_DEVIATION,
         "duels": {"played": user.played, "won": user.won, "lost": user.lost, "drawn": user.drawn},
         "created_at": isoformat(user.created_at),
     }

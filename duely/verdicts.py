@@ -142,11 +142,6 @@ def apply_batch(session: Session, records: list[tuple[bytes, str]]) -> int:
     return applied
 
 
-def handle_record(db: Database, value: bytes, where: str) -> None:
-    """Apply one record in its own transaction (poison is logged and skipped)."""
-    db.run(lambda s: apply_batch(s, [(value, where)]))
-
-
 # -- the consumer process --
 
 CONSUMER_SESSION_TIMEOUT_MS = 6000  # joins the group in ~3 s (the default makes it ~23 s)
@@ -158,7 +153,7 @@ def _make_consumer(config: Config):
 
     _ensure_topic(config)
     consumer = KafkaConsumer(
-        bootstrap_servers=config.kafka_bootstrap_servers.split(","),
+        bootstrap_servers=config.required("kafka_bootstrap_servers").split(","),
         group_id=config.duely_consumer_group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -177,7 +172,7 @@ def _ensure_topic(config: Config) -> None:
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(bootstrap_servers=config.kafka_bootstrap_servers.split(","), request_timeout_ms=5000)
+    admin = KafkaAdminClient(bootstrap_servers=config.required("kafka_bootstrap_servers").split(","), request_timeout_ms=5000)
     try:
         if config.taski_topic not in admin.list_topics():
             admin.create_topics([NewTopic(config.taski_topic, num_partitions=1, replication_factor=1)])
@@ -244,7 +239,7 @@ def consume(db: Database, config: Config, stop: threading.Event) -> None:
 
 
 def run_consumer(config: Config) -> None:
-    db = Runtime(config, Database(config.database_url, *CONSUMER_POOL), process="consumer").db
+    db = Runtime(config, Database(config.required("database_url"), *CONSUMER_POOL), process="consumer").db
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -20,6 +20,7 @@ import socket
 import ssl
 import time
 from datetime import timedelta
+from typing import Any
 
 from gunicorn.http import errors as gerrors
 from gunicorn.http.wsgi import Response, default_environ
@@ -136,12 +137,12 @@ def _guard_bodies(wsgi):
 class JsonErrorsGeventWorker(GeventWorker):
     """gunicorn's gevent worker, answering its own errors with the contract's JSON body."""
 
-    def load_wsgi(self):
+    def load_wsgi(self) -> None:
         super().load_wsgi()
         # The app's per-process runtime, for the shutdown hooks in duely/gunicorn_conf.py.
         services = getattr(self.wsgi, "extensions", {}).get("duely")
         self.duely_runtime = getattr(services, "runtime", None)
-        self.wsgi = _guard_bodies(self.wsgi)
+        self.wsgi: Any = _guard_bodies(self.wsgi)
 
     def handle_error(self, req, client, addr, exc):
         addr = addr or ("", -1)  # unix socket

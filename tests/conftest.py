@@ -10,21 +10,17 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from duely.config import Config  # noqa: E402
-from duely.db import Database  # noqa: E402
-from duely.infra import free_port, start_broker, start_embedded_postgres, stop_embedded_postgres  # noqa: E402
-from duely.migrate import upgrade  # noqa: E402
-from duely.models import Base  # noqa: E402
+from duely.config import Config
+from duely.db import Database
+from duely.infra import free_port, start_broker, start_embedded_postgres, stop_embedded_postgres
+from duely.migrate import upgrade
+from duely.models import Base
 
 TEST_SECRET_KEY = "test-secret-key"
 

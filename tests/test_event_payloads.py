@@ -65,8 +65,9 @@ def test_every_event_of_a_whole_duel_matches_its_payload_definition(make_user, d
 
 
 def test_the_check_refuses_a_missing_an_extra_and_a_mistyped_field():
-    data = {"duel_id": 1, "opponent": {"user_id": 2, "nickname": "bob", "rating": 1500},
-            "task": {"id": "sum", "title": None}, "deadline": "2026-11-22T17:00:00Z"}
+    data = {"duel_id": 1, "opponent": {"user_id": 2, "nickname": "bob", "rating": 1500, "provisional": True},
+            "task": {"id": "sum", "title": None}, "deadline": "2026-11-22T17:00:00Z",
+            "stakes": {"1": {"win": 12, "draw": 0, "loss": -12}, "2": {"win": 12, "draw": 0, "loss": -12}}}
     check({"type": "duel_started", "data": data})
     broken = [
         {k: v for k, v in data.items() if k != "deadline"},
@@ -75,6 +76,8 @@ def test_the_check_refuses_a_missing_an_extra_and_a_mistyped_field():
         {**data, "duel_id": True},
         {**data, "opponent": {**data["opponent"], "rating": None}},
         {**data, "task": {"id": 1.5, "title": "A + B"}},
+        {**data, "opponent": {**data["opponent"], "provisional": 1}},
+        {**data, "stakes": {"1": {"win": 12, "draw": 0}}},
     ]
     for bad in broken:
         with pytest.raises(ValidationError):

@@ -20,14 +20,23 @@ from duely import auth, errors, eventlog
 from duely.clock import isoformat, utcnow
 from duely.config import Config
 from duely.db import Database, psycopg_url
-from duely.eventlog import poll as polling
 from duely.eventlog import presence, store
 from duely.eventlog.listener import Listener
 from duely.eventlog.reader import BatchedReader, PollReadFailed
 from duely.eventlog.store import PollKey
 from duely.eventlog.types import DuelFinished, Payload, QueueJoined, QueueLeft, QueueLeftReason
 from duely.runtime import Runtime
-from tests.fixtures.events import progress, write_with_late_commits
+from tests.fixtures.events import (
+    is_present,
+    last_seen,
+    progress,
+    read_since,
+    refresh,
+    seen_since,
+    seen_within,
+    wait_for,
+    write_with_late_commits,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 # SQL or ORM that writes the events table (threading.Event and the model's own class are fine).
@@ -46,7 +55,7 @@ def drain(db: Database, user_id: int, after_id: int = 0, limit: int = 100) -> li
     seen: list[int] = []
     while True:
         with db.transaction() as s:
-            batch = store.read_since(s, user_id, after_id, limit)
+            batch = read_since(s, user_id, after_id, limit)
         if not batch.events:
             return seen
         seen += [e.id for e in batch.events]
@@ -85,7 +94,7 @@ def test_a_rolled_back_append_leaves_no_event_and_no_gap(db, make_poller, append
         raise Boom
     assert append_event(alice.id) == 2  # the id is given out again: no gap
     with db.transaction() as s:
-        got = store.read_since(s, alice.id, 0, 100).events
+        got = read_since(s, alice.id, 0, 100).events
     assert [(e.id, e.type) for e in got] == [(1, "submission_update"), (2, "submission_update")]
 
 
@@ -119,7 +128,7 @@ def test_concurrent_writers_never_leave_a_gap(db, make_poller):
     barrier.wait()
     while len(seen) < writers_n * per_writer:
         with db.transaction() as s:
-            batch = store.read_since(s, alice.id, after, 7)
+            batch = read_since(s, alice.id, after, 7)
         seen += [e.id for e in batch.events]
         after = batch.last_event_id
     for w in writers:
@@ -176,7 +185,7 @@ def test_writer_processes_and_a_long_poller_see_every_id_once_in_order(db, make_
     after = 0
     deadline = time.monotonic() + 120
     while len(seen) < procs_n * per_proc and time.monotonic() < deadline:
-        got = polling.wait_for(runtime, alice.id, after, 5, limit=13)
+        got = wait_for(runtime, alice.id, after, 5, limit=13)
         seen += [e.id for e in got.events]
         after = got.last_event_id
     for p in procs:
@@ -192,9 +201,9 @@ def test_read_since_pages_by_limit(db, make_poller, append_event):
     for _ in range(5):
         append_event(alice.id)
     with db.transaction() as s:
-        first = store.read_since(s, alice.id, 0, 2)
-        rest = store.read_since(s, alice.id, first.last_event_id, 100)
-        none = store.read_since(s, alice.id, 5, 100)
+        first = read_since(s, alice.id, 0, 2)
+        rest = read_since(s, alice.id, first.last_event_id, 100)
+        none = read_since(s, alice.id, 5, 100)
     assert [e.id for e in first.events] == [1, 2] and first.last_event_id == 2
     assert [e.id for e in rest.events] == [3, 4, 5] and rest.last_event_id == 5
     assert none.events == [] and none.last_event_id == 5
@@ -204,7 +213,7 @@ def test_read_since_an_id_ahead_of_the_log_is_bad_request(db, make_poller, appen
     alice = make_poller()
     append_event(alice.id)
     with pytest.raises(errors.BadRequest), db.transaction() as s:
-        store.read_since(s, alice.id, 2, 100)
+        read_since(s, alice.id, 2, 100)
 
 
 def test_event_json_shape(db, make_poller):
@@ -212,7 +221,7 @@ def test_event_json_shape(db, make_poller):
     with db.transaction() as s:
         eventlog.append(s, alice.id, QueueJoined(since=utcnow()))
     with db.transaction() as s:
-        (event,) = store.read_since(s, alice.id, 0, 100).events
+        (event,) = read_since(s, alice.id, 0, 100).events
     body = event.as_json()
     assert list(body) == ["id", "type", "created_at", "data"]
     assert body["id"] == 1 and body["type"] == "queue_joined"
@@ -226,7 +235,7 @@ def test_created_at_is_rendered_like_every_other_time_in_the_api(db, make_poller
     with db.transaction() as s:
         s.execute(text("UPDATE events SET created_at = '2026-11-22T17:00:00Z' WHERE id = 2"))
         stored = dict(s.execute(text("SELECT id, created_at FROM events ORDER BY id")).all())
-        rendered = {e.id: e.created_at for e in store.read_since(s, alice.id, 0, 100).events}
+        rendered = {e.id: e.created_at for e in read_since(s, alice.id, 0, 100).events}
     assert rendered == {i: isoformat(t) for i, t in stored.items()}
     assert rendered[2] == "2026-11-22T17:00:00Z"
 
@@ -238,7 +247,7 @@ def test_events_json_is_the_api_rendering_of_events(db, make_poller):
         eventlog.append(s, alice.id, DuelFinished(duel_id=3, outcome="win", winner_id=None,
                                                   rating_changes={"1": 12.5}, reason="résumé \"x\""))  # type: ignore[arg-type]
     with db.transaction() as s:
-        got = store.read_since(s, alice.id, 0, 100)
+        got = read_since(s, alice.id, 0, 100)
     assert got.count == 1 and got.last_event_id == 1
     assert json.loads(got.events_json) == [e.as_json() for e in got.events]
     assert got.events[0].data == {"duel_id": 3, "outcome": "win", "winner_id": None, "rating_changes": {"1": 12.5},
@@ -264,11 +273,11 @@ def test_prune_deletes_old_events_and_then_old_cursors_get_410(db, make_poller, 
     assert ids_of(db, alice.id) == [4, 5] and ids_of(db, bob.id) == [1]
     for cursor in (0, 1, 2):
         with pytest.raises(errors.EventsExpired) as info, db.transaction() as s:
-            store.read_since(s, alice.id, cursor, 100)
+            read_since(s, alice.id, cursor, 100)
         assert info.value.status == 410 and info.value.extra == {"last_event_id": 5}
     with db.transaction() as s:
-        assert [e.id for e in store.read_since(s, alice.id, 3, 100).events] == [4, 5]
-        assert store.read_since(s, alice.id, 5, 100).events == []
+        assert [e.id for e in read_since(s, alice.id, 3, 100).events] == [4, 5]
+        assert read_since(s, alice.id, 5, 100).events == []
 
 
 def test_a_caught_up_client_is_fine_after_its_whole_log_was_pruned(db, make_poller, append_event):
@@ -278,9 +287,9 @@ def test_a_caught_up_client_is_fine_after_its_whole_log_was_pruned(db, make_poll
     _age_events(db, alice.id, 2, days=30)
     with db.transaction() as s:
         store.prune(s, utcnow() - dt.timedelta(days=7))
-        assert store.read_since(s, alice.id, 2, 100) == store.Updates.empty(2)
+        assert read_since(s, alice.id, 2, 100) == store.Updates.empty(2)
     with pytest.raises(errors.EventsExpired), db.transaction() as s:
-        store.read_since(s, alice.id, 0, 100)
+        read_since(s, alice.id, 0, 100)
 
 
 def test_prune_job_honours_event_retention_and_works_in_batches(db, make_poller, append_event, monkeypatch):
@@ -307,7 +316,7 @@ def test_wait_for_answers_at_once_when_events_exist(db, make_poller, append_even
     alice = make_poller()
     append_event(alice.id)
     started = time.monotonic()
-    got = polling.wait_for(runtime, alice.id, 0, 30)
+    got = wait_for(runtime, alice.id, 0, 30)
     assert [e.id for e in got.events] == [1] and time.monotonic() - started < 5
 
 
@@ -317,7 +326,7 @@ def test_wait_for_is_woken_by_the_commit(db, make_poller, append_event, updates_
     timer = threading.Timer(0.3, append_event, args=(alice.id,))
     timer.start()
     started = time.monotonic()
-    got = polling.wait_for(runtime, alice.id, 0, 30)
+    got = wait_for(runtime, alice.id, 0, 30)
     elapsed = time.monotonic() - started
     assert [e.id for e in got.events] == [1]
     assert elapsed < 10  # far below the 30 s timeout: woken by the notification
@@ -327,7 +336,7 @@ def test_wait_for_is_woken_by_the_commit(db, make_poller, append_event, updates_
 def test_wait_for_returns_nothing_after_its_timeout(db, make_poller, updates_listener, runtime):
     alice = make_poller()
     started = time.monotonic()
-    got = polling.wait_for(runtime, alice.id, 0, 0.5)
+    got = wait_for(runtime, alice.id, 0, 0.5)
     elapsed = time.monotonic() - started
     assert got == store.Updates.empty(0)
     assert 0.5 <= elapsed < 5
@@ -337,7 +346,7 @@ def test_wait_for_holds_no_database_connection_while_waiting(db, make_poller, up
     alice = make_poller()
     pool, reads = db.engine.pool, runtime.reader()
     result: list = []
-    thread = threading.Thread(target=lambda: result.append(polling.wait_for(runtime, alice.id, 0, 2)))
+    thread = threading.Thread(target=lambda: result.append(wait_for(runtime, alice.id, 0, 2)))
     checked_out_before = pool.checkedout()
     thread.start()
     deadline = time.monotonic() + 5
@@ -353,7 +362,7 @@ def test_wait_for_holds_no_database_connection_while_waiting(db, make_poller, up
 def test_wait_for_ignores_other_users_notifications(db, make_poller, append_event, updates_listener, runtime):
     alice, bob = make_poller(), make_poller()
     threading.Timer(0.2, append_event, args=(bob.id,)).start()
-    got = polling.wait_for(runtime, alice.id, 0, 1)
+    got = wait_for(runtime, alice.id, 0, 1)
     assert got.events == []
 
 
@@ -363,7 +372,7 @@ def test_shutdown_answers_held_waits_at_once(db, make_poller, runtime):
     try:
         assert lst.wait_connected(10)
         result: list = []
-        thread = threading.Thread(target=lambda: result.append(polling.wait_for(runtime, alice.id, 0, 30, listener=lst)))
+        thread = threading.Thread(target=lambda: result.append(wait_for(runtime, alice.id, 0, 30, listener=lst)))
         thread.start()
         deadline = time.monotonic() + 5
         while lst.waiter_count() == 0 and time.monotonic() < deadline:
@@ -374,7 +383,7 @@ def test_shutdown_answers_held_waits_at_once(db, make_poller, runtime):
         assert time.monotonic() - started < 5 and result == [store.Updates.empty(0)]
         # New polls do not wait either.
         started = time.monotonic()
-        assert polling.wait_for(runtime, alice.id, 0, 30, listener=lst) == store.Updates.empty(0)
+        assert wait_for(runtime, alice.id, 0, 30, listener=lst) == store.Updates.empty(0)
         assert time.monotonic() - started < 5
     finally:
         lst.stop()
@@ -397,7 +406,7 @@ def test_an_event_committed_while_the_listener_reconnects_is_not_lost(db, make_p
     try:
         assert lst.wait_connected(10)
         result: list = []
-        thread = threading.Thread(target=lambda: result.append(polling.wait_for(runtime, alice.id, 0, 30, listener=lst)))
+        thread = threading.Thread(target=lambda: result.append(wait_for(runtime, alice.id, 0, 30, listener=lst)))
         thread.start()
         time.sleep(0.2)
         with psycopg.connect(psycopg_url(db.url), autocommit=True) as admin:
@@ -419,7 +428,7 @@ def test_a_waiter_rechecks_at_the_end_of_its_timeout_even_without_a_listener(db,
     alice = make_poller()
     deaf = Listener("postgresql://nobody@127.0.0.1:1/none?connect_timeout=1")  # never started: never wakes anyone
     threading.Timer(0.2, append_event, args=(alice.id,)).start()
-    got = polling.wait_for(runtime, alice.id, 0, 1, listener=deaf)
+    got = wait_for(runtime, alice.id, 0, 1, listener=deaf)
     assert [e.id for e in got.events] == [1]
 
 
@@ -474,15 +483,15 @@ def test_refresh_writes_presence_then_throttles(db, make_poller):
     alice = make_poller()
     throttle = presence.PresenceThrottle()
     with db.transaction() as s:
-        assert presence.last_seen(s, alice.id) is None
-        assert throttle.refresh(s, alice.id) is True
-        first = presence.last_seen(s, alice.id)
+        assert last_seen(s, alice.id) is None
+        assert refresh(s, throttle, alice.id) is True
+        first = last_seen(s, alice.id)
         assert first is not None
     with db.transaction() as s:
-        assert throttle.refresh(s, alice.id) is False  # within PRESENCE_THROTTLE_SECS
-        assert throttle.refresh(s, alice.id, throttle_secs=0) is True
+        assert refresh(s, throttle, alice.id) is False  # within PRESENCE_THROTTLE_SECS
+        assert refresh(s, throttle, alice.id, throttle_secs=0) is True
     with db.transaction() as s:
-        assert presence.last_seen(s, alice.id) > first
+        assert last_seen(s, alice.id) > first
 
 
 def test_seen_since_and_is_present(db, make_poller):
@@ -492,16 +501,16 @@ def test_seen_since_and_is_present(db, make_poller):
     with db.transaction() as s:
         s.execute(text("INSERT INTO presence (user_id, last_seen_at) VALUES (:u, now() - interval '1 hour')"), {"u": bob.id})
     with db.transaction() as s:
-        assert presence.seen_since(s, [alice.id, bob.id], utcnow() - dt.timedelta(minutes=1)) == {alice.id}
-        assert presence.seen_within(s, [alice.id, bob.id], 60) == {alice.id}
-        assert presence.is_present(s, alice.id, 30) and not presence.is_present(s, bob.id, 30)
+        assert seen_since(s, [alice.id, bob.id], utcnow() - dt.timedelta(minutes=1)) == {alice.id}
+        assert seen_within(s, [alice.id, bob.id], 60) == {alice.id}
+        assert is_present(s, alice.id, 30) and not is_present(s, bob.id, 30)
 
 
 def test_a_poll_refreshes_presence(db, make_poller, updates_listener, runtime):
     alice = make_poller()
-    polling.wait_for(runtime, alice.id, 0, 0)
+    wait_for(runtime, alice.id, 0, 0)
     with db.transaction() as s:
-        assert presence.is_present(s, alice.id, 5)
+        assert is_present(s, alice.id, 5)
 
 
 def test_held_polls_keep_their_users_present(db, make_poller, runtime):
@@ -510,14 +519,14 @@ def test_held_polls_keep_their_users_present(db, make_poller, runtime):
     alice = make_poller()
     lst = Listener(db.url, heartbeat=lambda ids: db.run(lambda s: presence.write(s, ids)), heartbeat_secs=0.2).start()
     try:
-        thread = threading.Thread(target=polling.wait_for, args=(runtime, alice.id, 0, 1.5), kwargs={"listener": lst})
+        thread = threading.Thread(target=wait_for, args=(runtime, alice.id, 0, 1.5), kwargs={"listener": lst})
         thread.start()
         time.sleep(0.3)
         with db.transaction() as s:
             s.execute(text("UPDATE presence SET last_seen_at = now() - interval '1 hour'"))
         time.sleep(0.8)
         with db.transaction() as s:
-            assert presence.is_present(s, alice.id, 5)
+            assert is_present(s, alice.id, 5)
         thread.join()
     finally:
         lst.stop()

@@ -44,8 +44,10 @@ def test_a_round_pairs_two_waiting_players_into_one_duel(make_user, db, config, 
     assert {p["user_id"] for p in duel["players"]} == {alice.id, bob.id}
     with db.transaction() as s:
         started = s.execute(text("SELECT data FROM events WHERE user_id = :u AND type = 'duel_started'"), {"u": alice.id}).scalar()
-    assert started["opponent"] == {"user_id": bob.id, "nickname": "bob", "rating": 1500}
+    assert started["opponent"] == {"user_id": bob.id, "nickname": "bob", "rating": 1500, "provisional": True}
     assert started["deadline"] == duel["deadline"]
+    # two newcomers: each stands to win or lose the same, and the event says what the duel says
+    assert started["stakes"] == duel["stakes"] == {str(u.id): {"win": 162, "draw": 0, "loss": -162} for u in (alice, bob)}
 
 
 def test_tasks_either_player_already_had_are_excluded(make_user, db, config, taski, devtaski):

@@ -27,13 +27,13 @@ from sqlalchemy import text
 from duely import errors, outage, submissions
 from duely.config import Config
 from duely.db import Database, psycopg_url
-from duely.eventlog import poll as polling
 from duely.eventlog.listener import LISTENER_APPLICATION_NAME, Listener
 from duely.eventlog.reader import BatchedReader
 from duely.eventlog.store import PollKey
 from duely.infra import start_embedded_postgres, stop_embedded_postgres
 from duely.migrate import upgrade
 from duely.runtime import Runtime
+from tests.fixtures.events import wait_for
 from tests.fixtures.stack import ROOT, Process, dev_task_ids, reference_solution, stack_env, start_duel
 
 UNREACHABLE = "127.0.0.1:1"  # web-only tests: no broker, no Taski
@@ -231,7 +231,7 @@ def test_poll_whose_timeout_passes_during_an_outage_is_unavailable(pg, own_db):
 
     def poll():
         try:
-            result["updates"] = polling.wait_for(runtime, uid, 0, 4, listener=deaf)
+            result["updates"] = wait_for(runtime, uid, 0, 4, listener=deaf)
         except Exception as exc:  # noqa: BLE001 - the test inspects it
             result["error"] = exc
 

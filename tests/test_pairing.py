@@ -19,8 +19,9 @@ from duely.matchmaking.pairing import MAX_GAP_RATING, Waiting, max_gap, pair_pla
 NOW = dt.datetime(2026, 11, 22, 17, 0, tzinfo=dt.UTC)
 
 
-def w(user_id: int, rating: int, waited: float = 0.0, last: int | None = None) -> Waiting:
-    return Waiting(user_id=user_id, rating=rating, joined_at=NOW - dt.timedelta(seconds=waited), last_opponent_id=last)
+def w(user_id: int, rating: int, waited: float = 0.0, last: int | None = None, dev: float = 0.0) -> Waiting:
+    return Waiting(user_id=user_id, rating=rating, joined_at=NOW - dt.timedelta(seconds=waited), last_opponent_id=last,
+                   deviation=dev)
 
 
 # ---- the rule, written out plainly -------------------------------------------------------
@@ -30,7 +31,10 @@ class Rule:
 
     def __init__(self, players: Sequence[Waiting]) -> None:
         self.players = list(players)
-        self.allow = {p.user_id: max_gap(waited_secs(p, NOW)) for p in players}
+        # a provisional player (RD >= 110) accepts its RD more, within the cap
+        self.allow = {p.user_id: min(max_gap(waited_secs(p, NOW)) + (int(p.deviation) if p.deviation >= 110 else 0),
+                                     MAX_GAP_RATING) for p in players}
+        self.dev = {p.user_id: p.deviation for p in players}
         self.bonus = {p.user_id: wait_bonus(waited_secs(p, NOW)) for p in players}
         self.rating = {p.user_id: p.rating for p in players}
         self.last = {p.user_id: p.last_opponent_id for p in players}
@@ -48,7 +52,9 @@ class Rule:
         return a != b and self.gap_ok(a, b) and (not self.rematch(a, b) or not (self.has_other(a) or self.has_other(b)))
 
     def cost(self, a: int, b: int) -> int:
-        return abs(self.rating[a] - self.rating[b]) - self.bonus[a] - self.bonus[b]
+        # two provisional players cost the lesser RD's excess over 110 more (at most 400)
+        uncertain = min(int(min(self.dev[a], self.dev[b]) - 110), 400) if min(self.dev[a], self.dev[b]) >= 110 else 0
+        return abs(self.rating[a] - self.rating[b]) - self.bonus[a] - self.bonus[b] + uncertain
 
     def score(self, pairs: Sequence[tuple[int, int]]) -> tuple[int, int]:
         """(pairs, -total cost): larger is better, pairs first."""
@@ -104,18 +110,27 @@ def assert_valid(players: Sequence[Waiting], pairs: list[tuple[int, int]]) -> No
             assert not rule.ok(a, b), f"{a} and {b} both left waiting"
 
 
-def random_pool(rng: random.Random, size: int, *, same_wait: bool = False, rematches: bool = True) -> list[Waiting]:
-    """A realistic pool: ratings ~ N(1500, 300), waits 0-60 s; some pairs just played each other."""
+def random_pool(rng: random.Random, size: int, *, same_wait: bool = False, rematches: bool = True,
+                deviations: bool = False) -> list[Waiting]:
+    """A realistic pool: ratings ~ N(1500, 300), waits 0-60 s; some pairs just played each other.
+
+    `deviations`: a third of the players are provisional (RD 110-350), the others settled (45-109).
+    """
     common_wait = rng.uniform(0, 60)
-    players = [w(uid, round(rng.gauss(1500, 300)), common_wait if same_wait else rng.uniform(0, 60)) for uid in range(size)]
+
+    def dev() -> float:
+        return (rng.uniform(110, 350) if rng.random() < 1 / 3 else rng.uniform(45, 109.9)) if deviations else 0.0
+
+    players = [w(uid, round(rng.gauss(1500, 300)), common_wait if same_wait else rng.uniform(0, 60), dev=dev())
+               for uid in range(size)]
     if rematches:
         # both players of a finished duel queue again: each names the other as last opponent
         ids = list(range(size))
         rng.shuffle(ids)
         for a, b in zip(ids[0::2], ids[1::2], strict=False):
             if rng.random() < 0.2:
-                players[a] = w(a, players[a].rating, waited_secs(players[a], NOW), last=b)
-                players[b] = w(b, players[b].rating, waited_secs(players[b], NOW), last=a)
+                players[a] = w(a, players[a].rating, waited_secs(players[a], NOW), last=b, dev=players[a].deviation)
+                players[b] = w(b, players[b].rating, waited_secs(players[b], NOW), last=a, dev=players[b].deviation)
     return players
 
 
@@ -226,9 +241,27 @@ def test_ties_in_rating_are_broken_the_same_way_every_time():
 
 def test_always_valid_and_maximal_on_random_pools():
     rng = random.Random(7)
-    for _ in range(300):
-        players = random_pool(rng, rng.randint(0, 40))
+    for i in range(600):
+        players = random_pool(rng, rng.randint(0, 40), deviations=i % 2 == 1)
         assert_valid(players, pair_players(players, NOW))
+
+
+# ---- rating deviation ----------------------------------------------------------------------
+
+def test_a_provisional_player_accepts_a_wider_gap():
+    assert pair_players([w(1, 1500, dev=350), w(2, 1800, dev=50)], NOW) == [(1, 2)]  # 300 <= 100 + 350
+    assert pair_players([w(1, 1500, dev=109), w(2, 1800, dev=50)], NOW) == []  # settled: 100 only
+    assert pair_players([w(1, 1500, dev=350), w(2, 1951, dev=50)], NOW) == []  # 451 > 450
+    assert pair_players([w(1, 1000, dev=500), w(2, 2100, dev=500)], NOW) == []  # never beyond the cap
+
+
+def test_uncertain_players_are_paired_with_settled_ones_when_the_gaps_allow():
+    # Two newcomers side by side at 1500 and two settled players around them: pairing each
+    # newcomer with a settled player teaches both newcomers more than a duel between them.
+    players = [w(1, 1500, dev=350), w(2, 1500, dev=350), w(3, 1550, dev=50), w(4, 1470, dev=50)]
+    pairs = pair_players(players, NOW)
+    assert len(pairs) == 2 and all(len({a, b} & {1, 2}) == 1 for a, b in pairs), pairs
+    # (without RDs both matchings cost 80: either may be chosen)
 
 
 def test_valid_on_a_large_pool():
@@ -267,12 +300,13 @@ def test_never_worse_than_the_neighbour_dp():
         assert Rule(players).score(pair_players(players, NOW)) >= neighbour_dp(players), players
 
 
-def test_close_to_the_exhaustive_optimum_with_different_waits_and_rematches():
+@pytest.mark.parametrize("deviations", [False, True])
+def test_close_to_the_exhaustive_optimum_with_different_waits_and_rematches(deviations):
     """A heuristic here (general-graph matching): pin how often it reaches the optimum."""
     rng = random.Random(19)
     rounds, best_pairs, best_score = 500, 0, 0
     for _ in range(rounds):
-        players = random_pool(rng, rng.randint(2, 12))
+        players = random_pool(rng, rng.randint(2, 12), deviations=deviations)
         got, optimum = Rule(players).score(pair_players(players, NOW)), exhaustive(players)
         assert got <= optimum  # sanity of the reference: nothing beats it
         best_pairs += got[0] == optimum[0]

@@ -1,86 +1,122 @@
-"""Elo (duely/rating.py): expectations, K-factor thresholds, whole-point deltas."""
+"""Glicko-2 (duely/rating.py): Glickman's worked example, Duely's bounds, stakes, carry-over."""
 
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 
-from duely.rating import expected_score, k_factor, rating_changes
+from duely.rating import (
+    MAX_DEVIATION,
+    MIN_DEVIATION,
+    NEWCOMER,
+    PROVISIONAL_DEVIATION,
+    Glicko,
+    after_duel,
+    carried_over_deviation,
+    duel_update,
+    shown_change,
+    shown_rating,
+    stakes,
+    update,
+)
 
-ESTABLISHED = 50  # duels finished: past the provisional period
-NEWCOMER = 0
+SETTLED = Glicko(1500.0, MIN_DEVIATION, 0.09)
 
 
-def test_expected_scores_of_both_players_sum_to_one_and_favour_the_stronger():
-    assert expected_score(1500, 1500) == 0.5
-    assert expected_score(1900, 1500) == pytest.approx(10 / 11)  # 400 points: 10:1
-    for a, b in itertools.product(range(800, 2800, 170), repeat=2):
-        assert expected_score(a, b) + expected_score(b, a) == pytest.approx(1.0)
-        assert (expected_score(a, b) > 0.5) == (a > b) or a == b
+def test_glickmans_worked_example():
+    # "Example of the Glicko-2 system" (Glickman, 2013), tau 0.5: rating 1500, RD 200,
+    # sigma 0.06; beats 1400/30, loses to 1550/100 and 1700/300.
+    player = Glicko(1500, 200, 0.06)
+    results = [(Glicko(1400, 30, 0.06), 1.0), (Glicko(1550, 100, 0.06), 0.0), (Glicko(1700, 300, 0.06), 0.0)]
+    after = update(player, results, tau=0.5)
+    assert after.rating == pytest.approx(1464.06, abs=0.05)  # the paper rounds its intermediate steps
+    assert after.deviation == pytest.approx(151.52, abs=0.01)
+    assert after.volatility == pytest.approx(0.05999, abs=0.00001)
 
 
-def test_k_factor_thresholds():
-    assert k_factor(0, 1500) == k_factor(9, 1500) == 40  # provisional: fewer than 10 duels
-    assert k_factor(9, 2600) == 40  # provisional wins over the master rule
-    assert k_factor(10, 1500) == k_factor(500, 2399) == 20
-    assert k_factor(10, 2400) == k_factor(500, 2800) == 10
+def test_a_period_without_duels_only_grows_the_deviation():
+    after = update(Glicko(1500, 200, 0.06), [], periods=1.0)
+    assert after.rating == 1500 and after.volatility == 0.06
+    assert after.deviation == pytest.approx(math.hypot(200, 0.06 * 400 / math.log(10)))
+
+
+def test_bad_inputs_are_refused():
     with pytest.raises(ValueError):
-        k_factor(-1, 1500)
+        update(NEWCOMER, [(NEWCOMER, 1.5)])
+    with pytest.raises(ValueError):
+        update(Glicko(1500, 0, 0.09), [(NEWCOMER, 1.0)])
 
 
-def test_a_draw_between_equals_changes_nothing():
-    for played_a, played_b in [(NEWCOMER, NEWCOMER), (NEWCOMER, ESTABLISHED), (ESTABLISHED, ESTABLISHED)]:
-        assert rating_changes(1500, played_a, 1500, played_b, 0.5) == (0, 0)
+def test_newcomers_move_far_and_settled_players_little():
+    win = after_duel(NEWCOMER, NEWCOMER, 1.0, None)
+    assert 150 < win.rating - 1500 < 200 and win.deviation < NEWCOMER.deviation
+    settled_win = after_duel(SETTLED, SETTLED, 1.0, 0.01)
+    assert 3 < settled_win.rating - 1500 < 10
+    # a newcomer's luck barely moves an established opponent, and moves the newcomer a lot
+    established_loss = after_duel(SETTLED, NEWCOMER, 0.0, 0.01)
+    newcomer_win = after_duel(NEWCOMER, SETTLED, 1.0, None)
+    assert 0 < 1500 - established_loss.rating < 5
+    assert newcomer_win.rating - 1500 > 150
 
 
-def test_a_win_between_equals():
-    assert rating_changes(1500, ESTABLISHED, 1500, ESTABLISHED, 1.0) == (10, -10)
-    assert rating_changes(1500, ESTABLISHED, 1500, ESTABLISHED, 0.0) == (-10, 10)
+def test_a_draw_between_equals_changes_nothing_but_the_deviation():
+    for player in (NEWCOMER, SETTLED, Glicko(1800, 120, 0.09)):
+        a, b = duel_update(player, player, 0.5, None, None)
+        assert a.rating == pytest.approx(player.rating) == pytest.approx(b.rating)
+        assert a.deviation <= player.deviation
 
 
-def test_equal_k_is_symmetric_and_conserves_points():
-    for a, b in itertools.product(range(900, 2400, 37), range(1000, 2400, 53)):
+def test_results_are_mirrored_between_the_two_players():
+    for ra, rb in itertools.product((1200.0, 1500.0, 1910.0), repeat=2):
         for score in (0.0, 0.5, 1.0):
-            delta_a, delta_b = rating_changes(a, ESTABLISHED, b, ESTABLISHED, score)
-            assert delta_a + delta_b == 0
-            # swapping the players mirrors the result
-            assert rating_changes(b, ESTABLISHED, a, ESTABLISHED, 1.0 - score) == (delta_b, delta_a)
+            a, b = Glicko(ra, 80, 0.09), Glicko(rb, 200, 0.09)
+            a1, b1 = duel_update(a, b, score, 1.0, 2.0)
+            b2, a2 = duel_update(b, a, 1.0 - score, 2.0, 1.0)
+            assert (a1, b1) == (a2, b2)
+            assert (a1.rating > ra) == (score > expected(a, b)) or score == 0.5
 
 
-def test_provisional_players_move_further():
-    newcomer, _ = rating_changes(1500, NEWCOMER, 1500, ESTABLISHED, 1.0)
-    regular, _ = rating_changes(1500, ESTABLISHED, 1500, ESTABLISHED, 1.0)
-    assert newcomer == 20 and regular == 10
-    # ... and their opponent moves by its own K: not conserved when K differs
-    assert rating_changes(1500, NEWCOMER, 1500, ESTABLISHED, 0.0) == (-20, 10)
+def expected(a: Glicko, b: Glicko) -> float:
+    return 1 / (1 + 10 ** ((b.rating - a.rating) / 400))
 
 
-def test_masters_move_slower():
-    master, _ = rating_changes(2400, ESTABLISHED, 2400, ESTABLISHED, 1.0)
-    assert master == 5
+def test_deviation_stays_within_bounds_and_inactivity_grows_it():
+    player = SETTLED
+    for _ in range(200):
+        player = after_duel(player, SETTLED, 1.0, 0.0)
+        assert player.deviation >= MIN_DEVIATION
+    assert player.deviation == MIN_DEVIATION
+    back_after_a_year = after_duel(SETTLED, SETTLED, 1.0, 365.0)
+    back_next_day = after_duel(SETTLED, SETTLED, 1.0, 1.0)
+    assert back_after_a_year.deviation > back_next_day.deviation
+    assert back_after_a_year.rating - 1500 > back_next_day.rating - 1500  # an uncertain rating moves further
+    forgotten = after_duel(Glicko(1500, 480, 0.2), NEWCOMER, 1.0, 100 * 365.0)
+    assert forgotten.deviation <= MAX_DEVIATION
 
 
-def test_upsets_pay_more_than_expected_wins():
-    upset, _ = rating_changes(1300, ESTABLISHED, 1700, ESTABLISHED, 1.0)
-    expected_win, _ = rating_changes(1700, ESTABLISHED, 1300, ESTABLISHED, 1.0)
-    assert upset == 18 and expected_win == 2
+def test_shown_rating_and_provisional():
+    assert shown_rating(1499.5) == 1500 and shown_rating(1499.49) == 1499 and shown_rating(1500.5) == 1501
+    assert NEWCOMER.provisional and NEWCOMER.shown == 1500
+    assert Glicko(1500, PROVISIONAL_DEVIATION, 0.09).provisional
+    assert not Glicko(1500, PROVISIONAL_DEVIATION - 0.01, 0.09).provisional
 
 
-def test_a_win_always_gains_and_a_loss_always_costs_at_least_one_point():
-    # 2400 vs 1400 at K=10: the raw change is 0.03 of a point
-    assert rating_changes(2400, ESTABLISHED, 1400, ESTABLISHED, 1.0) == (1, -1)
-    assert rating_changes(1400, ESTABLISHED, 2400, ESTABLISHED, 0.0) == (-1, 1)
-    for a, b in itertools.product(range(800, 3000, 200), repeat=2):
-        win_a, loss_b = rating_changes(a, ESTABLISHED, b, NEWCOMER, 1.0)
-        assert win_a >= 1 and loss_b <= -1
+def test_stakes_are_the_real_change_for_each_result():
+    cases = [(NEWCOMER, NEWCOMER, None), (SETTLED, NEWCOMER, 3.0), (Glicko(1710.4, 95, 0.08), Glicko(1388.9, 60, 0.1), 40.0)]
+    for player, opponent, idle in cases:
+        table = stakes(player, opponent, idle)
+        for outcome, score in (("win", 1.0), ("draw", 0.5), ("loss", 0.0)):
+            assert table[outcome] == shown_change(player, after_duel(player, opponent, score, idle))
+        assert table["win"] > 0 > table["loss"] and table["loss"] <= table["draw"] <= table["win"]
+    favourite = stakes(Glicko(1900, 60, 0.09), Glicko(1500, 60, 0.09), 1.0)
+    assert favourite["win"] < -favourite["loss"] and favourite["draw"] < 0  # little to win, more to lose
 
 
-def test_a_draw_moves_the_lower_rated_up():
-    low, high = rating_changes(1400, ESTABLISHED, 1600, ESTABLISHED, 0.5)
-    assert low == 5 and high == -5
-
-
-def test_score_must_be_between_zero_and_one():
-    with pytest.raises(ValueError):
-        rating_changes(1500, 0, 1500, 0, 1.5)
+def test_carried_over_deviation_shrinks_with_duels_played():
+    assert carried_over_deviation(0) == pytest.approx(350.0)
+    values = [carried_over_deviation(n) for n in range(0, 200, 5)]
+    assert values == sorted(values, reverse=True)
+    assert carried_over_deviation(5) >= PROVISIONAL_DEVIATION > carried_over_deviation(15)
+    assert carried_over_deviation(1000) == MIN_DEVIATION

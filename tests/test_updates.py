@@ -11,10 +11,10 @@ from sqlalchemy import text
 
 from duely import eventlog
 from duely.clock import utcnow
-from duely.eventlog import presence, store
+from duely.eventlog import store
 from duely.eventlog.types import QueueJoined, QueueLeft, QueueLeftReason
 from duely.runtime import Runtime
-from tests.fixtures.events import progress, write_with_late_commits
+from tests.fixtures.events import is_present, last_seen, progress, write_with_late_commits
 
 
 def poll(client, user, **query):
@@ -298,15 +298,15 @@ def test_boundary_values_are_accepted(client, make_poller):
 def test_a_poll_refreshes_the_users_presence(client, make_poller, db, runtime):
     alice = make_poller()
     with db.transaction() as s:
-        assert presence.last_seen(s, alice.id) is None
+        assert last_seen(s, alice.id) is None
     poll(client, alice, timeout=0)
     with db.transaction() as s:
-        assert presence.is_present(s, alice.id, 5)
+        assert is_present(s, alice.id, 5)
         s.execute(text("UPDATE presence SET last_seen_at = now() - interval '1 hour'"))
     runtime.presence.forget(alice.id)  # as if the throttle window had passed
     poll(client, alice, timeout=0)
     with db.transaction() as s:
-        assert presence.is_present(s, alice.id, 5)
+        assert is_present(s, alice.id, 5)
 
 
 def test_openapi_documents_the_endpoint(client):

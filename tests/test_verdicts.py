@@ -102,8 +102,8 @@ def test_unknown_submission_is_skipped_without_error(db, duel_with_submission, c
     alice, _, _, sid = duel_with_submission
     mark = last_event_id(db, alice.id)
     for raw in (msg(uuid.uuid4(), 1, "update", "Test #1 passed"), msg(uuid.uuid4(), 2, "verdict", "Accepted"), b"garbage"):
-        verdicts.handle_record(db, raw, "t/0@1")
+        db.run(lambda s, raw=raw: verdicts.apply_batch(s, [(raw, "t/0@1")]))
     assert last_event_id(db, alice.id) == mark
     assert "skipping message" in caplog.text
-    verdicts.handle_record(db, msg(sid, 1, "update", "Test #1 passed"), "t/0@2")  # the partition goes on
+    db.run(lambda s: verdicts.apply_batch(s, [(msg(sid, 1, "update", "Test #1 passed"), "t/0@2")]))  # the partition goes on
     assert state(db, sid).progress == "Test #1 passed"

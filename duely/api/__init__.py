@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, request
+from flask.json.provider import DefaultJSONProvider
 from flask_smorest import Api
 
-from duely import errors
+from duely import errors, passwords
 from duely.api import compression, error_handlers
 from duely.api.common import ID_MAX, IdConverter, Services
+from duely.api.proxy import TrustedProxies
 from duely.api.schemas import ErrorSchema
 from duely.config import Config
 from duely.db import Database
@@ -32,8 +34,7 @@ class DuelyApi(Api):
 def create_app(config: Config, db: Database | None = None, runtime: Runtime | None = None) -> Flask:
     """The API for one web worker; `runtime` is the worker's (built here unless given; app.py builds it,
     tests pass their own). `db` defaults to the runtime's, or a new pool from `config`."""
-    if not config.database_url:
-        raise SystemExit("DATABASE_URL is not set (make run and the tests set it)")
+    config.required("database_url")  # exits with a clear message when unset
     if not config.secret_key:
         log.warning("SECRET_KEY is unset: using the development key; tokens are not safe")
         config = config.replace(secret_key=DEV_SECRET_KEY)
@@ -48,10 +49,13 @@ def create_app(config: Config, db: Database | None = None, runtime: Runtime | No
         OPENAPI_JSON_PATH="openapi.json",
         JSON_SORT_KEYS=False,
     )
+    assert isinstance(app.json, DefaultJSONProvider)  # Flask's own, told to keep the contract's key order
     app.json.sort_keys = False
     if runtime is None:
-        db = db or Database(config.database_url, config.db_pool_size, config.db_max_overflow, config.db_pool_timeout)
+        db = db or Database(config.required("database_url"), config.db_pool_size, config.db_max_overflow, config.db_pool_timeout)
         runtime = Runtime(config, db)
+    app.wsgi_app = TrustedProxies(app.wsgi_app, config.forwarded_allow_ips)  # type: ignore[method-assign]
+    passwords.configure(config.password_hash_threads)
     app.extensions["duely"] = Services(config=config, db=db or runtime.db, runtime=runtime)
     app.url_map.converters["id"] = IdConverter
 

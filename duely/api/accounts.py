@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import request
 
-from duely import auth, errors, users
+from duely import auth, errors, passwords, users
 from duely.api.common import BEARER, Blueprint, bearer_token, current_user_id, login_required, services
 from duely.api.schemas import (
     CredentialsSchema,
@@ -12,9 +12,12 @@ from duely.api.schemas import (
     LoginResultSchema,
     LoginSchema,
     PageQuerySchema,
+    RatingHistoryQuerySchema,
+    RatingHistorySchema,
     RegisteredSchema,
     UserSchema,
 )
+from duely.rating_history import rating_history
 
 blp = Blueprint("accounts", __name__, url_prefix="/api", description="Accounts and authentication")
 
@@ -25,8 +28,7 @@ blp = Blueprint("accounts", __name__, url_prefix="/api", description="Accounts a
 def register(body):
     """Create an account; the answer carries a token."""
     svc = services()
-    # Hashed before taking a database connection: it takes ~100 ms of CPU.
-    password_hash = users.hash_password(body["password"])
+    password_hash = passwords.hash_password(body["password"])  # before taking a connection
     with svc.db.transaction() as session:
         user = users.create_user(session, body["nickname"], password_hash)
         token = auth.issue_token(session, user.id, svc.config.secret_key, svc.config.token_ttl)
@@ -39,13 +41,18 @@ def register(body):
 @blp.response(200, LoginResultSchema)
 def login(body):
     """Exchange nickname and password for a token. Throttled against guessing (429)."""
-    cfg = services().config
-    result = auth.login(services().db, body["nickname"], body["password"], request.remote_addr, cfg.secret_key,
-                        cfg.token_ttl, cfg.login_max_failures, cfg.login_lockout)
-    if result is None:  # the failure is counted (committed) already
+    cfg, db = services().config, services().db
+    # Three steps, so that no database connection is held while the password is checked: count
+    # the attempt (committed even when refused: it may have set a lock), check the password,
+    # then on success refund the attempt and issue a token.
+    with db.transaction() as session:
+        attempt = auth.begin_login(session, body["nickname"], request.remote_addr, cfg.login_max_failures, cfg.login_lockout)
+    attempt.raise_if_refused()
+    if not passwords.verify_password(attempt.password_hash, body["password"]):
         raise errors.Unauthorized("Wrong nickname or password.")
-    token, user = result
-    return {"token": token, "user": users.user_json(user)}
+    with db.transaction() as session:
+        token, user = auth.finish_login(session, attempt, cfg.secret_key, cfg.token_ttl)
+        return {"token": token, "user": users.user_json(user)}
 
 
 @blp.route("/auth/logout", methods=["POST"])
@@ -75,6 +82,20 @@ def me():
 def user_profile(user_id: int):
     with services().db.transaction() as session:
         return users.user_json(users.get_user(session, user_id))
+
+
+@blp.route("/users/<id:user_id>/rating-history", methods=["GET"])
+@login_required
+@blp.arguments(RatingHistoryQuerySchema, location="query")
+@blp.response(200, RatingHistorySchema)
+@blp.doc(security=BEARER)
+def user_rating_history(query, user_id: int):
+    """Any user's rating after each finished duel, newest first (public to every signed-in user,
+    like the leaderboard); pass next_before_id as before_id for the next page."""
+    with services().db.transaction() as session:
+        users.get_user(session, user_id)  # 404 for an unknown user
+        points, next_before_id = rating_history(session, user_id, query["limit"], query["before_id"])
+        return {"points": points, "next_before_id": next_before_id}
 
 
 @blp.route("/leaderboard", methods=["GET"])

@@ -42,7 +42,7 @@ class IdConverter(BaseConverter):
 
 
 # OpenAPI security requirement of every endpoint that needs `Authorization: Bearer <token>`.
-BEARER = [{"bearerAuth": []}]
+BEARER: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 
 
 class Parser(FlaskParser):

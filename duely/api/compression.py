@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import zlib
+from typing import IO
 
 from flask import Flask, current_app, request
 from flask_compress import Compress
@@ -45,7 +46,7 @@ class GunzipReader(io.RawIOBase):
     `limit` bytes: reading past the limit raises PayloadTooLarge having decompressed at most
     limit + 1 bytes. Several gzip members in a row are one body (RFC 1952)."""
 
-    def __init__(self, raw: io.RawIOBase | io.BufferedIOBase, limit: int):
+    def __init__(self, raw: IO[bytes], limit: int):
         super().__init__()
         self._raw = raw
         self._limit = limit

@@ -7,6 +7,7 @@ from marshmallow import Schema, fields, validate
 
 from duely import duels, errors, submissions, users
 from duely.api.common import BEARER, ID_MAX, Blueprint, BodySchema, current_user_id, login_required, services
+from duely.api.schemas import StakesSchema
 from duely.languages import languages_json
 from duely.statuses import DuelStatus, SubmissionState
 from duely.submissions import CLIENT_TEMP_ID_MAX_LEN
@@ -44,6 +45,8 @@ class DuelSchema(Schema):
     finished_at = fields.String(allow_none=True)
     result = fields.Nested(ResultSchema, allow_none=True)
     rating_changes = fields.Dict(keys=fields.String(), values=fields.Integer())
+    stakes = fields.Dict(keys=fields.String(), values=fields.Nested(StakesSchema),
+                         metadata={"description": "per player id: shown rating change for a win, draw or loss"})
 
 
 class SubmissionSchema(Schema):

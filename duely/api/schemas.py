@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from marshmallow import INCLUDE, Schema, fields, validate
 
-from duely.api.common import BodySchema
+from duely.api.common import ID_MAX, BodySchema
 from duely.users import NICKNAME_RE, PASSWORD_MAX_LEN, PASSWORD_MIN_LEN
 
 
@@ -21,7 +21,8 @@ class ErrorBodySchema(Schema):
     message = fields.String(required=True)
     retry_after = fields.Integer(metadata={"description": "429 and 503: seconds to wait (also in Retry-After)"})
     last_event_id = fields.Integer(metadata={"description": "410 events_expired: continue from here after a resync"})
-    fields = fields.Dict(metadata={"description": "validation_error: messages per field"})
+    # Not an attribute named `fields`: that is the Schema's own table of its fields.
+    field_errors = fields.Dict(attribute="fields", data_key="fields", metadata={"description": "validation_error: messages per field"})
 
 
 class ErrorSchema(Schema):
@@ -56,6 +57,8 @@ class UserSchema(Schema):
     id = fields.Integer()
     nickname = fields.String()
     rating = fields.Integer()
+    rating_deviation = fields.Integer(metadata={"description": "Glicko-2 RD, whole points"})
+    provisional = fields.Boolean(metadata={"description": "RD >= 110: the rating is still being found (shown as 1500?)"})
     duels = fields.Nested(DuelStatsSchema)
     created_at = fields.String()
 
@@ -76,3 +79,28 @@ class PageQuerySchema(Schema):
 
 class LeaderboardSchema(Schema):
     users = fields.List(fields.Nested(UserSchema))
+
+
+class StakesSchema(Schema):
+    win = fields.Integer()
+    draw = fields.Integer()
+    loss = fields.Integer()
+
+
+class RatingHistoryQuerySchema(Schema):
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=100))
+    before_id = fields.Integer(load_default=None, validate=validate.Range(min=1, max=ID_MAX))
+
+
+class RatingPointSchema(Schema):
+    duel_id = fields.Integer()
+    finished_at = fields.String()
+    rating_before = fields.Integer()
+    rating = fields.Integer(metadata={"description": "shown rating after the duel"})
+    rating_deviation = fields.Integer(allow_none=True, metadata={"description": "RD after the duel; null before Glicko-2"})
+    provisional = fields.Boolean()
+
+
+class RatingHistorySchema(Schema):
+    points = fields.List(fields.Nested(RatingPointSchema), metadata={"description": "newest first"})
+    next_before_id = fields.Integer(allow_none=True)

@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 from duely import auth, errors
 from duely.api.common import BEARER, Blueprint, bearer_token, current_user_id, services
 from duely.eventlog import poll as polling
+from duely.eventlog.store import POLL_LIMIT_DEFAULT
 from duely.eventlog.types import EVENT_TYPES, PAYLOADS, payload_schema
 
 blp = Blueprint("updates", __name__, url_prefix="/api", description="Event log (long polling)")
@@ -30,7 +31,7 @@ class UpdatesQuerySchema(Schema):
     timeout = fields.Float(load_default=polling.POLL_TIMEOUT_DEFAULT_SECS, allow_nan=False,
                            validate=validate.Range(min=0, max=polling.POLL_TIMEOUT_MAX_SECS),
                            metadata={"description": "Seconds to hold the request when there is nothing new."})
-    limit = fields.Integer(load_default=polling.POLL_LIMIT_DEFAULT, validate=validate.Range(min=1, max=polling.POLL_LIMIT_MAX),
+    limit = fields.Integer(load_default=POLL_LIMIT_DEFAULT, validate=validate.Range(min=1, max=polling.POLL_LIMIT_MAX),
                            metadata={"description": "Most events in one answer."})
 
 

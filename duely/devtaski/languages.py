@@ -1,5 +1,8 @@
 """The languages the development Taski judges, and how each is built and run.
 
+Its own list, not Duely's (duely/languages.py): it stands in for an external service. A test
+(tests/devtaski/test_api.py) keeps the two in agreement.
+
 Commands name the program's directory as `{box}`: the sandbox substitutes the path the
 program sees (`/box` under bubblewrap, the real directory otherwise).
 """

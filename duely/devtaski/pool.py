@@ -17,6 +17,7 @@ import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from multiprocessing.connection import Connection
 
 from duely import logs
@@ -170,6 +171,10 @@ class JudgePool:
             worker.kill()
 
 
+def _send_passed(conn: Connection, submission_id: str, test: int) -> None:
+    conn.send(JudgeEvent("passed", submission_id, test=test))
+
+
 def worker_main(slot: int, conn: Connection, settings: WorkerSettings, parent_pid: int) -> None:
     """A judge worker: claim a uid, then judge the jobs sent through `conn` one by one."""
     import ctypes
@@ -192,7 +197,7 @@ def worker_main(slot: int, conn: Connection, settings: WorkerSettings, parent_pi
         sid = job.submission_id
         conn.send(JudgeEvent("started", sid))
         try:
-            outcome = judge(job, box, lambda number, sid=sid: conn.send(JudgeEvent("passed", sid, test=number)))
+            outcome = judge(job, box, partial(_send_passed, conn, sid))
         except Exception as exc:  # a sandbox failure says nothing about the submission
             log.exception("judging failed", extra=logs.kv(submission_id=sid))
             conn.send(JudgeEvent("failed", sid, detail=repr(exc)))

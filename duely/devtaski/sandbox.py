@@ -229,12 +229,13 @@ class Sandbox:
         else:
             exit_code = os.WEXITSTATUS(status)
             if self.bwrap and exit_code > 128:  # bwrap reports a program killed by signal N as 128+N
-                exit_code, sig = None, exit_code - 128
+                sig, exit_code = exit_code - 128, None
         return exit_code, sig, cpu_ms, wall_ms, usage.ru_maxrss * 1024, timed_out
 
     def _bwrap_argv(self, argv: list[str], box: Path, limits: Limits, writable_box: bool) -> list[str]:
         # --as-pid-1: the program is the namespace's init, so bwrap's own wait4 sees its CPU time
         # and the whole namespace dies with it; --die-with-parent: killing bwrap kills everything.
+        assert self.bwrap is not None, "only called when judging under bwrap"
         args = [self.bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--as-pid-1",
                 "--ro-bind", "/usr", "/usr", *_host_root_entries()]
         for path in self.ro_paths:

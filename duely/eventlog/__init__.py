@@ -4,8 +4,8 @@ One concept, five modules, each with one reason to change:
 
 - `types`: the event types (and, per type, its payload);
 - `store`: the log itself, in SQL: `append` (the outbox write, in the caller's transaction),
-  `lock_users`, the read statement (`read_since`), `prune`/`prune_job`;
-- `poll`: the long poll (`poll` by bearer token, `wait_for` by user id): hold, wait, re-read;
+  `lock_users`, the read statement, `prune`/`prune_job`;
+- `poll`: the long poll (`poll`, by bearer token): hold, wait, re-read;
 - `reader`: the batched reader, the poll's reads on a few plain connections per process;
 - `listener`: the LISTEN connection that wakes held polls when their user gets an event;
 - `presence`: when a user last polled, written by the polls themselves.

@@ -27,6 +27,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import psycopg
 
@@ -50,7 +51,7 @@ LISTENER_APPLICATION_NAME = "duely-listener"
 # about idle + interval x count seconds by the kernel's keepalives, and a send that gets no
 # acknowledgement fails after tcp_user_timeout; both are ignored on a Unix socket, where a
 # stopped server closes the socket at once.
-_TCP_LIVENESS = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
+_TCP_LIVENESS: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
                  "tcp_user_timeout": 10_000}
 
 
@@ -71,9 +72,6 @@ class Waiter:
 
     def set(self) -> None:
         self._event.set()
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
 
 
 class Listener:

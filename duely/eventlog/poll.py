@@ -36,33 +36,26 @@ class PollRequest:
     refresh_presence: bool = True  # the first read marks the user as present (duely/eventlog/presence.py)
 
 
-def wait_for(runtime: Runtime, user_id: int, after_id: int, timeout_secs: float, limit: int = POLL_LIMIT_DEFAULT, *,
-             refresh_presence: bool = True, listener: Listener | None = None) -> Updates:
-    """One long poll: the events after `after_id` at once if there are any, else the first ones
-    committed within `timeout_secs`, else none.
-
-    No database connection is held while waiting: each read is one short statement and the
-    wake-up comes from the process's listener (`listener` replaces it, for tests). The first read
-    also refreshes the user's presence (throttled, see duely/eventlog/presence.py). When the
-    server is shutting down the poll is answered at once. Raises what `store.read_since` raises.
-    """
-    request = PollRequest(PollKey.user(user_id), after_id, timeout_secs, limit, refresh_presence)
-    return _hold(runtime.reader(), listener or runtime.listener(), request, user_id)[1]
-
-
 def poll(runtime: Runtime, token_hash: str, after_id: int, timeout_secs: float,
          limit: int = POLL_LIMIT_DEFAULT) -> tuple[int, Updates]:
-    """`wait_for` for the holder of a bearer token (by its `auth.hash_token` hash): every read
-    authenticates too, in the same statement. Returns (user id, updates); raises Unauthorized
-    for a missing, expired or revoked token, else what `store.read_since` raises."""
+    """One long poll for the holder of a bearer token (by its `auth.hash_token` hash): the events
+    after `after_id` at once if there are any, else the first ones committed within
+    `timeout_secs`, else none. Returns (user id, updates).
+
+    No database connection is held while waiting: each read is one short statement, which
+    authenticates too, and the wake-up comes from the runtime's listener. The first read also
+    refreshes the user's presence (throttled, see duely/eventlog/presence.py). When the server is
+    shutting down the poll is answered at once. Raises Unauthorized for a missing, expired or
+    revoked token, else what `store.updates_from_row` raises (400, 410)."""
     request = PollRequest(PollKey.token(token_hash), after_id, timeout_secs, limit)
-    user_id, updates = _hold(runtime.reader(), runtime.listener(), request, runtime.token_users.get(token_hash))
+    user_id, updates = hold(runtime.reader(), runtime.listener(), request, runtime.token_users.get(token_hash))
     runtime.remember_token(token_hash, user_id)
     return user_id, updates
 
 
-def _hold(reader: BatchedReader, listener: Listener, request: PollRequest, user_id: int | None) -> tuple[int, Updates]:
-    """The poll loop; `user_id` is who the key is thought to belong to (None: unknown yet)."""
+def hold(reader: BatchedReader, listener: Listener, request: PollRequest, user_id: int | None) -> tuple[int, Updates]:
+    """The poll loop, for a key of either kind (the API polls by token, tests also by user id);
+    `user_id` is who the key is thought to belong to (None: unknown yet). Returns (user id, updates)."""
     after_id, timeout_secs = request.after_id, request.timeout_secs
     deadline = time.monotonic() + timeout_secs
     # Subscribed before the read: an event committed between the read and the wait still sets

@@ -9,12 +9,10 @@ a user who polls many times a second costs one write per PRESENCE_THROTTLE_SECS,
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
 import time
 from collections.abc import Iterable
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 # Far below QUEUE_TTL (30 s by default), so a throttled poll never makes a user look absent.
@@ -57,20 +55,12 @@ class PresenceThrottle:
             for uid in ids:
                 self._last_write[uid] = now
 
-    def refresh(self, session: Session, user_id: int, throttle_secs: float = PRESENCE_THROTTLE_SECS) -> bool:
-        """`touch` unless this process already wrote `user_id`'s presence in the last `throttle_secs`.
-
-        Returns whether it wrote. The memory is per process, so a poll reaching another worker
-        writes at once; and the first poll after a pause longer than the throttle always writes.
-        """
-        if not self.claim_write(user_id, throttle_secs):
-            return False
-        session.connection().exec_driver_sql(UPSERT_SQL, {"ids": [user_id]})
-        return True
-
     def claim_write(self, user_id: int, throttle_secs: float = PRESENCE_THROTTLE_SECS) -> bool:
-        """The throttle of `refresh`: True (and the slot is taken) when `user_id`'s presence is due
-        for a write by this process; the caller then runs UPSERT_SQL for it."""
+        """The throttle of poll-driven writes: True (and the slot is taken) when `user_id`'s presence
+        is due for a write by this process; the caller then runs UPSERT_SQL for it.
+
+        The memory is per process, so a poll reaching another worker writes at once; and the first
+        poll after a pause longer than the throttle always writes."""
         now = time.monotonic()
         with self._lock:
             last = self._last_write.get(user_id)
@@ -93,37 +83,3 @@ class PresenceThrottle:
     def _sweep(self, now: float, throttle_secs: float) -> None:
         for uid in [uid for uid, t in self._last_write.items() if now - t >= throttle_secs]:
             del self._last_write[uid]
-
-
-def last_seen(session: Session, user_id: int) -> dt.datetime | None:
-    """When `user_id` last polled (None if never)."""
-    return session.execute(text("SELECT last_seen_at FROM presence WHERE user_id = :uid"), {"uid": user_id}).scalar()
-
-
-def seen_since(session: Session, user_ids: Iterable[int], since: dt.datetime) -> set[int]:
-    """The subset of `user_ids` that polled at or after `since`."""
-    ids = list(set(user_ids))
-    if not ids:
-        return set()
-    rows = session.execute(
-        text("SELECT user_id FROM presence WHERE user_id = ANY(:ids) AND last_seen_at >= :since"),
-        {"ids": ids, "since": since},
-    )
-    return {r[0] for r in rows}
-
-
-def seen_within(session: Session, user_ids: Iterable[int], ttl_secs: float) -> set[int]:
-    """The subset of `user_ids` that polled in the last `ttl_secs` (by the database's clock)."""
-    ids = list(set(user_ids))
-    if not ids:
-        return set()
-    rows = session.execute(
-        text("SELECT user_id FROM presence WHERE user_id = ANY(:ids) AND last_seen_at >= now() - make_interval(secs => :ttl)"),
-        {"ids": ids, "ttl": ttl_secs},
-    )
-    return {r[0] for r in rows}
-
-
-def is_present(session: Session, user_id: int, ttl_secs: float) -> bool:
-    """Whether `user_id` polled in the last `ttl_secs`."""
-    return user_id in seen_within(session, [user_id], ttl_secs)

@@ -138,8 +138,7 @@ class BatchedReader:
                 for row in conn.execute(read_sql(kind, size), params).fetchall():
                     chunk[row[0] - 1].row = row
         # Presence for the whole batch in one upsert (throttled per user, see duely/eventlog/presence.py).
-        due = {r.row[1] for r in batch if r.presence and r.row is not None}
-        due = [uid for uid in due if self._throttle.claim_write(uid)]
+        due = [uid for uid in {r.row[1] for r in batch if r.presence and r.row is not None} if self._throttle.claim_write(uid)]
         if due:
             conn.execute(presence.UPSERT_SQL, {"ids": sorted(due)})
 

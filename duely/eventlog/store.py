@@ -6,8 +6,7 @@ is committed. Ids are allocated under the user's row lock (`users.last_event_id`
 user commit order equals id order and a reader can never skip an id.
 
 Reading is one statement (the newest id and a page of events, rendered by PostgreSQL as the
-API's JSON); the long poll runs it in batches (duely/eventlog/reader.py), `read_since` on a
-Session. Retention is `prune`, run by the scheduler as `prune_job`.
+API's JSON); the long poll runs it in batches (duely/eventlog/reader.py). Retention is `prune`, run by the scheduler as `prune_job`.
 """
 
 from __future__ import annotations
@@ -85,7 +84,7 @@ _APPEND = text(
 # reads for a batch of polls, one VALUES row each, and answers one row per poll that matched
 # (see duely/eventlog/reader.py). Scalar parameters in VALUES, not arrays: PostgreSQL spent about
 # 130 us more per statement unnesting array parameters. Written in the driver's parameter style,
-# so the same SQL also runs on a Session (`read_since`).
+# so the same SQL also runs on a Session (the tests' `read_since`, tests/fixtures/events.py).
 _READ_SQL = """
     SELECT q.i, u.id, u.last_event_id, e.first_id, e.last_id, e.n, e.list
     FROM (VALUES {values}) AS q(key, after_id, lim, i)
@@ -181,24 +180,18 @@ def append(session: Session, user_id: int, payload: Payload) -> int:
     if not isinstance(payload, Payload) or PAYLOADS.get(payload.type) is not type(payload):
         raise ValueError(f"not an event payload: {payload!r}")
     data = json.dumps(payload.data(), separators=(",", ":"))
-    return session.execute(_APPEND, {"uid": user_id, "uid_text": str(user_id), "type": payload.type.value, "data": data,
-                                     "ch": NOTIFY_CHANNEL}).scalar_one()
+    event_id: int = session.execute(_APPEND, {"uid": user_id, "uid_text": str(user_id), "type": payload.type.value,
+                                              "data": data, "ch": NOTIFY_CHANNEL}).scalar_one()
+    return event_id
 
 
-def read_since(session: Session, user_id: int, after_id: int, limit: int = POLL_LIMIT_DEFAULT) -> Updates:
-    """At most `limit` events of `user_id` with ids above `after_id`, oldest first.
+def updates_from_row(row: Sequence[Any], after_id: int) -> Updates:
+    """The row of a read (index, user id, newest id, first/last id, count, events JSON) -> Updates:
+    at most the read's limit of events with ids above `after_id`, oldest first.
 
     Raises BadRequest when `after_id` is ahead of the log, and EventsExpired (410, carrying the
     newest id as `last_event_id`) when the event right after `after_id` was pruned.
     """
-    row = session.connection().exec_driver_sql(read_sql(KeyKind.USER, 1), read_params([user_id], [after_id], [limit])).first()
-    if row is None:
-        raise errors.NotFound("No such user.")
-    return updates_from_row(row, after_id)
-
-
-def updates_from_row(row: Sequence[Any], after_id: int) -> Updates:
-    """The row of a read (index, user id, newest id, first/last id, count, events JSON) -> Updates, or 400/410."""
     _, _, newest, first_id, last_id, count, events_json = row
     if after_id > newest:
         raise errors.BadRequest(f"last_event_id {after_id} is ahead of your newest event ({newest}).")
@@ -213,9 +206,9 @@ def updates_from_row(row: Sequence[Any], after_id: int) -> Updates:
 def prune(session: Session, older_than: dt.datetime, batch_size: int = PRUNE_BATCH_SIZE) -> int:
     """Delete up to `batch_size` events created before `older_than`; returns how many.
 
-    A poll from an id whose successor is gone then gets 410 (see `read_since`).
+    A poll from an id whose successor is gone then gets 410 (see `updates_from_row`).
     """
-    return session.execute(
+    return session.connection().execute(
         text(
             "DELETE FROM events WHERE ctid IN (SELECT ctid FROM events WHERE created_at < :cutoff LIMIT :batch)"
         ),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import functools
 import types
 import typing
 from dataclasses import dataclass
@@ -73,6 +72,16 @@ class Opponent:
     user_id: int
     nickname: str
     rating: int
+    provisional: bool  # rating deviation still high: the page shows `1500?` (docs/ratings.md)
+
+
+@dataclass(frozen=True, slots=True)
+class PlayerStakes:
+    """What a player's rating changes by if they win, draw or lose (fixed when the duel starts)."""
+
+    win: int
+    draw: int
+    loss: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +97,7 @@ class DuelStarted(Payload):
     opponent: Opponent
     task: TaskRef
     deadline: dt.datetime
+    stakes: dict[str, PlayerStakes]  # user id (as a string: a JSON key) -> that player's stakes
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,12 +165,21 @@ def _plain(value: Any) -> Any:
 
 # -- schemas, generated from the dataclasses ------------------------------------------------
 
-class _IntOrString(fields.Field):
+class _IntOrString(fields.Field[Any]):
     """A task id: an integer or a string (not a bool, not a float)."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | str):
             raise ValidationError("Not an integer or a string.")
+        return value
+
+
+class _StrictBoolean(fields.Boolean):
+    """true or false, not 1, "yes" or "on"."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
         return value
 
 
@@ -171,7 +190,7 @@ class _StrictInteger(fields.Integer):
         return super()._validated(value)
 
 
-def _field(hint: Any) -> fields.Field:
+def _field(hint: Any) -> fields.Field[Any]:
     """The marshmallow field of one dataclass field's type: every field is required."""
     allow_none = False
     if isinstance(hint, types.UnionType) and type(None) in hint.__args__:
@@ -181,7 +200,7 @@ def _field(hint: Any) -> fields.Field:
     if hint is TaskId or hint == TaskId:
         return _IntOrString(**kw, metadata={"oneOf": [{"type": "integer"}, {"type": "string"}]})
     if hint is bool:
-        return fields.Boolean(strict=True, **kw)
+        return _StrictBoolean(**kw)
     if hint is int:
         return _StrictInteger(strict=True, **kw)
     if hint is str:
@@ -196,15 +215,21 @@ def _field(hint: Any) -> fields.Field:
     if typing.get_origin(hint) is dict:
         key, value = typing.get_args(hint)
         return fields.Dict(keys=_field(key), values=_field(value), **kw)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return fields.Nested(payload_schema(hint), **kw)
     raise TypeError(f"no schema field for {hint!r}")
 
 
-@functools.cache
-def payload_schema(cls: type) -> type[Schema]:
+_schemas: dict[type[Any], type[Schema]] = {}
+
+
+def payload_schema(cls: type[Any]) -> type[Schema]:
     """The marshmallow schema of a payload (or nested) dataclass, named after it: every field
-    required, nulls only where the type allows them, unknown fields refused."""
-    hints = typing.get_type_hints(cls)
-    generated = {f.name: _field(hints[f.name]) for f in dataclasses.fields(cls)}
-    return Schema.from_dict(generated, name=f"{cls.__name__}Schema")
+    required, nulls only where the type allows them, unknown fields refused. Made once per class
+    (the OpenAPI document refers to each by its class)."""
+    schema = _schemas.get(cls)
+    if schema is None:
+        hints = typing.get_type_hints(cls)
+        generated = {f.name: _field(hints[f.name]) for f in dataclasses.fields(cls)}
+        schema = _schemas[cls] = Schema.from_dict(generated, name=f"{cls.__name__}Schema")
+    return schema

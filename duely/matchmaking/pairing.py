@@ -19,6 +19,14 @@ The rules (every constant carries its unit):
   cost, where a pair costs `gap - bonus(a) - bonus(b)` and `bonus(w) = min(5*w, 300)` points.
   The bonus never makes a gap acceptable; it decides which players get the partners, so a
   long waiter is matched before a newcomer who could take the same partner.
+* Uncertain ratings (Glicko RD, `Waiting.deviation`). A provisional player (RD >= 110,
+  duely/rating.py) accepts a gap larger by its RD (`widening`), within the same 1000 cap: its
+  rating may be that far off anyway, and it gets a duel sooner. A pair of two provisional
+  players costs the lesser RD's excess over 110 more (`uncertain_pair_cost`, at most 400): a
+  duel against a settled opponent teaches a newcomer about twice as much (Glicko's g(RD)^2 is
+  0.97 against RD 45, 0.45 against RD 350), so among equally close partners newcomers meet
+  settled players. With no provisional player waiting, both terms are zero and every rule
+  below (and the exactness claim) is unchanged; bench/ratings.py measures the effect.
 * No immediate rematch. Two players who just played each other (either one's
   `last_opponent_id` is the other) are paired only when neither of them has any other
   acceptable partner among everyone waiting (in particular when they are the only two).
@@ -58,6 +66,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from duely.rating import PROVISIONAL_DEVIATION
+
 BASE_GAP_RATING = 100  # allowance of a player who has just joined
 GAP_GROWTH_RATING_PER_SEC = 20  # allowance grows this much per second waited ...
 MAX_GAP_RATING = 1000  # ... up to this (reached after 45 s); no pair is ever further apart
@@ -67,17 +77,21 @@ PAIR_REACH_PLAYERS = 4  # a player may pair with any of the next 4 in rating ord
 MAX_PASSES = 8  # bounds the worst case at O(8 n); passes after the second rarely add a pair
 AUGMENT_REACH_PLAYERS = 4  # step 2 looks this many places either side in rating order
 IMPROVE_REACH_PLAYERS = 4  # step 4 tries exchanges with the next 4 players in rating order ...
+PROVISIONAL_WIDENING = 1.0  # a provisional player's allowance grows by this times its RD (points)
+UNCERTAIN_PAIR_COST = 1.0  # cost per RD point the less uncertain of two provisional players has above PROVISIONAL_DEVIATION
+MAX_UNCERTAIN_PAIR_COST_RATING = 400  # bound of that cost (an RD is at most 500)
 IMPROVE_SWEEPS = 4  # ... over at most 4 sweeps (each change lowers the total cost, so it also ends by itself)
 
 
 @dataclass(frozen=True, slots=True)
 class Waiting:
-    """One player in the queue: their rating, when they joined, whom they played last."""
+    """One player in the queue: their rating and its deviation, when they joined, whom they played last."""
 
     user_id: int
     rating: int
     joined_at: datetime
     last_opponent_id: int | None = None
+    deviation: float = 0.0  # Glicko RD (rating points); 0 = certain
 
 
 def max_gap(wait_secs: float) -> int:
@@ -85,6 +99,17 @@ def max_gap(wait_secs: float) -> int:
     # Whole points keep every comparison exact integer arithmetic (and the bisect in
     # _fresh_options consistent with the pair test in the DP).
     return min(BASE_GAP_RATING + int(GAP_GROWTH_RATING_PER_SEC * max(wait_secs, 0.0)), MAX_GAP_RATING)
+
+
+def widening(deviation: float) -> int:
+    """Extra allowance (whole points) of a player whose rating has this RD: its RD while provisional."""
+    return int(PROVISIONAL_WIDENING * deviation) if deviation >= PROVISIONAL_DEVIATION else 0
+
+
+def uncertain_pair_cost(dev_a: float, dev_b: float) -> int:
+    """Extra cost (whole points) of pairing two provisional players: such a duel teaches little."""
+    excess = min(dev_a, dev_b) - PROVISIONAL_DEVIATION
+    return min(int(UNCERTAIN_PAIR_COST * excess), MAX_UNCERTAIN_PAIR_COST_RATING) if excess >= 0 else 0
 
 
 def wait_bonus(wait_secs: float) -> int:
@@ -134,7 +159,13 @@ class _Pool:
     def __init__(self, players: list[Waiting], now: datetime) -> None:
         waits = [waited_secs(p, now) for p in players]
         self.ratings = [p.rating for p in players]
+        self.deviation = [p.deviation for p in players]
+        self.any_provisional = any(d >= PROVISIONAL_DEVIATION for d in self.deviation)
         self.allowance = [max_gap(w) for w in waits]
+        if self.any_provisional:  # (the common path of an established pool stays as fast as before)
+            self.allowance = [min(a + widening(d), MAX_GAP_RATING) for a, d in zip(self.allowance, self.deviation, strict=True)]
+            # chosen once per round: the DP calls it millions of times
+            self.cost = self._cost_with_uncertainty  # type: ignore[method-assign]
         self.bonus = [wait_bonus(w) for w in waits]
         index = {p.user_id: i for i, p in enumerate(players)}
         # rematch[i]: the waiting players i must not be paired with while either has a choice.
@@ -147,8 +178,9 @@ class _Pool:
         self.has_fresh_option = self._fresh_options()
         self.mate = [-1] * len(players)  # the partner's index, -1 while unmatched
         # One more pair must outweigh any saving in cost, so the score of a matching is
-        # pairs * pair_value - total cost; a pair's cost lies in [-2 * MAX_WAIT_BONUS_RATING, MAX_GAP_RATING].
-        self.pair_value = (MAX_GAP_RATING + 2 * MAX_WAIT_BONUS_RATING) * (len(players) + 1) + 1
+        # pairs * pair_value - total cost; a pair's cost lies in
+        # [-2 * MAX_WAIT_BONUS_RATING, MAX_GAP_RATING + MAX_UNCERTAIN_PAIR_COST_RATING].
+        self.pair_value = (MAX_GAP_RATING + MAX_UNCERTAIN_PAIR_COST_RATING + 2 * MAX_WAIT_BONUS_RATING) * (len(players) + 1) + 1
 
     def _fresh_options(self) -> dict[int, bool]:
         """For each player with a rematch partner waiting: is anyone else acceptable to them?"""
@@ -177,7 +209,8 @@ class _Pool:
     def best_chain_matching(self, order: list[int]) -> list[tuple[int, int]]:
         """The best matching of `order` (ascending rating) in which each player pairs with one of
         the next PAIR_REACH_PLAYERS players and everyone between them stays unmatched."""
-        ratings, bonus, pair_value = self.ratings, self.bonus, self.pair_value
+        ratings, bonus, pair_value, dev = self.ratings, self.bonus, self.pair_value, self.deviation
+        any_provisional = self.any_provisional
         size = len(order)
         best = [0] * (size + 1)  # best[k]: score of the best matching of order[:k]
         back_of = [0] * (size + 1)  # 0: order[k-1] unmatched; b: paired with order[k-1-b]
@@ -190,7 +223,10 @@ class _Pool:
                 if gap > MAX_GAP_RATING:
                     break  # the list is sorted: everyone further back is further away
                 if self.acceptable(i, j):
-                    candidate = best[k - 1 - back] + pair_value - (gap - bonus[i] - bonus[j])
+                    cost = gap - bonus[i] - bonus[j]
+                    if any_provisional:
+                        cost += uncertain_pair_cost(dev[i], dev[j])
+                    candidate = best[k - 1 - back] + pair_value - cost
                     if candidate > score:
                         score, pick = candidate, back
             best[k], back_of[k] = score, pick
@@ -209,6 +245,11 @@ class _Pool:
     def cost(self, i: int, j: int) -> int:
         """The cost of pairing i and j: their gap less both waiting bonuses."""
         return abs(self.ratings[i] - self.ratings[j]) - self.bonus[i] - self.bonus[j]
+
+    def _cost_with_uncertainty(self, i: int, j: int) -> int:
+        """`cost` when someone waiting is provisional: plus the cost of pairing two uncertain players."""
+        return (abs(self.ratings[i] - self.ratings[j]) - self.bonus[i] - self.bonus[j]
+                + uncertain_pair_cost(self.deviation[i], self.deviation[j]))
 
     def augment(self) -> None:
         """Add pairs by turning u - v = w - x (u, x unmatched, v = w a pair) into u = v, w = x.
@@ -278,6 +319,7 @@ class _Pool:
                     v, y = mate[u], mate[x]
                     if v == x or (v < 0 and y < 0):
                         continue  # complete() has already paired any acceptable unmatched two
+                    options: tuple[tuple[int, int, int, int], ...]
                     if v >= 0 and y >= 0:
                         current = cost(u, v) + cost(x, y)
                         options = ((u, x, v, y), (u, y, v, x))

@@ -9,6 +9,7 @@ is down or pausing us, the round stops and everyone stays queued.
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -26,10 +27,10 @@ log = logging.getLogger(__name__)
 
 
 def waiting_players(session: Session, ttl_secs: float) -> list[Waiting]:
-    """Everyone queued and still polling, with their rating and last opponent."""
+    """Everyone queued and still polling, with their rating, its deviation and their last opponent."""
     rows = session.execute(text(
         f"""
-        SELECT q.user_id, u.rating, q.joined_at,
+        SELECT q.user_id, u.rating, u.rating_deviation, q.joined_at,
                (SELECT other.user_id FROM duel_players mine
                   JOIN duel_players other ON other.duel_id = mine.duel_id AND other.user_id <> mine.user_id
                  WHERE mine.user_id = q.user_id ORDER BY mine.duel_id DESC LIMIT 1) AS last_opponent_id
@@ -39,7 +40,8 @@ def waiting_players(session: Session, ttl_secs: float) -> list[Waiting]:
         WHERE {queue.PRESENT_SQL}
         """
     ), {"ttl": ttl_secs}).all()
-    return [Waiting(user_id=r.user_id, rating=r.rating, joined_at=r.joined_at, last_opponent_id=r.last_opponent_id) for r in rows]
+    return [Waiting(user_id=r.user_id, rating=r.rating, joined_at=r.joined_at, last_opponent_id=r.last_opponent_id,
+                    deviation=r.rating_deviation) for r in rows]
 
 
 def tasks_seen(session: Session, user_ids: tuple[int, int]) -> list[str]:
@@ -81,7 +83,7 @@ def run_round(db: Database, config: Config, taski: TaskiClient) -> int:
         except TaskiError as exc:
             log.warning("no task from Taski; players stay queued", extra=kv(problem=exc))
             break
-        duel_id = db.run(lambda s, pair=pair, task=task: start_duel_for_pair(s, pair, task, config.duel_duration))
+        duel_id = db.run(partial(start_duel_for_pair, pair=pair, task=task, duration_secs=config.duel_duration))
         if duel_id is not None:
             started += 1
     return started

@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from duely.devtaski.problems import PICK_SPREAD_RATING
+from duely.languages import LANGUAGES
 from tests.devtaski.helpers import assert_judged_cleanly
 
 SLOW_SOLVE = "import time\ntime.sleep(0.15)\na, b = map(int, input().split())\nprint(a + b)\n"
@@ -69,6 +70,15 @@ def test_languages(devtaski):
     languages = devtaski.get("/api/languages").json()["languages"]
     assert {"id": "python", "name": "Python 3"} in languages
     assert ({"id": "cpp", "name": "C++17"} in languages) == bool(shutil.which("g++"))
+
+
+def test_languages_agree_with_duelys(devtaski):
+    """Two lists on purpose: Duely's (duely/languages.py, what players pick from and what
+    docs/taski.md says Taski accepts) and the dev Taski's own (duely/devtaski/languages.py), since
+    the dev Taski stands in for an external service that keeps its own. They must agree: the dev
+    Taski judges exactly Duely's languages, under the same names (C++ only where g++ is installed)."""
+    served = {lang["id"]: lang["name"] for lang in devtaski.get("/api/languages").json()["languages"]}
+    assert served == {lang_id: name for lang_id, name in LANGUAGES.items() if lang_id != "cpp" or shutil.which("g++")}
 
 
 def body(**overrides) -> dict:

@@ -3,6 +3,7 @@
 
 import { Api, EventStream } from "./api.js";
 import { DuelView } from "./duel.js";
+import { ratingText } from "./chart.js";
 import { clock, fill, h } from "./dom.js";
 import { UserStore } from "./store.js";
 import { AuthView, HistoryView, HomeView } from "./views.js";
@@ -244,7 +245,7 @@ class App {
     this.header.account.hidden = !signed;
     if (signed) {
       this.header.name.textContent = this.me.nickname;
-      this.header.rating.textContent = String(this.me.rating);
+      this.header.rating.textContent = ratingText(this.me.rating, this.me.provisional);
     } else {
       this.header.conn.hidden = true;
     }

@@ -351,9 +351,18 @@ export class DuelView {
         h("div", { class: "player-rating", testid: "player-rating" },
           p.rating_after !== null && p.rating_after !== undefined && delta !== undefined
             ? [`${p.rating_before} → ${p.rating_after} `, h("span", { class: deltaClass(delta) }, signed(delta))]
-            : String(p.rating_before)));
+            : String(p.rating_before)),
+        this.stakesLine(p.user_id));
     });
     this.slots.forEach((slot, i) => fill(slot, cards[i] ?? null));
+  }
+
+  // What this player wins or loses, announced at the start (the same rule rates the result).
+  stakesLine(userId) {
+    const stake = this.duel.stakes?.[userId];
+    if (!stake || this.duel.status === "finished") return null;
+    return h("div", { class: "muted stakes", testid: "player-stakes" },
+      `win ${signed(stake.win)} · draw ${signed(stake.draw)} · loss ${signed(stake.loss)}`);
   }
 
   renderResult() {

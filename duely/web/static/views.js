@@ -2,10 +2,12 @@
 // user's duel history. Each view has `el`, `load()`, and optionally `destroy()`, `tick()`
 // (every second), `onQueue()` and `onProfile()` (the app calls them when those change).
 
+import { ratingChart, ratingText } from "./chart.js";
 import { clock, dateTimeOf, fill, h, signed } from "./dom.js";
 
 const LEADERBOARD_SIZE = 20;
 const HISTORY_PAGE = 10;
+const CHART_POINTS = 100;
 
 export class AuthView {
   constructor(app) {
@@ -107,7 +109,7 @@ export class HomeView {
           h("div", { class: "muted" }, "Signed in as"),
           h("h2", { testid: "profile-nickname" }, me.nickname)),
         h("div", { class: "rating-badge" },
-          h("div", { class: "rating-value", testid: "profile-rating" }, String(me.rating)),
+          h("div", { class: "rating-value", testid: "profile-rating" }, ratingText(me.rating, me.provisional)),
           h("div", { class: "stat-label" }, "rating"))),
       h("div", { class: "stats" }, stat("played", "played"), stat("won", "won"), stat("lost", "lost"), stat("drawn", "drawn")),
       h("a", { href: "#/history", class: "link", testid: "profile-history-link" }, "Your duel history →"));
@@ -152,7 +154,7 @@ export class HomeView {
         },
         h("td", { class: "muted" }, String(i + 1)),
         h("td", {}, h("a", { href: `#/users/${u.id}` }, u.nickname)),
-        h("td", { class: "num" }, String(u.rating)),
+        h("td", { class: "num" }, ratingText(u.rating, u.provisional)),
         h("td", { class: "num muted" }, `${u.duels.won} / ${u.duels.lost} / ${u.duels.drawn}`))))));
   }
 }
@@ -164,9 +166,10 @@ export class HistoryView {
   }
 
   async load() {
-    const [user, page] = await Promise.all([
+    const [user, page, ratings] = await Promise.all([
       this.app.api.get(`/api/users/${this.userId}`),
       this.app.api.get(`/api/users/${this.userId}/duels?limit=${HISTORY_PAGE}`),
+      this.app.api.get(`/api/users/${this.userId}/rating-history?limit=${CHART_POINTS}`),
     ]);
     const own = this.userId === this.app.me.id;
     this.list = h("ol", { class: "history-list", testid: "history-list" });
@@ -175,7 +178,11 @@ export class HistoryView {
     this.el = h("section", { class: "history", testid: "history", dataset: { userId: String(this.userId) } },
       h("div", { class: "panel history-head" },
         h("h2", {}, own ? "Your duels" : `${user.nickname}’s duels`),
-        h("span", { class: "muted" }, `Rating ${user.rating} · ${d.played} played · ${d.won} won · ${d.lost} lost · ${d.drawn} drawn`)),
+        h("span", { class: "muted" }, `Rating ${ratingText(user.rating, user.provisional)} · ${d.played} played · ${d.won} won · ${d.lost} lost · ${d.drawn} drawn`)),
+      h("div", { class: "panel", testid: "rating-chart" },
+        ratings.points.length ? ratingChart(ratings.points) : h("p", { class: "muted" }, "No rated duels yet."),
+        h("p", { class: "muted small" }, "Rating after each duel (the last 100); the band is ± the rating deviation. "
+          + "A rating is provisional, shown as 1500?, while its deviation is 110 or more.")),
       h("div", { class: "panel" }, this.list, this.more));
     this.append(page);
     return this;

@@ -1,0 +1,130 @@
+"""Ratings through the API and the database: provisional, stakes, history, migration 0002."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import create_engine, make_url, text
+
+from duely import rating
+from duely.db import sqlalchemy_url
+from duely.migrate import upgrade
+
+
+def set_rating(db, user_id: int, value: float, deviation: float, idle_days: float | None) -> None:
+    with db.transaction() as s:
+        s.execute(text(
+            "UPDATE users SET rating = :shown, rating_exact = :r, rating_deviation = :d, "
+            "rated_at = CASE WHEN CAST(:idle AS double precision) IS NULL THEN NULL "
+            "ELSE now() - make_interval(secs => CAST(:idle AS double precision) * 86400) END WHERE id = :u"
+        ), {"shown": rating.shown_rating(value), "r": value, "d": deviation, "idle": idle_days, "u": user_id})
+
+
+def test_a_newcomer_is_provisional_at_1500(make_user):
+    me = make_user("alice").get("/api/users/me").get_json()
+    assert (me["rating"], me["rating_deviation"], me["provisional"]) == (1500, 350, True)
+
+
+def test_stakes_announced_at_the_start_are_the_change_applied(make_user, duel_between, db):
+    alice, bob = make_user("alice"), make_user("bob")
+    set_rating(db, alice.id, 1712.4, 80.0, idle_days=30.0)  # established, back after a month
+    duel_id = duel_between(alice, bob)
+    duel = alice.get(f"/api/duels/{duel_id}").get_json()
+    stakes = duel["stakes"]
+    assert set(stakes) == {str(alice.id), str(bob.id)}
+    assert 0 < stakes[str(alice.id)]["win"] < -stakes[str(alice.id)]["loss"]  # the favourite risks more
+    assert stakes[str(bob.id)]["win"] > 100  # the newcomer moves a lot
+    with db.transaction() as s:
+        started = s.execute(text("SELECT data FROM events WHERE user_id = :u AND type = 'duel_started'"),
+                            {"u": bob.id}).scalar_one()
+    assert started["stakes"] == stakes
+    assert started["opponent"]["provisional"] is False
+
+    assert bob.post(f"/api/duels/{duel_id}/resign").status_code == 202  # alice wins
+    finished = alice.get(f"/api/duels/{duel_id}").get_json()
+    assert finished["stakes"] == stakes  # still shown once finished
+    assert finished["rating_changes"] == {str(alice.id): stakes[str(alice.id)]["win"],
+                                          str(bob.id): stakes[str(bob.id)]["loss"]}
+    me, other = alice.get("/api/users/me").get_json(), bob.get("/api/users/me").get_json()
+    assert me["rating"] == 1712 + stakes[str(alice.id)]["win"]
+    assert other["rating"] == 1500 + stakes[str(bob.id)]["loss"] and other["provisional"]
+    assert me["rating_deviation"] < 80 + 10  # a month away grew it a little, the duel shrank it
+    with db.transaction() as s:
+        row = s.execute(text("SELECT rating_exact, rating_deviation, rating_volatility, rated_at, now() AS now "
+                             "FROM users WHERE id = :u"), {"u": alice.id}).one()
+    expected = rating.after_duel(rating.Glicko(1712.4, 80.0, rating.START_VOLATILITY),
+                                 rating.NEWCOMER, 1.0, 30.0)
+    assert row.rating_exact == pytest.approx(expected.rating, abs=0.01)  # idle measured to the duel start
+    assert row.rating_deviation == pytest.approx(expected.deviation, abs=0.01)
+    assert row.rated_at is not None and abs((row.now - row.rated_at).total_seconds()) < 60
+
+
+def test_rating_history_pages_newest_first_and_is_public(make_user, duel_between, db):
+    alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol")
+    for opponent, loser in ((bob, bob), (carol, alice), (bob, bob)):
+        duel_id = duel_between(alice, opponent)
+        assert loser.post(f"/api/duels/{duel_id}/resign").status_code == 202
+    active = duel_between(alice, carol)  # not finished: no point yet
+
+    first = carol.get(f"/api/users/{alice.id}/rating-history?limit=2")  # anyone signed in may look
+    assert first.status_code == 200
+    page = first.get_json()
+    assert [p["duel_id"] for p in page["points"]] == [3, 2] and page["next_before_id"] == 2
+    rest = carol.get(f"/api/users/{alice.id}/rating-history?limit=2&before_id=2").get_json()
+    assert [p["duel_id"] for p in rest["points"]] == [1] and rest["next_before_id"] is None
+    points = list(reversed(page["points"] + rest["points"]))  # oldest first
+    assert points[0]["rating_before"] == 1500
+    for earlier, later in zip(points, points[1:], strict=False):
+        assert later["rating_before"] == earlier["rating"]
+        assert later["rating_deviation"] < earlier["rating_deviation"]
+    assert points[-1]["rating"] == alice.get("/api/users/me").get_json()["rating"]
+    assert [p["rating"] > p["rating_before"] for p in points] == [True, False, True]
+    assert all(p["provisional"] and p["finished_at"] for p in points)
+    assert active not in {p["duel_id"] for p in points}
+
+
+def test_rating_history_refuses_bad_requests_with_json(make_user, client):
+    alice = make_user("alice")
+    missing = alice.get("/api/users/999999/rating-history")
+    assert missing.status_code == 404 and missing.get_json()["error"]["code"] == "not_found"
+    for query in ("limit=0", "limit=101", "before_id=0", "limit=x"):
+        resp = alice.get(f"/api/users/{alice.id}/rating-history?{query}")
+        assert resp.status_code == 400 and resp.get_json()["error"]["code"] == "validation_error", query
+    assert client.get(f"/api/users/{alice.id}/rating-history").status_code == 401
+    assert alice.get(f"/api/users/{alice.id}/rating-history").get_json() == {"points": [], "next_before_id": None}
+
+
+def test_migration_0002_carries_existing_players_over(database_url):
+    admin = create_engine(sqlalchemy_url(database_url), isolation_level="AUTOCOMMIT")
+    name = "duely_migration_0002_test"
+    with admin.connect() as c:
+        c.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+        c.execute(text(f"CREATE DATABASE {name}"))
+    url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade(url, "0001")
+        engine = create_engine(sqlalchemy_url(url))
+        finished_at = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+        with engine.begin() as c:
+            c.execute(text("INSERT INTO users (id, nickname, password_hash, rating, played) VALUES "
+                           "(1, 'veteran', 'x', 1830, 60), (2, 'regular', 'x', 1420, 10), (3, 'new', 'x', 1500, 0)"))
+            c.execute(text("INSERT INTO duels (id, status, task_id, task, deadline, finished_at, outcome, winner_id, reason) "
+                           "VALUES (1, 'finished', '1', '{}', :t, :t, 'win', 1, 'accepted')"), {"t": finished_at})
+            c.execute(text("INSERT INTO duel_players (duel_id, user_id, rating_before, rating_after, is_active) VALUES "
+                           "(1, 1, 1820, 1830, false), (1, 2, 1430, 1420, false)"))
+        upgrade(url)
+        with engine.begin() as c:
+            rows = {r.id: r for r in c.execute(text(
+                "SELECT id, rating, rating_exact, rating_deviation, rating_volatility, rated_at FROM users"))}
+        engine.dispose()
+        for uid, played in ((1, 60), (2, 10), (3, 0)):
+            assert rows[uid].rating_exact == rows[uid].rating  # the rating is kept
+            assert rows[uid].rating_deviation == pytest.approx(rating.carried_over_deviation(played), rel=1e-9)
+            assert rows[uid].rating_volatility == rating.START_VOLATILITY
+        assert rows[1].rated_at == rows[2].rated_at == finished_at and rows[3].rated_at is None
+        assert rows[3].rating_deviation == pytest.approx(350.0)
+    finally:
+        with admin.connect() as c:
+            c.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
