@@ -83,7 +83,7 @@ def client(port: int, users_file: str, rest_secs: float, registrations: int, out
             body = resp.json()
             for event in body["events"]:
                 if phase[0] in wakes:
-                    wakes[phase[0]].append(arrived - event["data"]["committed_at"])
+                    wakes[phase[0]].append(arrived - float(event["data"]["status"].split()[1]))
             after = body["last_event_id"]
 
     def register(i: int) -> None:
@@ -134,13 +134,16 @@ def seed(db, count: int) -> list[dict]:
 
 
 def append_events(db, pollers: list[dict], stop: threading.Event) -> None:
-    """Wake a random held poll EVENTS_PER_SEC times a second; each event carries its commit time."""
-    from duely import events
+    """Wake a random held poll EVENTS_PER_SEC times a second; each event carries its commit time
+    (in its status text: a payload has no room for anything else)."""
+    from duely import eventlog
+    from duely.eventlog.types import SubmissionUpdate
 
     rnd = random.Random(1)
     while not stop.is_set():
         with db.transaction() as s:
-            events.append(s, rnd.choice(pollers)["id"], "submission_update", {"status": "bench", "committed_at": time.monotonic()})
+            eventlog.append(s, rnd.choice(pollers)["id"],
+                            SubmissionUpdate(duel_id=0, submission_id="bench", status=f"bench {time.monotonic()!r}"))
         stop.wait(1 / EVENTS_PER_SEC)
 
 

@@ -260,10 +260,11 @@ class Bench:
 
     def seed(self, users: int) -> list[dict]:
         """`users` users with tokens (straight in the database: password hashing would take
-        minutes); the first 1,000 get EVENTS_PER_USER events each through events.append."""
+        minutes); the first 1,000 get EVENTS_PER_USER events each through eventlog.append."""
         from sqlalchemy import text
 
-        from duely import auth, events
+        from duely import auth, eventlog
+        from duely.eventlog.types import SubmissionUpdate
 
         tokens = [f"bench-{i}-{os.urandom(8).hex()}" for i in range(users)]
         with self.db.transaction() as s:
@@ -278,7 +279,7 @@ class Bench:
             with self.db.transaction() as s:
                 for uid in ids[chunk:chunk + 100]:
                     for n in range(EVENTS_PER_USER):
-                        events.append(s, uid, "submission_update", {"duel_id": 0, "submission_id": "seed", "status": f"seed {n}"})
+                        eventlog.append(s, uid, SubmissionUpdate(duel_id=0, submission_id="seed", status=f"seed {n}"))
         return [{"id": uid, "token": tok, "last_event_id": EVENTS_PER_USER if i < 1000 else 0}
                 for i, (uid, tok) in enumerate(zip(ids, tokens, strict=True))]
 
@@ -429,7 +430,8 @@ class Bench:
     def latency(self, users: list[dict]) -> None:
         import random
 
-        from duely import events
+        from duely import eventlog
+        from duely.eventlog.types import SubmissionUpdate
 
         duely, port = self.start_gunicorn("app:app", "duely-latency")
         self.warm_up(port, users)
@@ -450,7 +452,7 @@ class Bench:
             uid = rnd.choice(followers)["id"]
             with self.db.sessionmaker() as s:
                 s.begin()
-                eid = events.append(s, uid, "submission_update", {"duel_id": 0, "submission_id": "bench", "status": f"#{n}"})
+                eid = eventlog.append(s, uid, SubmissionUpdate(duel_id=0, submission_id="bench", status=f"#{n}"))
                 before = time.monotonic()
                 s.commit()
                 committed[(uid, eid)] = (before, time.monotonic())

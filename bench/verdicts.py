@@ -23,7 +23,7 @@ from pathlib import Path
 from kafka import KafkaConsumer, KafkaProducer
 from sqlalchemy import text
 
-from duely import duels, events, verdicts
+from duely import duels, eventlog, verdicts
 from duely.config import Config
 from duely.db import Database
 from duely.infra import free_port, start_broker, start_embedded_postgres, stop_embedded_postgres
@@ -42,7 +42,7 @@ def make_submissions(db: Database, count: int) -> list[str]:
         a, b = 2 * pair + 1, 2 * pair + 2
 
         def act(s, a=a, b=b):
-            events.lock_users(s, (a, b))
+            eventlog.lock_users(s, (a, b))
             duel = duels.create_duel(s, (a, b), task, 3600)
             out = []
             for uid in (a, b):

@@ -64,7 +64,7 @@ class Database:
     def __init__(self, database_url: str, pool_size: int = 10, max_overflow: int = 10,
                  pool_timeout: float = BACKGROUND_POOL_TIMEOUT_SECS):
         self.url = database_url
-        self.pool_timeout = pool_timeout  # the poll reader's connections wait as long (duely/events.py)
+        self.pool_timeout = pool_timeout  # the poll reader's connections wait as long (duely/eventlog/reader.py)
         self.engine = make_engine(database_url, pool_size, max_overflow, pool_timeout)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
 
@@ -102,7 +102,7 @@ def connection_budget(workers: int, pool_size: int, max_overflow: int, poll_read
 def check_connection_budget(database_url: str, needed: int) -> None:
     """Log whether `needed` connections fit in what PostgreSQL allows (max_connections less
     the reserved ones); a WARNING when not: under load the surplus requests would be refused."""
-    import psycopg  # here, not at import time: see duely/listener.py on importing it after gevent's patch
+    import psycopg  # here, not at import time: see duely/eventlog/listener.py on importing it after gevent's patch
 
     try:
         with psycopg.connect(psycopg_url(database_url), connect_timeout=CONNECT_TIMEOUT_SECS) as conn:

@@ -24,6 +24,7 @@ from duely import verdicts
 from duely.config import Config
 from duely.db import Database
 from duely.logs import kv
+from duely.statuses import SubmissionState
 from duely.taski import TaskiClient, TaskiRateLimited, TaskiRejected, TaskiUnavailable
 
 log = logging.getLogger(__name__)
@@ -31,10 +32,10 @@ log = logging.getLogger(__name__)
 BACKOFF_MAX_SECS = 60.0
 ROUND_SIZE = 50
 
-_DUE = """
+_DUE = f"""
     (s.next_attempt_at IS NULL OR s.next_attempt_at <= clock_timestamp())
-    AND (s.status = 'pending'
-         OR (s.status = 'testing'
+    AND (s.status = {SubmissionState.PENDING.sql}
+         OR (s.status = {SubmissionState.TESTING.sql}
              AND greatest(s.sent_at, s.last_message_at) < clock_timestamp() - make_interval(secs => :judge_timeout)))
 """
 
@@ -87,10 +88,11 @@ def send_one(session: Session, taski: TaskiClient, submission_id: uuid.UUID, jud
         log.warning("send failed; backing off", extra={"fields": {**fields["fields"], "retry_in_secs": wait}})
         return SendResult("unavailable")
     session.execute(text(
-        "UPDATE submissions SET status = CASE WHEN status = 'pending' THEN 'testing' ELSE status END, "
+        f"UPDATE submissions SET status = CASE WHEN status = {SubmissionState.PENDING.sql} "
+        f"THEN {SubmissionState.TESTING.sql} ELSE status END, "
         "send_attempts = send_attempts + 1, sent_at = clock_timestamp(), next_attempt_at = NULL WHERE id = :id"
     ), {"id": row.id})
-    if row.status == "testing":
+    if row.status == SubmissionState.TESTING:
         log.warning("re-sent a stuck submission",
                     extra={"fields": {**fields["fields"], "waited_secs": round(float(row.silent_secs or 0), 1)}})
     else:

@@ -1,7 +1,7 @@
 """Duels: creation, access, the finishing rule with ratings, resignation and history.
 
 Lock order everywhere a duel and its players change together: the duel row, then the users
-rows in id order (`events.lock_users`), then submission rows. Every finish goes through
+rows in id order (`eventlog.lock_users`), then submission rows. Every finish goes through
 `try_finish`, which applies the contract's "who wins" rule (`duely.outcome.decide`).
 """
 
@@ -14,10 +14,12 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from duely import errors, events, outcome, rating
+from duely import errors, eventlog, outcome, rating
 from duely.clock import isoformat
+from duely.eventlog.types import DuelFinished, DuelStarted, Opponent, PlayerStakes, TaskRef
 from duely.logs import kv
 from duely.models import Duel, DuelPlayer, User
+from duely.statuses import DuelStatus
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +51,14 @@ def create_duel(session: Session, player_ids: tuple[int, int], task: dict[str, A
     session.flush()
     for uid in player_ids:
         opponent = users[_other(player_ids, uid)]
-        events.append(session, uid, "duel_started", {
-            "duel_id": duel.id,
-            "opponent": {"user_id": opponent.id, "nickname": opponent.nickname, "rating": opponent.rating,
-                         "provisional": glicko_of(opponent).provisional},
-            "task": {"id": task["id"], "title": task.get("title")},
-            "deadline": isoformat(duel.deadline),
-            "stakes": {str(p): stakes[p] for p in player_ids},
-        })
+        eventlog.append(session, uid, DuelStarted(
+            duel_id=duel.id,
+            opponent=Opponent(user_id=opponent.id, nickname=opponent.nickname, rating=opponent.rating,
+                              provisional=glicko_of(opponent).provisional),
+            task=TaskRef(id=task["id"], title=task.get("title")),
+            deadline=duel.deadline,
+            stakes={str(p): PlayerStakes(**stakes[p]) for p in player_ids},
+        ))
     log.info("duel started", extra=kv(duel_id=duel.id, players=f"{player_ids[0]},{player_ids[1]}", task_id=duel.task_id))
     return duel
 
@@ -158,7 +160,7 @@ def try_finish(session: Session, duel_id: int, resigned_by: int | None = None, s
 
 def finish_if_certain(session: Session, duel: Duel, players: list[int], resigned_by: int | None = None) -> bool:
     """`try_finish` for a caller that already holds the duel row lock and knows the players."""
-    if duel.status != "active":
+    if duel.status != DuelStatus.ACTIVE:
         return False
     now, subs = _now_and_submissions(session, duel.id)
     decision = outcome.decide(
@@ -184,7 +186,7 @@ _OUTCOME_OF_SCORE = {1.0: "win", 0.5: "draw", 0.0: "loss"}
 
 
 def _finish(session: Session, duel: Duel, players: list[int], decision: outcome.Decision, now: dt.datetime) -> None:
-    events.lock_users(session, players)
+    eventlog.lock_users(session, players)
     users = {u.id: u for u in session.execute(select(User).where(User.id.in_(players))).scalars()}
     a, b = players
     if decision.outcome == "draw":
@@ -203,7 +205,7 @@ def _finish(session: Session, duel: Duel, players: list[int], decision: outcome.
                                               idle_days(users[b], duel.started_at))
         after = {a: after_a, b: after_b}
     deltas = {uid: rating.shown_change(before[uid], after[uid]) for uid in players}
-    duel.status = "finished"
+    duel.status = DuelStatus.FINISHED
     duel.finished_at = now
     duel.outcome = decision.outcome
     duel.winner_id = decision.winner_id
@@ -229,10 +231,10 @@ def _finish(session: Session, duel: Duel, players: list[int], decision: outcome.
     session.flush()
     changes = {str(uid): deltas[uid] for uid in players}
     for uid in players:
-        events.append(session, uid, "duel_finished", {
-            "duel_id": duel.id, "outcome": decision.outcome, "winner_id": decision.winner_id,
-            "reason": decision.reason, "rating_changes": changes,
-        })
+        eventlog.append(session, uid, DuelFinished(
+            duel_id=duel.id, outcome=decision.outcome, winner_id=decision.winner_id,
+            reason=decision.reason, rating_changes=changes,
+        ))
     log.info("duel finished", extra=kv(duel_id=duel.id, outcome=decision.outcome, winner_id=decision.winner_id,
                                        reason=decision.reason, rating_changes=changes))
 
@@ -240,7 +242,7 @@ def _finish(session: Session, duel: Duel, players: list[int], decision: outcome.
 def resign(session: Session, user_id: int, duel_id: int) -> None:
     """The caller gives up; the opponent wins at once. 409 duel_finished when already over."""
     duel, _ = access_duel_as_player(session, user_id, duel_id, lock="update")
-    if duel.status != "active":
+    if duel.status != DuelStatus.ACTIVE:
         raise errors.DuelFinished()
     if not try_finish(session, duel_id, resigned_by=user_id):
         raise errors.DuelFinished()
@@ -249,11 +251,11 @@ def resign(session: Session, user_id: int, duel_id: int) -> None:
 def duels_due(session: Session, limit: int = 200) -> list[int]:
     """Active duels whose result may be certain: past the deadline or with an Accepted submission."""
     return list(session.execute(text(
-        """
+        f"""
         SELECT d.id FROM duels d
-        WHERE d.status = 'active'
+        WHERE d.status = {DuelStatus.ACTIVE.sql}
           AND (d.deadline <= clock_timestamp()
-               OR EXISTS (SELECT 1 FROM submissions s WHERE s.duel_id = d.id AND s.verdict = 'Accepted'))
+               OR EXISTS (SELECT 1 FROM submissions s WHERE s.duel_id = d.id AND s.verdict = '{outcome.ACCEPTED_VERDICT}'))
         ORDER BY d.deadline
         LIMIT :limit
         """
@@ -269,7 +271,7 @@ def duel_json(session: Session, duel: Duel) -> dict:
         {"user_id": p.user_id, "nickname": nick, "rating_before": p.rating_before, "rating_after": p.rating_after}
         for p, nick in rows
     ]
-    finished = duel.status == "finished"
+    finished = duel.status == DuelStatus.FINISHED
     return {
         "id": duel.id,
         "status": duel.status,

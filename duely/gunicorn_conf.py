@@ -31,12 +31,14 @@ control_socket_disable = True
 # that holds the listener's lock.
 
 
-def _answer_held_polls_soon() -> None:
+def _answer_held_polls_soon(worker) -> None:
     import gevent
 
-    from duely import listener
+    from duely.runtime import Runtime
 
-    gevent.spawn(listener.shutdown_all)
+    runtime = getattr(worker, "duely_runtime", None)  # the app's, kept by JsonErrorsGeventWorker.load_wsgi
+    if isinstance(runtime, Runtime):
+        gevent.spawn(runtime.shutdown)
 
 
 def _check_connection_budget() -> None:
@@ -44,7 +46,7 @@ def _check_connection_budget() -> None:
     import gevent
 
     from duely.db import check_connection_budget, connection_budget
-    from duely.events import READ_CONNECTIONS_PER_PROCESS
+    from duely.eventlog.reader import READ_CONNECTIONS_PER_PROCESS
 
     needed = connection_budget(_config.workers, _config.db_pool_size, _config.db_max_overflow, READ_CONNECTIONS_PER_PROCESS)
     if _config.database_url:
@@ -61,7 +63,7 @@ def post_worker_init(worker):
 
     def handle_exit(sig, frame):
         graceful_exit(sig, frame)
-        _answer_held_polls_soon()
+        _answer_held_polls_soon(worker)
 
     worker.handle_exit = handle_exit
     signal.signal(signal.SIGTERM, handle_exit)
@@ -69,7 +71,7 @@ def post_worker_init(worker):
 
 
 def worker_int(worker):
-    _answer_held_polls_soon()
+    _answer_held_polls_soon(worker)
 
 
 def post_request(worker, req, environ, resp):

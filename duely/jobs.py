@@ -1,5 +1,5 @@
 """The scheduler process's periodic jobs (APScheduler). Each job is a plain function of the
-database and config, so tests run one round directly; several scheduler processes may run
+process's Runtime (its database, config and Taski client), so tests run one round directly; several scheduler processes may run
 at once: every job is safe under concurrency (row locks / SKIP LOCKED).
 
 While the database is unreachable the jobs do not fail every second: `guarded` logs the outage
@@ -17,35 +17,37 @@ from functools import partial
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 
-from duely import dispatch, duels, logs, outage
+from duely import dispatch, duels, outage
 from duely.config import Config
 from duely.db import SCHEDULER_POOL, Database
-from duely.events import PRUNE_INTERVAL_SECS, prune_job
+from duely.eventlog.store import PRUNE_INTERVAL_SECS, prune_job
 from duely.matchmaking import queue, rounds
-from duely.taski import client_for
+from duely.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-Job = Callable[[Database, Config], object]
+Job = Callable[[Runtime], object]
 
 
-def matchmaking_job(db: Database, config: Config) -> int:
-    return rounds.run_round(db, config, client_for(config.required("taski_url"), config.taski_timeout))
+def matchmaking_job(runtime: Runtime) -> int:
+    return rounds.run_round(runtime.db, runtime.config, runtime.taski())
 
 
-def dispatch_job(db: Database, config: Config) -> int:
-    return dispatch.run_round(db, config, client_for(config.required("taski_url"), config.taski_timeout))
+def dispatch_job(runtime: Runtime) -> int:
+    return dispatch.run_round(runtime.db, runtime.config, runtime.taski())
 
 
-def finish_job(db: Database, config: Config) -> int:
+def finish_job(runtime: Runtime) -> int:
     """Finish every duel whose result has become certain (deadline passed, Accepted judged)."""
+    db = runtime.db
     with db.transaction() as session:
         due = duels.duels_due(session)
     return sum(1 for duel_id in due if db.run(partial(duels.try_finish, duel_id=duel_id, skip_locked=True)))
 
 
-def queue_expiry_job(db: Database, config: Config) -> int:
+def queue_expiry_job(runtime: Runtime) -> int:
     """Drop queued users who stopped polling /api/updates for QUEUE_TTL."""
+    db, config = runtime.db, runtime.config
     with db.transaction() as session:
         stale = queue.stale_user_ids(session, config.queue_ttl)
     return sum(1 for uid in stale if db.run(partial(queue.expire_one, user_id=uid, ttl_secs=config.queue_ttl)))
@@ -67,11 +69,11 @@ def guarded(job: Job, database_outage: outage.OutageLog) -> Job:
     logged once, and while it lasts a job runs only when a retry is due (capped backoff)."""
 
     @functools.wraps(job)
-    def run(db: Database, config: Config) -> object:
+    def run(runtime: Runtime) -> object:
         if not database_outage.retry_due():
             return None
         try:
-            result = job(db, config)
+            result = job(runtime)
         except Exception as exc:
             if database_outage.failed(exc):
                 return None
@@ -83,12 +85,11 @@ def guarded(job: Job, database_outage: outage.OutageLog) -> Job:
 
 
 def run_scheduler(config: Config) -> None:
-    logs.setup(config.log_level, "scheduler")
-    db = Database(config.required("database_url"), *SCHEDULER_POOL)
+    runtime = Runtime(config, Database(config.required("database_url"), *SCHEDULER_POOL), process="scheduler")
     scheduler = BlockingScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
     database_outage = outage.OutageLog(log)
     for name, job, interval in scheduled_jobs():
-        scheduler.add_job(guarded(job, database_outage), "interval", seconds=interval, args=(db, config), id=name, name=name)
+        scheduler.add_job(guarded(job, database_outage), "interval", seconds=interval, args=(runtime,), id=name, name=name)
 
     def stop(signum, frame):
         log.info("stopping scheduler")
@@ -98,4 +99,4 @@ def run_scheduler(config: Config) -> None:
     signal.signal(signal.SIGINT, stop)
     log.info("scheduler started with jobs: %s", ", ".join(n for n, _, _ in scheduled_jobs()))
     scheduler.start()
-    db.dispose()
+    runtime.db.dispose()

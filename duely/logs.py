@@ -6,8 +6,6 @@ from __future__ import annotations
 import logging
 import sys
 
-_configured = False
-
 
 class KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -19,9 +17,8 @@ class KeyValueFormatter(logging.Formatter):
 
 
 def setup(level: str = "INFO", process: str = "duely") -> None:
-    global _configured
-    if _configured:
-        return
+    """Send every record to stderr as one line. Called once per process, by its Runtime
+    (duely/runtime.py) or the dev Taski's entry points; calling it again replaces the handler."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(KeyValueFormatter(f"%(asctime)s %(levelname)s {process}[%(process)d] %(name)s: %(message)s"))
     root = logging.getLogger()
@@ -29,7 +26,6 @@ def setup(level: str = "INFO", process: str = "duely") -> None:
     root.setLevel(level.upper())
     logging.getLogger("kafka").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    _configured = True
 
 
 def kv(**fields: object) -> dict:

@@ -27,6 +27,8 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TIMESTAMP
 
+from duely.statuses import DuelStatus, SubmissionState
+
 TZ = TIMESTAMP(timezone=True)
 
 
@@ -52,7 +54,7 @@ class User(Base):
     won: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     lost: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     drawn: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
-    # Newest event id of this user's log; bumped under the row lock (see duely/events.py).
+    # Newest event id of this user's log; bumped under the row lock (see duely/eventlog/store.py).
     last_event_id: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
     created_at: Mapped[dt.datetime] = mapped_column(TZ, nullable=False, server_default=func.now())
 
@@ -110,7 +112,7 @@ class Event(Base):
 class Duel(Base):
     __tablename__ = "duels"
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    status: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'active'"))
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default=text(DuelStatus.ACTIVE.sql))
     task_id: Mapped[str] = mapped_column(Text, nullable=False)
     # Snapshot of Taski's task object as it was when the duel started.
     task: Mapped[dict] = mapped_column(JSONB, nullable=False)
@@ -121,7 +123,7 @@ class Duel(Base):
     winner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     reason: Mapped[str | None] = mapped_column(Text)  # accepted | timeout | resign
 
-    __table_args__ = (Index("ix_duels_active_deadline", "deadline", postgresql_where=text("status = 'active'")),)
+    __table_args__ = (Index("ix_duels_active_deadline", "deadline", postgresql_where=text(f"status = {DuelStatus.ACTIVE.sql}")),)
 
 
 class DuelPlayer(Base):
@@ -154,7 +156,7 @@ class Submission(Base):
     solution: Mapped[str] = mapped_column(Text, nullable=False)
     client_temp_id: Mapped[str | None] = mapped_column(Text)
     submitted_at: Mapped[dt.datetime] = mapped_column(TZ, nullable=False, server_default=func.now())
-    status: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'pending'"))  # pending|testing|judged
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default=text(SubmissionState.PENDING.sql))
     progress: Mapped[str | None] = mapped_column(Text)  # Taski's latest text, e.g. "Test #2 passed"
     verdict: Mapped[str | None] = mapped_column(Text)
     last_seq: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
@@ -175,5 +177,5 @@ class Submission(Base):
         ),
         Index("ix_submissions_duel_submitted", "duel_id", "submitted_at"),
         Index("ix_submissions_user_submitted", "user_id", "submitted_at"),
-        Index("ix_submissions_unjudged", "status", "submitted_at", postgresql_where=text("status <> 'judged'")),
+        Index("ix_submissions_unjudged", "status", "submitted_at", postgresql_where=text(f"status <> {SubmissionState.JUDGED.sql}")),
     )

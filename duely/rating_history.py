@@ -12,15 +12,16 @@ from sqlalchemy.orm import Session
 
 from duely import rating
 from duely.clock import isoformat
+from duely.statuses import DuelStatus
 
 
 def rating_history(session: Session, user_id: int, limit: int, before_id: int | None) -> tuple[list[dict], int | None]:
     """Points newest first, and the `before_id` of the next (older) page, or None."""
     rows = session.execute(text(
-        """
+        f"""
         SELECT p.duel_id, d.finished_at, p.rating_before, p.rating_after, p.deviation_after
         FROM duel_players p JOIN duels d ON d.id = p.duel_id
-        WHERE p.user_id = :u AND d.status = 'finished'
+        WHERE p.user_id = :u AND d.status = {DuelStatus.FINISHED.sql}
           AND (CAST(:before AS bigint) IS NULL OR p.duel_id < :before)
         ORDER BY p.duel_id DESC
         LIMIT :limit

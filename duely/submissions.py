@@ -12,11 +12,13 @@ import uuid
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from duely import duels, errors, events
+from duely import duels, errors, eventlog
 from duely.clock import isoformat
+from duely.eventlog.types import SubmissionCreated
 from duely.languages import LANGUAGES
 from duely.logs import kv
 from duely.models import Submission
+from duely.statuses import DuelStatus, SubmissionState
 
 log = logging.getLogger(__name__)
 CLIENT_TEMP_ID_MAX_LEN = 128
@@ -35,7 +37,7 @@ def do_submit(session: Session, user_id: int, duel_id: int, language: str, solut
         existing = _by_client_temp_id(session, duel_id, user_id, client_temp_id)
         if existing is not None:
             return existing, False
-    if duel.status != "active":
+    if duel.status != DuelStatus.ACTIVE:
         raise errors.DuelFinished()
     if session.execute(text("SELECT clock_timestamp() >= :d"), {"d": duel.deadline}).scalar_one():
         raise errors.DuelFinished("The duel's deadline has passed.")
@@ -62,10 +64,10 @@ def do_submit(session: Session, user_id: int, duel_id: int, language: str, solut
         existing = _by_client_temp_id(session, duel_id, user_id, client_temp_id)
         assert existing is not None  # committed before our INSERT gave up, so this statement sees it
         return existing, False
-    events.append(session, user_id, "submission_created", {
-        "duel_id": duel_id, "submission_id": str(submission_id), "client_temp_id": client_temp_id,
-        "language": language, "submitted_at": isoformat(inserted.submitted_at),
-    })
+    eventlog.append(session, user_id, SubmissionCreated(
+        duel_id=duel_id, submission_id=str(submission_id), client_temp_id=client_temp_id,
+        language=language, submitted_at=inserted.submitted_at,
+    ))
     log.info("submission stored", extra=kv(submission_id=submission_id, duel_id=duel_id, user_id=user_id, language=language))
     return submission_id, True
 
@@ -98,7 +100,7 @@ def list_for(session: Session, viewer_id: int, duel_id: int) -> list[dict]:
     """What `viewer_id` may see of a duel's submissions, oldest first: their own, plus the
     opponent's once the duel is finished. Code is shown to its owner, or after the duel."""
     duel = duels.get_duel(session, duel_id)
-    finished = duel.status == "finished"
+    finished = duel.status == DuelStatus.FINISHED
     query = select(Submission).where(Submission.duel_id == duel_id).order_by(Submission.submitted_at, Submission.id)
     if not finished:
         query = query.where(Submission.user_id == viewer_id)
@@ -107,7 +109,7 @@ def list_for(session: Session, viewer_id: int, duel_id: int) -> list[dict]:
 
 def submission_json(sub: Submission, show_code: bool) -> dict:
     # The contract's `status` carries Taski's latest progress text while testing.
-    status = sub.progress if sub.status == "testing" and sub.progress else sub.status
+    status = sub.progress if sub.status == SubmissionState.TESTING and sub.progress else sub.status
     return {
         "id": str(sub.id),
         "duel_id": sub.duel_id,

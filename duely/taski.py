@@ -1,6 +1,6 @@
 """Client for Taski, the external task and judging service (docs/taski.md).
 
-One `TaskiClient` per process. A 429 pauses *every* call of this process for Retry-After
+One `TaskiClient` per process (its Runtime's, duely/runtime.py). A 429 pauses *every* call of this process for Retry-After
 seconds (the contract's rule), so the pause lives in the client, not in a request.
 5xx answers and network errors are transient: retried a few times with backoff, then
 raised as `TaskiUnavailable` for the caller to leave the work for its next round.
@@ -21,17 +21,6 @@ from duely.logs import kv
 log = logging.getLogger(__name__)
 
 RETRY_DELAYS_SECS = (0.2, 0.5)  # between attempts of one call; then the caller's next round
-
-
-_process_client: TaskiClient | None = None
-
-
-def client_for(base_url: str, timeout_secs: float) -> TaskiClient:
-    """This process's one client: its 429 pause must cover every call the process makes."""
-    global _process_client
-    if _process_client is None or _process_client.base_url != base_url.rstrip("/"):
-        _process_client = TaskiClient(base_url, timeout_secs)
-    return _process_client
 
 
 class TaskiError(Exception):

@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from duely import duels, events, logs, outage, undecodable
-from duely.clock import isoformat
+from duely import duels, eventlog, outage, undecodable
 from duely.config import Config
 from duely.db import CONSUMER_POOL, Database
+from duely.eventlog.types import OpponentVerdict, SubmissionUpdate, SubmissionVerdict
 from duely.logs import kv
 from duely.models import Duel, Submission
+from duely.runtime import Runtime
+from duely.statuses import SubmissionState
 
 log = logging.getLogger(__name__)
 
@@ -74,17 +76,16 @@ def apply_message(session: Session, message: TaskiMessage) -> bool:
 
 def apply_update(session: Session, submission_id: uuid.UUID, seq: int, status_text: str) -> bool:
     row = session.execute(text(
-        """
-        UPDATE submissions SET status = 'testing', progress = :p, last_seq = :seq, last_message_at = clock_timestamp()
-        WHERE id = :id AND status <> 'judged' AND last_seq < :seq
+        f"""
+        UPDATE submissions SET status = {SubmissionState.TESTING.sql}, progress = :p, last_seq = :seq, last_message_at = clock_timestamp()
+        WHERE id = :id AND status <> {SubmissionState.JUDGED.sql} AND last_seq < :seq
         RETURNING user_id, duel_id
         """
     ), {"id": submission_id, "p": status_text, "seq": seq}).first()
     if row is None:
         _ensure_known(session, submission_id)
         return False
-    events.append(session, row.user_id, "submission_update",
-                  {"duel_id": row.duel_id, "submission_id": str(submission_id), "status": status_text})
+    eventlog.append(session, row.user_id, SubmissionUpdate(duel_id=row.duel_id, submission_id=str(submission_id), status=status_text))
     log.info("submission progress", extra=kv(submission_id=submission_id, seq=seq, status=repr(status_text)))
     return True
 
@@ -99,23 +100,21 @@ def record_verdict(session: Session, submission_id: uuid.UUID, verdict: str, seq
     if duel is None:
         raise PoisonMessage(f"unknown submission {submission_id}")
     players = duels.player_ids(session, duel.id)
-    events.lock_users(session, players)
+    eventlog.lock_users(session, players)
     judged = session.execute(text(
-        """
-        UPDATE submissions SET status = 'judged', verdict = :verdict, judged_at = clock_timestamp(),
+        f"""
+        UPDATE submissions SET status = {SubmissionState.JUDGED.sql}, verdict = :verdict, judged_at = clock_timestamp(),
                last_seq = coalesce(CAST(:seq AS integer), last_seq)
-        WHERE id = :id AND status <> 'judged' AND (CAST(:seq AS integer) IS NULL OR last_seq < :seq)
+        WHERE id = :id AND status <> {SubmissionState.JUDGED.sql} AND (CAST(:seq AS integer) IS NULL OR last_seq < :seq)
         RETURNING user_id, submitted_at
         """
     ), {"id": submission_id, "verdict": verdict, "seq": seq}).first()
     if judged is None:  # already judged (a verdict is final), or a stale seq
         return False
-    events.append(session, judged.user_id, "submission_verdict",
-                  {"duel_id": duel.id, "submission_id": str(submission_id), "verdict": verdict})
+    eventlog.append(session, judged.user_id, SubmissionVerdict(duel_id=duel.id, submission_id=str(submission_id), verdict=verdict))
     for opponent in players:
         if opponent != judged.user_id:
-            events.append(session, opponent, "opponent_verdict",
-                          {"duel_id": duel.id, "verdict": verdict, "submitted_at": isoformat(judged.submitted_at)})
+            eventlog.append(session, opponent, OpponentVerdict(duel_id=duel.id, verdict=verdict, submitted_at=judged.submitted_at))
     log.info("submission judged", extra=kv(submission_id=submission_id, duel_id=duel.id, verdict=repr(verdict)))
     duels.finish_if_certain(session, duel, players)
     return True
@@ -240,8 +239,7 @@ def consume(db: Database, config: Config, stop: threading.Event) -> None:
 
 
 def run_consumer(config: Config) -> None:
-    logs.setup(config.log_level, "consumer")
-    db = Database(config.required("database_url"), *CONSUMER_POOL)
+    db = Runtime(config, Database(config.required("database_url"), *CONSUMER_POOL), process="consumer").db
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -139,6 +139,9 @@ class JsonErrorsGeventWorker(GeventWorker):
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
+        # The app's per-process runtime, for the shutdown hooks in duely/gunicorn_conf.py.
+        services = getattr(self.wsgi, "extensions", {}).get("duely")
+        self.duely_runtime = getattr(services, "runtime", None)
         self.wsgi: Any = _guard_bodies(self.wsgi)
 
     def handle_error(self, req, client, addr, exc):

@@ -84,10 +84,21 @@ def config(database_url) -> Config:
 
 
 @pytest.fixture
-def app(config, db):
+def runtime(config, db):
+    """This test's own per-process state (duely/runtime.py): its listener, poll reader, presence
+    throttle and token cache start empty and are closed after the test."""
+    from duely.runtime import Runtime
+
+    rt = Runtime(config, db)
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
+def app(config, db, runtime):
     from duely.api import create_app
 
-    application = create_app(config, db)
+    application = create_app(config, db, runtime)
     application.testing = False  # exercise the real error handlers
     return application
 

@@ -19,6 +19,7 @@ import requests
 from duely import errors
 from duely.api.compression import COMPRESS_MIN_BYTES, GunzipReader
 from tests.conftest import TEST_SECRET_KEY
+from tests.fixtures.events import progress
 from tests.web_server import gunicorn
 
 JSON = {"Content-Type": "application/json"}
@@ -60,7 +61,7 @@ def solution_text(size: int) -> str:
 def test_a_big_event_batch_is_gzipped_and_a_tiny_answer_is_not(server, make_poller, append_event):
     alice = make_poller()
     for i in range(40):
-        last = append_event(alice.id, "submission_update", {"status": f"Test #{i} passed", "note": "n" * 40})
+        last = append_event(alice.id, progress(f"Test #{i} passed " + "n" * 40))
     url = f"{server.base}/api/updates"
 
     resp, raw = get_raw(url, {**alice.headers, "Accept-Encoding": "gzip"}, last_event_id=0, timeout=0)
@@ -99,7 +100,7 @@ def test_a_held_poll_is_answered_as_soon_as_an_event_arrives_and_gzipped(server,
     poller = threading.Thread(target=poll)
     poller.start()
     requests.get(f"{server.base}/api/updates", headers=alice.headers, params={"timeout": 0}, timeout=30)  # warm up
-    event_id = append_event(alice.id, "submission_update", {"status": "Test #1 passed", "log": "l" * 3000})
+    event_id = append_event(alice.id, progress("Test #1 passed " + "l" * 3000))
     poller.join(40)
     assert not poller.is_alive()
     resp, raw = result["resp"], result["raw"]

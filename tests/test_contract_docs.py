@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from duely import errors, events
+from duely import errors
 from duely.api import create_app
 from duely.api.error_handlers import _HTTP_CODES
 from duely.config import Config
+from duely.eventlog.types import EVENT_TYPES
 from duely.web_worker import _CLIENT_ERRORS
 
 API_MD = Path(__file__).resolve().parent.parent / "docs" / "api.md"
@@ -95,9 +96,9 @@ def test_every_route_the_app_serves_is_documented_and_every_documented_one_is_se
 def test_the_docs_the_code_and_the_openapi_document_name_the_same_event_types(api_md, openapi):
     documented = _TABLE_NAME.findall(_section(api_md, "### Event types"))
     assert len(documented) == len(set(documented)), "an event type is documented twice"
-    assert sorted(documented) == sorted(events.EVENT_TYPES)
+    assert sorted(documented) == sorted(EVENT_TYPES)
     event_type = openapi["components"]["schemas"]["Event"]["properties"]["type"]
-    assert sorted(event_type["enum"]) == sorted(events.EVENT_TYPES)
+    assert sorted(event_type["enum"]) == sorted(EVENT_TYPES)
 
 
 def _error_classes(cls: type[errors.DuelyError]) -> list[type[errors.DuelyError]]:

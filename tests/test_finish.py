@@ -14,13 +14,13 @@ def duel_state(user, duel_id):
     return user.get(f"/api/duels/{duel_id}").get_json()
 
 
-def test_earlier_submission_still_testing_blocks_a_later_accepted(make_user, duel_between, db, config):
+def test_earlier_submission_still_testing_blocks_a_later_accepted(make_user, duel_between, db, runtime):
     alice, bob = make_user("alice"), make_user("bob")
     duel_id = duel_between(alice, bob)
     early = submit(alice, duel_id).get_json()["submission_id"]   # submitted first, judged last
     late = submit(bob, duel_id).get_json()["submission_id"]
     apply(db, msg(late, 1, "verdict", "Accepted"))
-    finish_job(db, config)
+    finish_job(runtime)
     assert duel_state(alice, duel_id)["status"] == "active"     # alice's earlier one may still win
     apply(db, msg(early, 1, "verdict", "Accepted"))
     finished = duel_state(alice, duel_id)
@@ -57,40 +57,40 @@ def test_finish_writes_ratings_records_and_events_together(make_user, duel_betwe
     assert alice.post("/api/queue").status_code == 202  # free to play again
 
 
-def test_deadline_draw_waits_for_submissions_made_before_it(make_user, duel_between, db, config):
+def test_deadline_draw_waits_for_submissions_made_before_it(make_user, duel_between, db, runtime):
     alice, bob = make_user("alice"), make_user("bob")
     duel_id = duel_between(alice, bob)
     sid = submit(alice, duel_id).get_json()["submission_id"]
     with db.transaction() as s:
         s.execute(text("UPDATE duels SET deadline = now() WHERE id = :d"), {"d": duel_id})
-    finish_job(db, config)
+    finish_job(runtime)
     assert duel_state(alice, duel_id)["status"] == "active"   # alice's submission may still be Accepted
     apply(db, msg(sid, 1, "verdict", "Wrong Answer on test #1"))
-    finish_job(db, config)
+    finish_job(runtime)
     duel = duel_state(alice, duel_id)
     assert duel["result"] == {"outcome": "draw", "winner_id": None, "reason": "timeout"}
     assert duel["rating_changes"] == {str(alice.id): 0, str(bob.id): 0}   # a draw between equals
 
 
-def test_accepted_before_deadline_judged_after_it_still_wins(make_user, duel_between, db, config):
+def test_accepted_before_deadline_judged_after_it_still_wins(make_user, duel_between, db, runtime):
     alice, bob = make_user("alice"), make_user("bob")
     duel_id = duel_between(alice, bob)
     sid = submit(bob, duel_id).get_json()["submission_id"]
     with db.transaction() as s:
         s.execute(text("UPDATE duels SET deadline = now() WHERE id = :d"), {"d": duel_id})
-    finish_job(db, config)
+    finish_job(runtime)
     apply(db, msg(sid, 1, "verdict", "Accepted"))
     assert duel_state(bob, duel_id)["result"]["winner_id"] == bob.id
 
 
-def test_deadline_with_nothing_submitted_is_a_draw_by_the_job(make_user, duel_between, db, config):
+def test_deadline_with_nothing_submitted_is_a_draw_by_the_job(make_user, duel_between, db, runtime):
     alice, bob = make_user("alice"), make_user("bob")
     duel_id = duel_between(alice, bob)
     with db.transaction() as s:
         s.execute(text("UPDATE duels SET deadline = now() WHERE id = :d"), {"d": duel_id})
-    assert finish_job(db, config) == 1
+    assert finish_job(runtime) == 1
     assert duel_state(alice, duel_id)["result"]["outcome"] == "draw"
-    assert finish_job(db, config) == 0
+    assert finish_job(runtime) == 0
 
 
 def test_resign_gives_the_opponent_the_win_once(make_user, duel_between, db):

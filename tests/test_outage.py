@@ -24,11 +24,16 @@ import pytest
 import requests
 from sqlalchemy import text
 
-from duely import errors, events, outage, submissions
+from duely import errors, outage, submissions
+from duely.config import Config
 from duely.db import Database, psycopg_url
+from duely.eventlog.listener import LISTENER_APPLICATION_NAME, Listener
+from duely.eventlog.reader import BatchedReader
+from duely.eventlog.store import PollKey
 from duely.infra import start_embedded_postgres, stop_embedded_postgres
-from duely.listener import LISTENER_APPLICATION_NAME, Listener
 from duely.migrate import upgrade
+from duely.runtime import Runtime
+from tests.fixtures.events import wait_for
 from tests.fixtures.stack import ROOT, Process, dev_task_ids, reference_solution, stack_env, start_duel
 
 UNREACHABLE = "127.0.0.1:1"  # web-only tests: no broker, no Taski
@@ -221,11 +226,12 @@ def test_poll_whose_timeout_passes_during_an_outage_is_unavailable(pg, own_db):
         uid = s.execute(text("INSERT INTO users (nickname, password_hash) VALUES (:n, 'x') RETURNING id"),
                         {"n": "p" + uuid.uuid4().hex[:8]}).scalar_one()
     deaf = Listener(pg.url)  # never started: nothing wakes the poll before its timeout
+    runtime = Runtime(Config(database_url=pg.url), own_db)
     result: dict = {}
 
     def poll():
         try:
-            result["updates"] = events.wait_for(own_db, uid, 0, 4, listener=deaf)
+            result["updates"] = wait_for(runtime, uid, 0, 4, listener=deaf)
         except Exception as exc:  # noqa: BLE001 - the test inspects it
             result["error"] = exc
 
@@ -236,6 +242,7 @@ def test_poll_whose_timeout_passes_during_an_outage_is_unavailable(pg, own_db):
     thread.join(30)
     assert "error" in result, result
     assert outage.unavailable_reason(result["error"]) == "unreachable", repr(result["error"])
+    runtime.close()
     pg.start()
 
 
@@ -347,19 +354,19 @@ def test_poll_reads_shed_load_when_their_connections_are_busy(pg, own_db):
     with own_db.transaction() as s:
         uid = s.execute(text("INSERT INTO users (nickname, password_hash) VALUES (:n, 'x') RETURNING id"),
                         {"n": "r" + uuid.uuid4().hex[:8]}).scalar_one()
-    reader = events._Reader(pg.url, 1, slot_timeout_secs=0.5)
+    reader = BatchedReader(pg.url, 1, slot_timeout_secs=0.5)
     locker = psycopg.connect(psycopg_url(pg.url))
     locker.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")  # the one read connection will wait on it
     first: dict = {}
-    thread = threading.Thread(target=lambda: first.setdefault("row", reader.read("user", uid, 0, 10)))
+    thread = threading.Thread(target=lambda: first.setdefault("row", reader.read(PollKey.user(uid), 0, 10)))
     thread.start()
     assert wait_until(lambda: reader.in_use == 1, 10)
     with pytest.raises(errors.Unavailable) as shed:
-        reader.read("user", uid, 0, 10)
+        reader.read(PollKey.user(uid), 0, 10)
     locker.rollback()
     locker.close()
     thread.join(30)
     assert shed.value.status == 503 and shed.value.retry_after >= 1
     assert first["row"][1] == uid  # the read that had the connection completed
-    assert reader.read("user", uid, 0, 10)[1] == uid  # and the reader serves again
+    assert reader.read(PollKey.user(uid), 0, 10)[1] == uid  # and the reader serves again
     reader.close()

@@ -45,17 +45,17 @@ def test_queue_requires_auth(client):
     assert client.get("/api/queue").status_code == 401
 
 
-def test_users_who_stop_polling_expire_from_the_queue(make_user, db, config):
+def test_users_who_stop_polling_expire_from_the_queue(make_user, db, runtime):
     alice, bob = make_user("alice"), make_user("bob")
     alice.post("/api/queue")
     bob.post("/api/queue")
     with db.transaction() as s:  # alice's last poll was long ago; bob is still polling
         s.execute(text("UPDATE presence SET last_seen_at = now() - interval '1 hour' WHERE user_id = :u"), {"u": alice.id})
-    assert queue_expiry_job(db, config) == 1
+    assert queue_expiry_job(runtime) == 1
     assert alice.get("/api/queue").get_json()["status"] == "idle"
     assert bob.get("/api/queue").get_json()["status"] == "waiting"
     assert event_types(db, alice.id) == ["queue_joined", "queue_left"]
     with db.transaction() as s:
         data = s.execute(text("SELECT data FROM events WHERE user_id = :u ORDER BY id DESC LIMIT 1"), {"u": alice.id}).scalar()
     assert data == {"reason": "expired"}
-    assert queue_expiry_job(db, config) == 0
+    assert queue_expiry_job(runtime) == 0

@@ -9,9 +9,12 @@ import time
 import pytest
 from sqlalchemy import text
 
-from duely import events, presence
+from duely import eventlog
 from duely.clock import utcnow
-from tests.fixtures.events import is_present, last_seen, write_with_late_commits
+from duely.eventlog import store
+from duely.eventlog.types import QueueJoined, QueueLeft, QueueLeftReason
+from duely.runtime import Runtime
+from tests.fixtures.events import is_present, last_seen, progress, write_with_late_commits
 
 
 def poll(client, user, **query):
@@ -80,8 +83,8 @@ def test_empty_log_answers_empty_with_the_given_id(client, make_poller):
 def test_events_come_in_order_with_the_contract_shape(client, make_poller, db):
     alice = make_poller()
     with db.transaction() as s:
-        events.append(s, alice.id, "queue_joined", {"since": "2026-11-22T17:00:00Z"})
-        events.append(s, alice.id, "queue_left", {"reason": "left"})
+        eventlog.append(s, alice.id, QueueJoined(since=dt.datetime(2026, 11, 22, 17, tzinfo=dt.UTC)))
+        eventlog.append(s, alice.id, QueueLeft(reason=QueueLeftReason.LEFT))
     body = poll(client, alice, timeout=0).get_json()
     assert body["last_event_id"] == 2
     assert [(e["id"], e["type"], e["data"]) for e in body["events"]] == [
@@ -161,7 +164,7 @@ def test_events_of_a_rolled_back_transaction_never_appear(client, make_poller, d
         time.sleep(0.2)
         with db.sessionmaker() as s:
             s.begin()
-            events.append(s, alice.id, "queue_joined", {"since": "never"})
+            eventlog.append(s, alice.id, QueueJoined(since=utcnow()))
             s.rollback()
 
     thread = threading.Thread(target=write_then_roll_back)
@@ -175,7 +178,7 @@ def test_events_of_a_rolled_back_transaction_never_appear(client, make_poller, d
 
 def test_a_user_never_sees_another_users_events(client, make_poller, append_event, updates_listener):
     alice, bob = make_poller(), make_poller()
-    append_event(bob.id, "queue_left", {"reason": "left"})
+    append_event(bob.id, QueueLeft(reason=QueueLeftReason.LEFT))
     threading.Timer(0.2, append_event, args=(bob.id,)).start()
     assert poll(client, alice, timeout=1).get_json() == {"events": [], "last_event_id": 0}
     assert [e["id"] for e in poll(client, bob, timeout=0).get_json()["events"]] == [1, 2]
@@ -216,7 +219,7 @@ def test_many_held_polls_of_different_users_each_get_their_own_event(app, make_p
     while updates_listener.waiter_count() < len(users) and time.monotonic() < deadline:
         time.sleep(0.02)
     for i, u in enumerate(users):
-        append_event(u.id, "submission_update", {"status": f"for {i}"})
+        append_event(u.id, progress(f"for {i}"))
     for t in threads:
         t.join(20)
     for i, u in enumerate(users):
@@ -238,7 +241,7 @@ def test_an_expired_id_is_410_with_the_id_to_continue_from(client, make_poller, 
         append_event(alice.id)
     with db.transaction() as s:
         s.execute(text("UPDATE events SET created_at = created_at - interval '8 days' WHERE id <= 2"))
-        events.prune(s, utcnow() - dt.timedelta(days=7))
+        store.prune(s, utcnow() - dt.timedelta(days=7))
     resp = poll(client, alice, last_event_id=0, timeout=0)
     assert resp.status_code == 410
     error = resp.get_json()["error"]
@@ -254,7 +257,7 @@ def test_the_retention_job_prunes_and_then_old_cursors_get_410(client, make_poll
     append_event(alice.id)
     with db.transaction() as s:
         s.execute(text("UPDATE events SET created_at = created_at - interval '2 hours'"))
-    assert events.prune_job(db, config.replace(event_retention=3600.0)) == 2
+    assert store.prune_job(Runtime(config.replace(event_retention=3600.0), db)) == 2
     resp = poll(client, alice, last_event_id=1, timeout=0)
     assert resp.status_code == 410 and resp.get_json()["error"]["last_event_id"] == 2
 
@@ -292,7 +295,7 @@ def test_boundary_values_are_accepted(client, make_poller):
 
 # -- presence ------------------------------------------------------------------------------
 
-def test_a_poll_refreshes_the_users_presence(client, make_poller, db):
+def test_a_poll_refreshes_the_users_presence(client, make_poller, db, runtime):
     alice = make_poller()
     with db.transaction() as s:
         assert last_seen(s, alice.id) is None
@@ -300,7 +303,7 @@ def test_a_poll_refreshes_the_users_presence(client, make_poller, db):
     with db.transaction() as s:
         assert is_present(s, alice.id, 5)
         s.execute(text("UPDATE presence SET last_seen_at = now() - interval '1 hour'"))
-    presence.forget(alice.id)  # as if the throttle window had passed
+    runtime.presence.forget(alice.id)  # as if the throttle window had passed
     poll(client, alice, timeout=0)
     with db.transaction() as s:
         assert is_present(s, alice.id, 5)

@@ -17,8 +17,9 @@ import requests
 from sqlalchemy import text
 
 from duely.config import Config, to_environ
+from duely.eventlog.listener import LISTENER_APPLICATION_NAME
 from duely.infra import free_port, wait_for_port
-from duely.listener import LISTENER_APPLICATION_NAME
+from tests.fixtures.events import progress
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,7 +101,7 @@ def test_both_workers_hold_polls_and_deliver_each_users_events(gunicorn_server, 
     time.sleep(0.3)
     started = time.monotonic()
     for u in users:
-        append_event(u.id, "submission_update", {"status": f"user {u.id}"})
+        append_event(u.id, progress(f"user {u.id}"))
     for u in users:
         body = futures[u.id].result(30).json()
         assert [e["data"]["status"] for e in body["events"]] == [f"user {u.id}"]

@@ -15,6 +15,7 @@ from duely.api.proxy import TrustedProxies
 from duely.api.schemas import ErrorSchema
 from duely.config import Config
 from duely.db import Database
+from duely.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,9 @@ class DuelyApi(Api):
         error_handlers.register(self._app)
 
 
-def create_app(config: Config, db: Database | None = None) -> Flask:
+def create_app(config: Config, db: Database | None = None, runtime: Runtime | None = None) -> Flask:
+    """The API for one web worker; `runtime` is the worker's (built here unless given; app.py builds it,
+    tests pass their own). `db` defaults to the runtime's, or a new pool from `config`."""
     config.required("database_url")  # exits with a clear message when unset
     if not config.secret_key:
         log.warning("SECRET_KEY is unset: using the development key; tokens are not safe")
@@ -48,10 +51,12 @@ def create_app(config: Config, db: Database | None = None) -> Flask:
     )
     assert isinstance(app.json, DefaultJSONProvider)  # Flask's own, told to keep the contract's key order
     app.json.sort_keys = False
-    db = db or Database(config.required("database_url"), config.db_pool_size, config.db_max_overflow, config.db_pool_timeout)
+    if runtime is None:
+        db = db or Database(config.required("database_url"), config.db_pool_size, config.db_max_overflow, config.db_pool_timeout)
+        runtime = Runtime(config, db)
     app.wsgi_app = TrustedProxies(app.wsgi_app, config.forwarded_allow_ips)  # type: ignore[method-assign]
     passwords.configure(config.password_hash_threads)
-    app.extensions["duely"] = Services(config=config, db=db)
+    app.extensions["duely"] = Services(config=config, db=db or runtime.db, runtime=runtime)
     app.url_map.converters["id"] = IdConverter
 
     api = DuelyApi(app, spec_kwargs={"servers": [{"url": "/"}]})
@@ -60,6 +65,7 @@ def create_app(config: Config, db: Database | None = None) -> Flask:
 
     from duely.api import accounts, duels, health, queue, updates, web
 
+    updates.register_event_payloads(api.spec)
     for module in (health, accounts, updates, queue, duels):
         api.register_blueprint(module.blp)
     app.register_blueprint(web.blp)  # the page is not part of the API document

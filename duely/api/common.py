@@ -16,6 +16,7 @@ from werkzeug.routing import BaseConverter, ValidationError
 from duely import auth, errors
 from duely.config import Config
 from duely.db import Database
+from duely.runtime import Runtime
 
 T = TypeVar("T")
 
@@ -74,6 +75,7 @@ class BodySchema(Schema):
 class Services:
     config: Config
     db: Database
+    runtime: Runtime  # this worker's per-process state (duely/runtime.py)
 
 
 def services() -> Services:

@@ -9,6 +9,7 @@ from duely import duels, errors, submissions, users
 from duely.api.common import BEARER, ID_MAX, Blueprint, BodySchema, current_user_id, login_required, services
 from duely.api.schemas import StakesSchema
 from duely.languages import languages_json
+from duely.statuses import DuelStatus, SubmissionState
 from duely.submissions import CLIENT_TEMP_ID_MAX_LEN
 
 blp = Blueprint("duels", __name__, url_prefix="/api", description="Duels and submissions")
@@ -36,7 +37,7 @@ class ResultSchema(Schema):
 
 class DuelSchema(Schema):
     id = fields.Integer()
-    status = fields.String(metadata={"enum": ["active", "finished"]})
+    status = fields.String(metadata={"enum": [s.value for s in DuelStatus]})
     task = fields.Nested(TaskSchema)
     players = fields.List(fields.Nested(DuelPlayerSchema))
     started_at = fields.String()
@@ -57,7 +58,7 @@ class SubmissionSchema(Schema):
     client_temp_id = fields.String(allow_none=True)
     submitted_at = fields.String()
     status = fields.String()
-    state = fields.String(metadata={"enum": ["pending", "testing", "judged"]})
+    state = fields.String(metadata={"enum": [s.value for s in SubmissionState]})
     verdict = fields.String(allow_none=True)
 
 
@@ -131,7 +132,7 @@ def submit(body, duel_id: int):
         max_solution_bytes=cfg.max_solution_bytes, rate_limit=cfg.submit_rate_limit,
         rate_window_secs=cfg.submit_rate_window,
     ))
-    return {"submission_id": str(submission_id), "status": "pending"}
+    return {"submission_id": str(submission_id), "status": SubmissionState.PENDING}
 
 
 @blp.route("/duels/<id:duel_id>/resign", methods=["POST"])

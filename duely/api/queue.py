@@ -7,13 +7,15 @@ from marshmallow import Schema, fields
 
 from duely.api.common import BEARER, Blueprint, current_user_id, login_required, services
 from duely.clock import isoformat
+from duely.eventlog.types import QueueLeftReason
 from duely.matchmaking import queue
+from duely.statuses import QueueStatus
 
 blp = Blueprint("queue", __name__, url_prefix="/api", description="Matchmaking queue")
 
 
 class QueueStatusSchema(Schema):
-    status = fields.String(metadata={"enum": ["waiting", "idle", "in_duel"]})
+    status = fields.String(metadata={"enum": [s.value for s in QueueStatus]})
     since = fields.String(allow_none=True)
     duel_id = fields.Integer(allow_none=True)
 
@@ -25,7 +27,7 @@ class QueueStatusSchema(Schema):
 def join_queue():
     """Wait for an opponent (idempotent). Keep polling /api/updates to stay in the queue."""
     since = services().db.run(lambda s: queue.join(s, current_user_id()))
-    return {"status": "waiting", "since": isoformat(since), "duel_id": None}
+    return {"status": QueueStatus.WAITING, "since": isoformat(since), "duel_id": None}
 
 
 @blp.route("/queue", methods=["DELETE"])
@@ -33,7 +35,7 @@ def join_queue():
 @blp.response(204)
 @blp.doc(security=BEARER)
 def leave_queue():
-    services().db.run(lambda s: queue.leave(s, current_user_id(), reason="left"))
+    services().db.run(lambda s: queue.leave(s, current_user_id(), reason=QueueLeftReason.LEFT))
     return Response(status=204)
 
 

@@ -1,7 +1,7 @@
 """GET /api/updates: long polling on the caller's event log (docs/api.md, "Event log").
 
-The view validates the query and renders `events.poll`'s result; the waiting itself,
-the 400/410 rules and presence live in duely/events.py (see docs/events.md).
+The view validates the query and renders `eventlog.poll.poll`'s result; the waiting itself,
+the 400/410 rules and presence live in duely/eventlog/ (see docs/events.md).
 """
 
 from __future__ import annotations
@@ -14,8 +14,11 @@ from flask import Response, g
 from marshmallow import Schema, fields, validate
 from werkzeug.exceptions import HTTPException
 
-from duely import auth, errors, events
+from duely import auth, errors
 from duely.api.common import BEARER, Blueprint, bearer_token, current_user_id, services
+from duely.eventlog import poll as polling
+from duely.eventlog.store import POLL_LIMIT_DEFAULT
+from duely.eventlog.types import EVENT_TYPES, PAYLOADS, payload_schema
 
 blp = Blueprint("updates", __name__, url_prefix="/api", description="Event log (long polling)")
 _BIGINT_MAX = 2**63 - 1
@@ -25,18 +28,30 @@ T = TypeVar("T")
 class UpdatesQuerySchema(Schema):
     last_event_id = fields.Integer(load_default=0, validate=validate.Range(min=0, max=_BIGINT_MAX),
                                    metadata={"description": "The last event id the client has seen."})
-    timeout = fields.Float(load_default=events.POLL_TIMEOUT_DEFAULT_SECS, allow_nan=False,
-                           validate=validate.Range(min=0, max=events.POLL_TIMEOUT_MAX_SECS),
+    timeout = fields.Float(load_default=polling.POLL_TIMEOUT_DEFAULT_SECS, allow_nan=False,
+                           validate=validate.Range(min=0, max=polling.POLL_TIMEOUT_MAX_SECS),
                            metadata={"description": "Seconds to hold the request when there is nothing new."})
-    limit = fields.Integer(load_default=events.POLL_LIMIT_DEFAULT, validate=validate.Range(min=1, max=events.POLL_LIMIT_MAX),
+    limit = fields.Integer(load_default=POLL_LIMIT_DEFAULT, validate=validate.Range(min=1, max=polling.POLL_LIMIT_MAX),
                            metadata={"description": "Most events in one answer."})
 
 
 class EventSchema(Schema):
     id = fields.Integer()
-    type = fields.String(metadata={"enum": sorted(events.EVENT_TYPES)})
+    type = fields.String(metadata={"enum": sorted(EVENT_TYPES)})
     created_at = fields.String()
-    data = fields.Dict()
+    # Each type's data is documented by the schema named after its payload class
+    # (duely/eventlog/types.py): `queue_joined` -> QueueJoined, `duel_finished` -> DuelFinished.
+    data = fields.Raw(metadata={
+        "description": "The event's payload; its schema depends on `type`: "
+                       + ", ".join(f"`{t}` → {cls.__name__}" for t, cls in PAYLOADS.items()) + ".",
+        "oneOf": [{"$ref": f"#/components/schemas/{cls.__name__}"} for cls in PAYLOADS.values()],
+    })
+
+
+def register_event_payloads(spec) -> None:
+    """Put each event type's payload schema in the OpenAPI document (referenced by Event.data)."""
+    for cls in PAYLOADS.values():
+        spec.components.schema(cls.__name__, schema=payload_schema(cls))
 
 
 class UpdatesSchema(Schema):
@@ -45,7 +60,7 @@ class UpdatesSchema(Schema):
 
 
 def _unauthorized_before_invalid(view: Callable[..., T]) -> Callable[..., T]:
-    """Authentication is part of the poll's single read (events.poll), which runs after the
+    """Authentication is part of the poll's single read (eventlog.poll.poll), which runs after the
     query is validated; this keeps the order of `login_required` anyway: no token, or a bad
     token with a bad query, is 401 rather than 400."""
 
@@ -76,7 +91,7 @@ def get_updates(last_event_id: int, timeout: float, limit: int):
     """
     svc = services()
     token_hash = auth.hash_token(svc.config.secret_key, bearer_token() or "")
-    g.user_id, updates = events.poll(svc.db, token_hash, last_event_id, timeout, limit)
+    g.user_id, updates = polling.poll(svc.runtime, token_hash, last_event_id, timeout, limit)
     # Not dumped by the schema: this is the hot path, and the events arrive as JSON already.
     body = f'{{"events":{updates.events_json},"last_event_id":{updates.last_event_id}}}'
     return Response(body, 200, {"Cache-Control": "no-store"}, mimetype="application/json")

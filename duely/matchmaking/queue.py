@@ -12,16 +12,19 @@ import logging
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from duely import duels, errors, events, presence
+from duely import duels, errors, eventlog
 from duely.clock import isoformat
+from duely.eventlog import presence
+from duely.eventlog.types import QueueJoined, QueueLeft, QueueLeftReason
 from duely.logs import kv
+from duely.statuses import QueueStatus
 
 log = logging.getLogger(__name__)
 
 
 def join(session: Session, user_id: int) -> dt.datetime:
     """Put the user in the queue (idempotent); returns since when it waits. 409 while in a duel."""
-    events.lock_users(session, [user_id])  # serialises with matchmaking, which locks players too
+    eventlog.lock_users(session, [user_id])  # serialises with matchmaking, which locks players too
     if duels.active_duel_id(session, user_id) is not None:
         raise errors.AlreadyInDuel()
     presence.touch(session, user_id)  # joining counts as being present
@@ -31,18 +34,18 @@ def join(session: Session, user_id: int) -> dt.datetime:
     since = session.execute(
         text("INSERT INTO queue_entries (user_id) VALUES (:u) RETURNING joined_at"), {"u": user_id}
     ).scalar_one()
-    events.append(session, user_id, "queue_joined", {"since": isoformat(since)})
+    eventlog.append(session, user_id, QueueJoined(since=since))
     log.info("queue joined", extra=kv(user_id=user_id))
     return since
 
 
-def leave(session: Session, user_id: int, reason: str = "left") -> bool:
+def leave(session: Session, user_id: int, reason: QueueLeftReason = QueueLeftReason.LEFT) -> bool:
     """Take the user out of the queue with a `queue_left` event; False when it was not waiting."""
-    events.lock_users(session, [user_id])
+    eventlog.lock_users(session, [user_id])
     gone = session.execute(text("DELETE FROM queue_entries WHERE user_id = :u RETURNING user_id"), {"u": user_id}).first()
     if gone is None:
         return False
-    events.append(session, user_id, "queue_left", {"reason": reason})
+    eventlog.append(session, user_id, QueueLeft(reason=reason))
     log.info("queue left", extra=kv(user_id=user_id, reason=reason))
     return True
 
@@ -51,11 +54,11 @@ def status(session: Session, user_id: int) -> dict:
     duel_id = duels.active_duel_id(session, user_id)
     if duel_id is not None:
         since = session.execute(text("SELECT started_at FROM duels WHERE id = :d"), {"d": duel_id}).scalar()
-        return {"status": "in_duel", "since": isoformat(since), "duel_id": duel_id}
+        return {"status": QueueStatus.IN_DUEL, "since": isoformat(since), "duel_id": duel_id}
     since = session.execute(text("SELECT joined_at FROM queue_entries WHERE user_id = :u"), {"u": user_id}).scalar()
     if since is not None:
-        return {"status": "waiting", "since": isoformat(since), "duel_id": None}
-    return {"status": "idle", "since": None, "duel_id": None}
+        return {"status": QueueStatus.WAITING, "since": isoformat(since), "duel_id": None}
+    return {"status": QueueStatus.IDLE, "since": None, "duel_id": None}
 
 
 # The one presence rule of the queue, for SQL over `queue_entries q LEFT JOIN presence p`
@@ -77,7 +80,7 @@ def stale_user_ids(session: Session, ttl_secs: float, only_user_id: int | None =
 
 def expire_one(session: Session, user_id: int, ttl_secs: float) -> bool:
     """Drop one stale user (re-checked under its lock: it may have polled meanwhile)."""
-    events.lock_users(session, [user_id])
+    eventlog.lock_users(session, [user_id])
     if not stale_user_ids(session, ttl_secs, only_user_id=user_id):
         return False
-    return leave(session, user_id, reason="expired")
+    return leave(session, user_id, reason=QueueLeftReason.EXPIRED)

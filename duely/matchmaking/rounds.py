@@ -14,9 +14,10 @@ from functools import partial
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from duely import duels, events
+from duely import duels, eventlog
 from duely.config import Config
 from duely.db import Database
+from duely.eventlog.types import QueueLeft, QueueLeftReason
 from duely.logs import kv
 from duely.matchmaking import queue
 from duely.matchmaking.pairing import Waiting, pair_players
@@ -52,13 +53,13 @@ def tasks_seen(session: Session, user_ids: tuple[int, int]) -> list[str]:
 def start_duel_for_pair(session: Session, pair: tuple[int, int], task: dict, duration_secs: float) -> int | None:
     """In one transaction: both out of the queue, the duel created, events written. None if
     either player is no longer waiting (left, expired, or matched by a concurrent round)."""
-    events.lock_users(session, pair)  # join/leave/expiry take the same locks: the queue holds still
+    eventlog.lock_users(session, pair)  # join/leave/expiry take the same locks: the queue holds still
     queued = session.execute(text("SELECT count(*) FROM queue_entries WHERE user_id = ANY(:ids)"), {"ids": list(pair)}).scalar_one()
     if queued != 2:
         return None
     session.execute(text("DELETE FROM queue_entries WHERE user_id = ANY(:ids)"), {"ids": list(pair)})
     for uid in pair:
-        events.append(session, uid, "queue_left", {"reason": "matched"})
+        eventlog.append(session, uid, QueueLeft(reason=QueueLeftReason.MATCHED))
     return duels.create_duel(session, pair, task, duration_secs).id
 
 

@@ -1,7 +1,7 @@
 """One PostgreSQL LISTEN connection per process that wakes the requests waiting for events.
 See docs/events.md ("Wake-up").
 
-`events.append` sends `pg_notify('duely_events', '<user id>')` inside the writer's transaction;
+`eventlog.append` sends `pg_notify('duely_events', '<user id>')` inside the writer's transaction;
 PostgreSQL delivers it to every listening connection at commit. The listener turns each
 notification into a wake-up of exactly the waiters of that user, who then read their events
 with a short transaction of their own. A waiting request holds no database connection.
@@ -236,45 +236,3 @@ class Listener:
                     log.debug("presence heartbeat skipped: database unavailable")
                     continue
                 log.warning("presence heartbeat failed for %d users", len(user_ids), exc_info=True)
-
-
-# -- one listener per process ---------------------------------------------------------------
-_listeners: dict[str, Listener] = {}
-_listeners_lock = threading.Lock()
-
-
-def _forget_listeners_after_fork() -> None:
-    # A listener must never be shared across a fork: each gunicorn worker gets its own, created
-    # lazily by its first long poll. (Cheaper than checking os.getpid() on every poll.)
-    global _listeners_lock
-    _listeners.clear()
-    _listeners_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_listeners_after_fork)
-
-
-def get_listener(database_url: str, heartbeat: Callable[[list[int]], object] | None = None) -> Listener:
-    """This process's listener for `database_url`, started on first use."""
-    listener = _listeners.get(database_url)
-    if listener is None:
-        with _listeners_lock:
-            listener = _listeners.get(database_url)
-            if listener is None:
-                listener = Listener(database_url, heartbeat=heartbeat).start()
-                _listeners[database_url] = listener
-    return listener
-
-
-def shutdown_all() -> int:
-    """Answer every held request of this process now (server stopping). Returns how many."""
-    return sum(listener.shutdown() for listener in list(_listeners.values()))
-
-
-def stop_all() -> None:
-    """Stop every listener of this process (tests)."""
-    with _listeners_lock:
-        listeners = list(_listeners.values())
-        _listeners.clear()
-    for listener in listeners:
-        listener.stop()

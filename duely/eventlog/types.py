@@ -1,0 +1,235 @@
+"""The event types and, once per type, its payload (docs/api.md, "Event types").
+
+Each payload is a frozen dataclass; `eventlog.append` takes one and stores `payload.data()`,
+so an event can only be written through its definition. The same definitions give the
+marshmallow schemas (`payload_schema`) that document each type's `data` in the OpenAPI
+document and that tests check emitted events against: one definition, three uses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import types
+import typing
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from marshmallow import Schema, ValidationError, fields, validate
+
+from duely.clock import isoformat
+
+
+class EventType(StrEnum):
+    QUEUE_JOINED = "queue_joined"
+    QUEUE_LEFT = "queue_left"
+    DUEL_STARTED = "duel_started"
+    SUBMISSION_CREATED = "submission_created"
+    SUBMISSION_UPDATE = "submission_update"
+    SUBMISSION_VERDICT = "submission_verdict"
+    OPPONENT_VERDICT = "opponent_verdict"
+    DUEL_FINISHED = "duel_finished"
+
+
+EVENT_TYPES = frozenset(t.value for t in EventType)
+
+
+class QueueLeftReason(StrEnum):
+    LEFT = "left"  # DELETE /api/queue
+    EXPIRED = "expired"  # no poll for QUEUE_TTL
+    MATCHED = "matched"  # followed by duel_started
+
+
+# A task id is whatever Taski uses: a string or an integer (docs/api.md).
+TaskId = int | str
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """Base of every payload: `type` names its event type, `data()` is what the log stores."""
+
+    type: ClassVar[EventType]
+
+    def data(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class QueueJoined(Payload):
+    type: ClassVar[EventType] = EventType.QUEUE_JOINED
+    since: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class QueueLeft(Payload):
+    type: ClassVar[EventType] = EventType.QUEUE_LEFT
+    reason: QueueLeftReason
+
+
+@dataclass(frozen=True, slots=True)
+class Opponent:
+    user_id: int
+    nickname: str
+    rating: int
+    provisional: bool  # rating deviation still high: the page shows `1500?` (docs/ratings.md)
+
+
+@dataclass(frozen=True, slots=True)
+class PlayerStakes:
+    """What a player's rating changes by if they win, draw or lose (fixed when the duel starts)."""
+
+    win: int
+    draw: int
+    loss: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRef:
+    id: TaskId
+    title: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DuelStarted(Payload):
+    type: ClassVar[EventType] = EventType.DUEL_STARTED
+    duel_id: int
+    opponent: Opponent
+    task: TaskRef
+    deadline: dt.datetime
+    stakes: dict[str, PlayerStakes]  # user id (as a string: a JSON key) -> that player's stakes
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionCreated(Payload):
+    type: ClassVar[EventType] = EventType.SUBMISSION_CREATED
+    duel_id: int
+    submission_id: str
+    client_temp_id: str | None
+    language: str
+    submitted_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionUpdate(Payload):
+    type: ClassVar[EventType] = EventType.SUBMISSION_UPDATE
+    duel_id: int
+    submission_id: str
+    status: str  # Taski's text, e.g. "Test #2 passed"
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionVerdict(Payload):
+    type: ClassVar[EventType] = EventType.SUBMISSION_VERDICT
+    duel_id: int
+    submission_id: str
+    verdict: str
+
+
+@dataclass(frozen=True, slots=True)
+class OpponentVerdict(Payload):
+    """The opponent's result and when they submitted: never their code or submission id."""
+
+    type: ClassVar[EventType] = EventType.OPPONENT_VERDICT
+    duel_id: int
+    verdict: str
+    submitted_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DuelFinished(Payload):
+    type: ClassVar[EventType] = EventType.DUEL_FINISHED
+    duel_id: int
+    outcome: typing.Literal["win", "draw"]
+    winner_id: int | None
+    reason: typing.Literal["accepted", "timeout", "resign"]
+    rating_changes: dict[str, int]  # user id (as a string: a JSON key) -> rating change
+
+
+PAYLOADS: dict[EventType, type[Payload]] = {cls.type: cls for cls in Payload.__subclasses__()}
+assert set(PAYLOADS) == set(EventType), "every event type has exactly one payload class"
+
+
+def _plain(value: Any) -> Any:
+    """A payload value as JSON-ready data (times as the API renders them)."""
+    if isinstance(value, dt.datetime):
+        return isoformat(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, StrEnum):
+        return value.value
+    return value
+
+
+# -- schemas, generated from the dataclasses ------------------------------------------------
+
+class _IntOrString(fields.Field[Any]):
+    """A task id: an integer or a string (not a bool, not a float)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ValidationError("Not an integer or a string.")
+        return value
+
+
+class _StrictBoolean(fields.Boolean):
+    """true or false, not 1, "yes" or "on"."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
+class _StrictInteger(fields.Integer):
+    def _validated(self, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return super()._validated(value)
+
+
+def _field(hint: Any) -> fields.Field[Any]:
+    """The marshmallow field of one dataclass field's type: every field is required."""
+    allow_none = False
+    if isinstance(hint, types.UnionType) and type(None) in hint.__args__:
+        allow_none = True
+        (hint,) = [a for a in hint.__args__ if a is not type(None)] or [Any]
+    kw: dict[str, Any] = {"required": True, "allow_none": allow_none}
+    if hint is TaskId or hint == TaskId:
+        return _IntOrString(**kw, metadata={"oneOf": [{"type": "integer"}, {"type": "string"}]})
+    if hint is bool:
+        return _StrictBoolean(**kw)
+    if hint is int:
+        return _StrictInteger(strict=True, **kw)
+    if hint is str:
+        return fields.String(**kw)
+    if hint is dt.datetime:
+        return fields.DateTime(**kw)
+    if isinstance(hint, type) and issubclass(hint, StrEnum):
+        choices = [m.value for m in hint]
+        return fields.String(validate=validate.OneOf(choices), **kw)
+    if typing.get_origin(hint) is typing.Literal:
+        return fields.String(validate=validate.OneOf(list(typing.get_args(hint))), **kw)
+    if typing.get_origin(hint) is dict:
+        key, value = typing.get_args(hint)
+        return fields.Dict(keys=_field(key), values=_field(value), **kw)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return fields.Nested(payload_schema(hint), **kw)
+    raise TypeError(f"no schema field for {hint!r}")
+
+
+_schemas: dict[type[Any], type[Schema]] = {}
+
+
+def payload_schema(cls: type[Any]) -> type[Schema]:
+    """The marshmallow schema of a payload (or nested) dataclass, named after it: every field
+    required, nulls only where the type allows them, unknown fields refused. Made once per class
+    (the OpenAPI document refers to each by its class)."""
+    schema = _schemas.get(cls)
+    if schema is None:
+        hints = typing.get_type_hints(cls)
+        generated = {f.name: _field(hints[f.name]) for f in dataclasses.fields(cls)}
+        schema = _schemas[cls] = Schema.from_dict(generated, name=f"{cls.__name__}Schema")
+    return schema
