@@ -76,10 +76,10 @@ def establishing_histories(session: Session, user_ids: list[int]) -> dict[int, l
     if not user_ids:
         return {}
     rows = session.execute(text(
-        """
+        f"""
         SELECT me.user_id, d.outcome, d.winner_id, u.rating_exact, u.rating_deviation, u.rating_volatility
         FROM duel_players me
-        JOIN duels d ON d.id = me.duel_id AND d.status = 'finished'
+        JOIN duels d ON d.id = me.duel_id AND d.status = {DuelStatus.FINISHED.sql}
         JOIN duel_players them ON them.duel_id = me.duel_id AND them.user_id <> me.user_id
         JOIN users u ON u.id = them.user_id
         WHERE me.user_id = ANY(:ids)
