@@ -73,6 +73,8 @@ class Config:
     devtaski_workers: int = _setting(2, "Judging worker processes of the development Taski", "int")
     devtaski_state_dir: str | None = _setting(None, "Where the development Taski keeps judged results; unset = DATA_DIR/devtaski")
     devtaski_problems_dir: str | None = _setting(None, "Problem set of the development Taski; unset = the bundled duely/devtaski/problems")
+    devtaski_judge: str = _setting("sandbox", "How the development Taski judges: sandbox (runs the code) or instant "
+                                   "(benchmarks: runs nothing, verdict from a `# verdict: ...` marker, else Accepted)")
     devtaski_sandbox: str = _setting("auto", "How the development Taski isolates judged code: auto (bwrap when it works), bwrap, rlimits")
     devtaski_uid_base: int = _setting(61000, "First unprivileged uid judged code runs as (one per worker, claimed with a lock file)", "int")
     # Operations

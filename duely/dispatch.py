@@ -1,8 +1,12 @@
 """Dispatch: hand stored submissions to Taski, and re-send the ones stuck in testing.
 
-Safe with several scheduler processes: each submission is sent while its row is held
-`FOR UPDATE SKIP LOCKED`, so no submission is being sent twice at once, and nothing is
-forgotten after a crash (the row simply stays due). Rules of docs/taski.md:
+Woken, not polled: the submit transaction sends `NOTIFY duely_dispatch` (delivered at its
+commit), and the scheduler's dispatch loop (duely/wakeup.py) runs a round at once; a round
+every DISPATCH_SWEEP_SECS stays as the safety net for re-sends, backoffs and missed wake-ups.
+A round sends up to SENDS_IN_FLIGHT submissions at once over the process's one keep-alive
+Taski session. Safe with several scheduler processes and with the parallel sends: each
+submission is sent while its row is held `FOR UPDATE SKIP LOCKED`, so no submission is being
+sent twice at once, and nothing is forgotten after a crash (the row simply stays due). Rules of docs/taski.md:
 429 pauses every Taski call of the process (the client does that) and ends the round;
 5xx/timeouts were already retried by the client, so the submission gets a backoff and waits
 for a later round; 400 gives the verdict `Rejected: <message>`. A submission still
@@ -13,7 +17,9 @@ nothing twice and re-publishes a verdict we may have lost.
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import partial
 
@@ -30,7 +36,20 @@ from duely.taski import TaskiClient, TaskiRateLimited, TaskiRejected, TaskiUnava
 log = logging.getLogger(__name__)
 
 BACKOFF_MAX_SECS = 60.0
-ROUND_SIZE = 50
+ROUND_SIZE = 200
+# Sends in flight at once per process (each holds its row lock and a database connection
+# during its HTTP call; requests' default keep-alive pool of the one Taski session is 10).
+SENDS_IN_FLIGHT = 8
+DISPATCH_CHANNEL = "duely_dispatch"
+DISPATCH_SWEEP_SECS = 1.0
+
+_NOTIFY = text(f"SELECT pg_notify('{DISPATCH_CHANNEL}', '')")
+
+
+def wake_dispatcher(session: Session) -> None:
+    """Ask the dispatchers for a round once this transaction commits (NOTIFY is sent at commit,
+    and identical notifications of one transaction are folded into one)."""
+    session.execute(_NOTIFY)
 
 _DUE = f"""
     (s.next_attempt_at IS NULL OR s.next_attempt_at <= clock_timestamp())
@@ -100,21 +119,30 @@ def send_one(session: Session, taski: TaskiClient, submission_id: uuid.UUID, jud
     return SendResult("sent")
 
 
-def run_round(db: Database, config: Config, taski: TaskiClient) -> int:
-    """Send what is due; returns how many were handed over (or rejected)."""
+def run_round(db: Database, config: Config, taski: TaskiClient, senders: Executor | None = None) -> int:
+    """Send what is due, up to SENDS_IN_FLIGHT at once on `senders` (the process's pool, see
+    Runtime.dispatch_senders; None sends one by one); returns how many were handed over (or rejected)."""
     if taski.paused_for() > 0:
         return 0
     with db.transaction() as session:
         ids = due_submission_ids(session, config.judge_timeout)
-    handled = 0
-    for submission_id in ids:
+    if not ids:
+        return 0
+    halted = threading.Event()  # a 429 or an unavailable Taski: the rest waits for a later round
+
+    def send(submission_id: uuid.UUID) -> bool:
+        if halted.is_set() or taski.paused_for() > 0:
+            return False
         with db.transaction() as session:
             result = send_one(session, taski, submission_id, config.judge_timeout)
         if result.outcome in ("paused", "unavailable"):
-            break  # the rest waits for a later round; nothing is lost
+            halted.set()
+            return False
         if result.outcome == "rejected":
             # Its own transaction, in the usual lock order (duel, users, submission).
             db.run(partial(verdicts.record_verdict, submission_id=submission_id, verdict=f"Rejected: {result.message}"))
-        if result.outcome != "skipped":
-            handled += 1
-    return handled
+        return result.outcome != "skipped"
+
+    if len(ids) == 1 or senders is None:
+        return sum(1 for submission_id in ids if send(submission_id))
+    return sum(senders.map(send, ids))

@@ -1,5 +1,7 @@
-"""The scheduler process's periodic jobs (APScheduler). Each job is a plain function of the
-process's Runtime (its database, config and Taski client), so tests run one round directly; several scheduler processes may run
+"""The scheduler process's jobs. Dispatch and matchmaking are woken by NOTIFY (a submit, a
+queue join) with a sweep every second as the safety net (duely/wakeup.py); the others are
+periodic (APScheduler). Each job is a plain function of the process's Runtime (its database,
+config and Taski client), so tests run one round directly; several scheduler processes may run
 at once: every job is safe under concurrency (row locks / SKIP LOCKED).
 
 While the database is unreachable the jobs do not fail every second: `guarded` logs the outage
@@ -23,6 +25,7 @@ from duely.db import SCHEDULER_POOL, Database
 from duely.eventlog.store import PRUNE_INTERVAL_SECS, prune_job
 from duely.matchmaking import queue, rounds
 from duely.runtime import Runtime
+from duely.wakeup import WokenLoop
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +37,7 @@ def matchmaking_job(runtime: Runtime) -> int:
 
 
 def dispatch_job(runtime: Runtime) -> int:
-    return dispatch.run_round(runtime.db, runtime.config, runtime.taski())
+    return dispatch.run_round(runtime.db, runtime.config, runtime.taski(), runtime.dispatch_senders())
 
 
 def finish_job(runtime: Runtime) -> int:
@@ -53,11 +56,24 @@ def queue_expiry_job(runtime: Runtime) -> int:
     return sum(1 for uid in stale if db.run(partial(queue.expire_one, user_id=uid, ttl_secs=config.queue_ttl)))
 
 
+def woken_loops(runtime: Runtime, database_outage: outage.OutageLog) -> list[WokenLoop]:
+    """The jobs run on a NOTIFY from the transaction that made work for them, and every second anyway."""
+    url = runtime.db.url
+    return [
+        WokenLoop(url, dispatch.DISPATCH_CHANNEL, partial(guarded(dispatch_job, database_outage), runtime),
+                  dispatch.DISPATCH_SWEEP_SECS, "dispatch", more=_full_round),
+        WokenLoop(url, queue.MATCHMAKING_CHANNEL, partial(guarded(matchmaking_job, database_outage), runtime),
+                  queue.MATCHMAKING_SWEEP_SECS, "matchmaking"),
+    ]
+
+
+def _full_round(sent: object) -> bool:
+    return isinstance(sent, int) and sent >= dispatch.ROUND_SIZE
+
+
 def scheduled_jobs() -> list[tuple[str, Job, float]]:
     """(name, function, interval in seconds) of every periodic job."""
     return [
-        ("matchmaking", matchmaking_job, 1.0),
-        ("dispatch", dispatch_job, 1.0),
         ("finish", finish_job, 1.0),
         ("queue_expiry", queue_expiry_job, 2.0),
         ("prune_events", prune_job, PRUNE_INTERVAL_SECS),
@@ -91,12 +107,20 @@ def run_scheduler(config: Config) -> None:
     for name, job, interval in scheduled_jobs():
         scheduler.add_job(guarded(job, database_outage), "interval", seconds=interval, args=(runtime,), id=name, name=name)
 
+    loops = [loop.start() for loop in woken_loops(runtime, database_outage)]
+
     def stop(signum, frame):
         log.info("stopping scheduler")
+        for loop in loops:
+            loop.stop_event.set()
         scheduler.shutdown(wait=True)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("scheduler started with jobs: %s", ", ".join(n for n, _, _ in scheduled_jobs()))
+    log.info("scheduler started with jobs: %s (woken: %s)", ", ".join(n for n, _, _ in scheduled_jobs()),
+             ", ".join(loop.name for loop in loops))
     scheduler.start()
+    for loop in loops:
+        loop.stop()
+    runtime.close()
     runtime.db.dispose()

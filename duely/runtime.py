@@ -9,6 +9,7 @@ What it holds, each made on first use:
   heartbeat refreshes the presence of held polls;
 - `presence`: the per-process presence write throttle (duely/eventlog/presence.py);
 - `token_users`: token hash -> user id, so a poll subscribes to the right user before its first read;
+- `dispatch_senders()`: the scheduler's threads for parallel sends to Taski (duely/dispatch.py);
 - `taski()`: the one Taski client, whose 429 pause must cover every call the process makes;
 - logging, set up once when the runtime is built for a named process.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 
 from duely import logs
 from duely.config import Config
@@ -50,6 +52,7 @@ class Runtime:
         self._reader: BatchedReader | None = None
         self._listener: Listener | None = None
         self._taski: TaskiClient | None = None
+        self._senders: ThreadPoolExecutor | None = None
         self.presence = PresenceThrottle()
         self.token_users: dict[str, int] = {}
 
@@ -96,11 +99,21 @@ class Runtime:
             self._taski = TaskiClient(self.config.taski_url, self.config.taski_timeout)
         return self._taski
 
+    def dispatch_senders(self) -> ThreadPoolExecutor:
+        """The scheduler's threads for parallel sends to Taski (dispatch.SENDS_IN_FLIGHT)."""
+        if self._senders is None:
+            from duely.dispatch import SENDS_IN_FLIGHT
+
+            self._senders = ThreadPoolExecutor(max_workers=SENDS_IN_FLIGHT, thread_name_prefix="dispatch-send")
+        return self._senders
+
     # -- tests and scripts -----------------------------------------------------------------
     def close(self, wait: bool = False) -> None:
         """Stop the listener and close the reader's connections (a server process just exits)."""
-        listener, reader = self._listener, self._reader
-        self._listener = self._reader = None
+        listener, reader, senders = self._listener, self._reader, self._senders
+        self._listener = self._reader = self._senders = None
+        if senders is not None:
+            senders.shutdown(wait=wait)
         if listener is not None:
             listener.stop(timeout=5.0 if wait else 0.0)
         if reader is not None:

@@ -12,7 +12,7 @@ import uuid
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from duely import duels, errors, eventlog
+from duely import dispatch, duels, errors, eventlog
 from duely.clock import isoformat
 from duely.eventlog.types import SubmissionCreated
 from duely.languages import LANGUAGES
@@ -68,6 +68,7 @@ def do_submit(session: Session, user_id: int, duel_id: int, language: str, solut
         duel_id=duel_id, submission_id=str(submission_id), client_temp_id=client_temp_id,
         language=language, submitted_at=inserted.submitted_at,
     ))
+    dispatch.wake_dispatcher(session)  # the dispatcher sends it as soon as this commits
     log.info("submission stored", extra=kv(submission_id=submission_id, duel_id=duel_id, user_id=user_id, language=language))
     return submission_id, True
 

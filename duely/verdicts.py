@@ -128,15 +128,30 @@ def _ensure_known(session: Session, submission_id: uuid.UUID) -> None:
 def apply_batch(session: Session, records: list[tuple[bytes, str]]) -> int:
     """Apply a poll's worth of records in the caller's transaction (one commit for the batch).
 
+    A progress update already superseded within the batch (a newer seq about the same
+    submission follows it: a later update, or the verdict) is skipped: applied in order it would
+    be overwritten in the same commit, so no reader could ever see it; only its event would be
+    written, and under load that is most of the batch's work.
     A poison message fails alone: PoisonMessage is always raised before the message wrote
     anything, so no savepoint is needed. Any other error propagates and the whole batch is
     retried or re-read (its offsets are not committed).
     `records` are (value, where) pairs; `where` names topic/partition@offset for the logs.
     """
-    applied = 0
+    parsed: list[tuple[TaskiMessage, str]] = []
     for value, where in records:
         try:
-            applied += apply_message(session, parse_message(value))
+            parsed.append((parse_message(value), where))
+        except PoisonMessage as exc:
+            log.warning("skipping message", extra=kv(at=where, problem=repr(str(exc))))
+    newest: dict[uuid.UUID, int] = {}
+    for message, _ in parsed:
+        newest[message.submission_id] = max(newest.get(message.submission_id, -1), message.seq)
+    applied = 0
+    for message, where in parsed:
+        if message.type == "update" and message.seq < newest[message.submission_id]:
+            continue
+        try:
+            applied += apply_message(session, message)
         except PoisonMessage as exc:
             log.warning("skipping message", extra=kv(at=where, problem=repr(str(exc))))
     return applied
@@ -162,6 +177,7 @@ def _make_consumer(config: Config):
         metadata_max_age_ms=5000,  # notice a recreated topic quickly
         reconnect_backoff_max_ms=2000,  # a restarted broker is found within seconds (default: up to 30 s)
         max_poll_records=200,
+        fetch_max_wait_ms=50,  # a verdict is waited for: do not let the broker hold a fetch for 500 ms
     )
     consumer.subscribe([config.taski_topic])
     return consumer

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import text
@@ -159,3 +160,63 @@ def test_a_paused_process_resends_nothing_until_the_pause_ends(db, config, taski
     time.sleep(0.6)
     assert dispatch.run_round(db, config, taski) == 1
     assert row(db, sid).send_attempts == 2
+
+
+def _wait(predicate, within_secs: float = 30, what: str = "condition") -> None:
+    deadline = time.monotonic() + within_secs
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what} not met within {within_secs}s"
+        time.sleep(0.02)
+
+
+def _dispatch_loop(db, config, taski, sweep_secs: float, senders=None):
+    from duely.wakeup import WokenLoop
+
+    loop = WokenLoop(config.database_url, dispatch.DISPATCH_CHANNEL, lambda: dispatch.run_round(db, config, taski, senders),
+                     sweep_secs, "dispatch-test").start()
+    _wait(lambda: loop.runs >= 1, what="the loop's first run")
+    time.sleep(0.3)  # that first run is over: from now on only a notification can start one
+    return loop
+
+
+def test_a_submit_wakes_the_dispatcher(db, config, taski, devtaski, make_user, duel_between):
+    alice, bob = make_user("alice"), make_user("bob")
+    duel_id = duel_between(alice, bob, task=devtaski.get("/api/tasks/1").json())
+    loop = _dispatch_loop(db, config, taski, sweep_secs=3600)  # the sweep never comes in this test
+    try:
+        sid = submit(alice, duel_id).get_json()["submission_id"]
+        _wait(lambda: row(db, sid).status != "pending", what="the submission sent")
+        assert loop.woken_runs >= 1
+        assert row(db, sid).send_attempts == 1 and devtaski.state(sid)["judgings"] <= 1
+    finally:
+        loop.stop()
+
+
+def test_woken_parallel_dispatchers_never_send_one_submission_twice(db, config, devtaski, make_user, duel_between):
+    players = [make_user(f"player{i}") for i in range(6)]
+    duels = [duel_between(players[i], players[i + 1], task=devtaski.get("/api/tasks/1").json()) for i in (0, 2, 4)]
+    devtaski.set_faults({"slow": {"delay_ms": 50}})  # sends overlap in time, within a process and across
+    pools = [ThreadPoolExecutor(dispatch.SENDS_IN_FLIGHT) for _ in range(2)]  # parallel sends within each process too
+    loops = [_dispatch_loop(db, config, TaskiClient(devtaski.url, timeout_secs=5), sweep_secs=0.2, senders=pool)
+             for pool in pools]
+    try:
+        sids = []
+        for n in range(4):
+            for i, duel_id in enumerate(duels):
+                for player in (players[2 * i], players[2 * i + 1]):
+                    sids.append(submit(player, duel_id, client_temp_id=f"{n}").get_json()["submission_id"])
+
+        def all_sent():
+            with db.transaction() as s:
+                return s.execute(text("SELECT count(*) FROM submissions WHERE status = 'pending'")).scalar_one() == 0
+
+        _wait(all_sent, within_secs=60, what="every submission sent")
+    finally:
+        for loop in loops:
+            loop.stop()
+        for pool in pools:
+            pool.shutdown()
+    with db.transaction() as s:
+        attempts = s.execute(text("SELECT send_attempts FROM submissions")).scalars().all()
+    assert sorted(attempts) == [1] * len(sids) == [1] * 24
+    assert sum(loop.runs for loop in loops) > 2

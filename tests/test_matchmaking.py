@@ -4,6 +4,7 @@ nobody is in two duels even with concurrent rounds, Taski trouble leaves everyon
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from sqlalchemy import text
@@ -121,3 +122,27 @@ def test_concurrent_rounds_never_put_a_user_in_two_duels(make_user, db, config, 
     for u in users:  # exactly one duel_started, one queue_left each
         types = event_types(db, u.id)
         assert types.count("duel_started") == 1 and types.count("queue_left") == 1
+
+
+def test_a_join_wakes_matchmaking(make_user, db, config, taski):
+    from duely.matchmaking import queue
+    from duely.wakeup import WokenLoop
+
+    loop = WokenLoop(config.database_url, queue.MATCHMAKING_CHANNEL, lambda: rounds.run_round(db, config, taski),
+                     3600, "matchmaking-test").start()  # the sweep never comes in this test
+    try:
+        deadline = time.monotonic() + 30
+        while loop.runs < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(0.3)
+        alice, bob = make_user("alice"), make_user("bob")
+        for user in (alice, bob):
+            assert user.post("/api/queue").status_code == 202
+        while "duel_started" not in event_types(db, bob.id):
+            assert time.monotonic() < deadline, event_types(db, bob.id)
+            time.sleep(0.02)
+        assert loop.woken_runs >= 1
+        assert event_types(db, alice.id) == ["queue_joined", "queue_left", "duel_started"]
+    finally:
+        loop.stop()

@@ -14,6 +14,7 @@ from duely import logs
 from duely.config import Config
 from duely.devtaski.app import create_app
 from duely.devtaski.faults import Faults
+from duely.devtaski.instant import InstantJudge
 from duely.devtaski.languages import available_languages
 from duely.devtaski.pool import JudgePool, WorkerSettings
 from duely.devtaski.problems import BUNDLED_DIR, load_problems
@@ -39,7 +40,13 @@ def run(config: Config) -> None:
     faults = Faults()
     bootstrap = config.kafka_bootstrap_servers or f"127.0.0.1:{config.kafka_port}"
     publisher = Publisher(bootstrap, config.taski_topic, faults)
-    pool = JudgePool(config.devtaski_workers, WorkerSettings(config.devtaski_uid_base, config.devtaski_sandbox, config.log_level))
+    pool: JudgePool | InstantJudge
+    if config.devtaski_judge == "instant":
+        pool = InstantJudge()
+    elif config.devtaski_judge == "sandbox":
+        pool = JudgePool(config.devtaski_workers, WorkerSettings(config.devtaski_uid_base, config.devtaski_sandbox, config.log_level))
+    else:
+        raise SystemExit(f"bad value for DEVTASKI_JUDGE: {config.devtaski_judge!r} (sandbox or instant)")
     service = DevTaski(problems, languages, store, publisher, pool)
     publisher.start()
     workers = pool.start(service.handle_event)
@@ -52,6 +59,7 @@ def run(config: Config) -> None:
     signal.signal(signal.SIGINT, on_signal)
     log.info("development Taski is up", extra=logs.kv(
         url=f"http://{HOST}:{config.devtaski_port}", tasks=len(problems), languages=",".join(languages),
+        judge=config.devtaski_judge,
         workers=" ".join(f"uid={w.uid}/{w.sandbox_mode}" for w in workers), kafka=bootstrap, topic=config.taski_topic,
         state=store.path))
     try:

@@ -21,6 +21,11 @@ from duely.statuses import QueueStatus
 
 log = logging.getLogger(__name__)
 
+# A join wakes the matchmaking loop (duely/wakeup.py) at its commit; the sweep pairs anyway.
+MATCHMAKING_CHANNEL = "duely_matchmaking"
+MATCHMAKING_SWEEP_SECS = 1.0
+_NOTIFY_JOIN = text(f"SELECT pg_notify('{MATCHMAKING_CHANNEL}', '')")
+
 
 def join(session: Session, user_id: int) -> dt.datetime:
     """Put the user in the queue (idempotent); returns since when it waits. 409 while in a duel."""
@@ -35,6 +40,7 @@ def join(session: Session, user_id: int) -> dt.datetime:
         text("INSERT INTO queue_entries (user_id) VALUES (:u) RETURNING joined_at"), {"u": user_id}
     ).scalar_one()
     eventlog.append(session, user_id, QueueJoined(since=since))
+    session.execute(_NOTIFY_JOIN)  # a round runs as soon as this commits
     log.info("queue joined", extra=kv(user_id=user_id))
     return since
 

@@ -1,0 +1,265 @@
+"""A swarm of scripted players against the whole stack, the way `make run` starts it.
+
+    .venv/bin/python bench/swarm.py --players 200 --duration 60
+    .venv/bin/python bench/swarm.py --players 1000 --duration 300
+
+Starts `python -m duely.run` (supervisor, embedded PostgreSQL, broker, dev Taski in instant mode:
+DEVTASKI_JUDGE=instant) in a temporary DATA_DIR on free ports, registers N players (before the
+measured window), then for `--duration` seconds every player, built on the client library
+(clients/python/duely_client) and run as a gevent greenlet here, plays duels through the public
+API: queue, submit (a mix of wrong and accepted: the verdict comes from a `# verdict:` marker),
+resign sometimes, queue again. Afterwards it lets outstanding verdicts arrive, checks that every
+player's log was gapless and every submission got exactly one verdict event, and prints:
+submissions/s sustained, submit -> own verdict event p50/p99, queue join -> duel_started
+p50/p99, p99 of each write endpoint, counts of lost / doubled / gaps / 5xx, and as the baseline
+of the same run the latency of `GET /healthz` (no database work beyond SELECT 1) under the same load.
+"""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import random  # noqa: E402
+import resource  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections import defaultdict  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import gevent  # noqa: E402
+import gevent.event  # noqa: E402
+import gevent.pool  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "clients" / "python"))
+sys.path.insert(0, str(ROOT))
+
+from duely_client import Client, DuelyError  # noqa: E402
+
+from duely.infra import free_port  # noqa: E402
+
+ACCEPTED = "print(1)\n"
+WRONG = "print(0)\n# verdict: Wrong Answer on test #1\n"
+P_WRONG = 0.6  # each submission is wrong with this probability...
+P_RESIGN = 0.05  # ...and at the start of a duel a player resigns instead with this one
+DRAIN_SECS = 30.0
+POLL_TIMEOUT_SECS = 5.0
+
+
+def quantile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def ms(value: float) -> str:
+    return f"{value * 1000:.0f} ms" if value == value else "n/a"
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.window_open = False
+        self.endpoint: dict[str, list[float]] = defaultdict(list)
+        self.statuses: dict[int, int] = defaultdict(int)
+        self.submit_to_verdict: list[float] = []
+        self.join_to_start: list[float] = []
+        self.submitted: dict[str, float] = {}  # submission id -> monotonic time the submit began
+        self.verdict_events: dict[str, int] = defaultdict(int)
+        self.verdicts_in_window = 0
+        self.submits_in_window = 0
+        self.gaps = 0
+        self.errors: dict[str, int] = defaultdict(int)
+        self.healthz: list[float] = []
+
+    def on_response(self, method: str, route: str, status: int, secs: float) -> None:
+        self.statuses[status] += 1
+        if self.window_open and method != "GET":
+            self.endpoint[route].append(secs)
+
+
+class Player:
+    def __init__(self, url: str, index: int, stats: Stats, stop: gevent.event.Event):
+        self.client = Client(url, on_response=stats.on_response, timeout=30)
+        self.nickname = f"swarm{index}"
+        self.stats, self.stop = stats, stop
+        self.rng = random.Random(index)
+        self.duel_id: int | None = None
+        self.joined_at: float | None = None
+        self.last_id = 0
+
+    def register(self) -> None:
+        self.client.register(self.nickname, "swarm password 1")
+
+    def play(self, measuring: gevent.event.Event) -> None:
+        updates = self.client.updates(0, timeout=POLL_TIMEOUT_SECS, stop=self.stop)
+        measuring.wait()
+        self.act(self.join)
+        for event in updates:
+            if event["id"] != self.last_id + 1:
+                self.stats.gaps += 1
+            self.last_id = event["id"]
+            self.on_event(event)
+
+    def act(self, action, *args) -> None:
+        if self.stop.is_set() or not self.stats.window_open:
+            return
+        try:
+            action(*args)
+        except DuelyError as exc:
+            self.stats.errors[exc.code] += 1
+
+    def join(self) -> None:
+        self.joined_at = time.monotonic()
+        self.client.join_queue()
+
+    def submit(self) -> None:
+        began = time.monotonic()
+        sid = self.client.submit(self.duel_id, WRONG if self.rng.random() < P_WRONG else ACCEPTED)
+        self.stats.submitted[sid] = began
+        self.stats.submits_in_window += 1
+
+    def on_event(self, event: dict) -> None:
+        kind, data, now = event["type"], event["data"], time.monotonic()
+        if kind == "duel_started":
+            self.duel_id = data["duel_id"]
+            if self.joined_at is not None and self.stats.window_open:
+                self.stats.join_to_start.append(now - self.joined_at)
+            self.joined_at = None
+            if self.rng.random() < P_RESIGN:
+                self.act(self.client.resign, self.duel_id)
+            else:
+                self.act(self.submit)
+        elif kind == "submission_verdict":
+            sid = data["submission_id"]
+            self.stats.verdict_events[sid] += 1
+            began = self.stats.submitted.get(sid)
+            if began is not None and self.stats.verdict_events[sid] == 1:
+                self.stats.submit_to_verdict.append(now - began)
+                if self.stats.window_open:
+                    self.stats.verdicts_in_window += 1
+            if data["verdict"] != "Accepted" and data["duel_id"] == self.duel_id:
+                self.act(self.submit)
+        elif kind == "duel_finished" and data["duel_id"] == self.duel_id:
+            self.duel_id = None
+            self.act(self.join)
+        elif kind == "queue_left" and data.get("reason") == "expired":
+            self.act(self.join)
+
+
+def start_stack(data_dir: Path, port: int) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "KAFKA_", "TASKI_", "DUELY_"))}
+    env.update({
+        "DATA_DIR": str(data_dir), "PORT": str(port), "KAFKA_PORT": str(free_port()),
+        "DEVTASKI_PORT": str(free_port()), "DEVTASKI_JUDGE": "instant", "LOG_LEVEL": "INFO",
+        # The players submit far more often than the per-user limit of a real game allows.
+        "SUBMIT_RATE_LIMIT": "100000", "DUEL_DURATION": "10m",
+    })
+    log = open(data_dir / "run.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "duely.run"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    log.close()
+    return proc
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout_secs: float = 180) -> None:
+    client = Client(url, timeout=2)
+    deadline = time.monotonic() + timeout_secs
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit("the stack exited while starting")
+        try:
+            if client.health()["status"] == "ok":
+                return
+        except DuelyError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit("the stack did not come up")
+
+
+def sample_healthz(url: str, stats: Stats, stop: gevent.event.Event) -> None:
+    client = Client(url, timeout=10)
+    while not stop.is_set():
+        began = time.monotonic()
+        try:
+            client.health()
+            stats.healthz.append(time.monotonic() - began)
+        except DuelyError:
+            stats.errors["healthz"] += 1
+        gevent.sleep(0.1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--players", type=int, default=200)
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of the measured window")
+    parser.add_argument("--keep", action="store_true", help="keep the data directory (logs) afterwards")
+    args = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+    data_dir = Path(tempfile.mkdtemp(prefix="duely-swarm-"))
+    data_dir.chmod(0o755)  # as root, the embedded PostgreSQL runs as its own user and must reach it
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start_stack(data_dir, port)
+    stats = Stats()
+    stop, measuring = gevent.event.Event(), gevent.event.Event()
+    try:
+        wait_healthy(url, proc)
+        print(f"stack up at {url} (data in {data_dir}); registering {args.players} players", flush=True)
+        players = [Player(url, i, stats, stop) for i in range(args.players)]
+        began = time.monotonic()
+        gevent.pool.Pool(16).map(lambda p: p.register(), players)
+        print(f"registered in {time.monotonic() - began:.1f} s; playing for {args.duration:.0f} s", flush=True)
+
+        greenlets = [gevent.spawn(p.play, measuring) for p in players]
+        gevent.sleep(1.0)  # every player's first poll is held before the window opens
+        stats.window_open = True
+        measuring.set()
+        sampler = gevent.spawn(sample_healthz, url, stats, stop)
+        window_began = time.monotonic()
+        gevent.sleep(args.duration)
+        stats.window_open = False
+        window = time.monotonic() - window_began
+        drain_until = time.monotonic() + DRAIN_SECS
+        while time.monotonic() < drain_until and any(stats.verdict_events.get(s, 0) == 0 for s in list(stats.submitted)):
+            gevent.sleep(0.2)
+        gevent.sleep(1.0)  # a doubled verdict would arrive now
+        stop.set()
+        gevent.joinall(greenlets + [sampler], timeout=POLL_TIMEOUT_SECS + 35)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(90)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        if not args.keep:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+    lost = sum(1 for s in stats.submitted if stats.verdict_events.get(s, 0) == 0)
+    doubled = sum(1 for s in stats.submitted if stats.verdict_events.get(s, 0) > 1)
+    five_xx = sum(n for status, n in stats.statuses.items() if status >= 500)
+    print(f"\nplayers {args.players}, window {window:.0f} s (machine load shared with other work)")
+    print(f"submissions/s sustained: {stats.submits_in_window / window:.1f} submitted, "
+          f"{stats.verdicts_in_window / window:.1f} verdicts seen within the window")
+    print(f"submit -> own verdict event: p50 {ms(quantile(stats.submit_to_verdict, 0.5))}, "
+          f"p99 {ms(quantile(stats.submit_to_verdict, 0.99))} ({len(stats.submit_to_verdict)} verdicts)")
+    print(f"queue join -> duel_started: p50 {ms(quantile(stats.join_to_start, 0.5))}, "
+          f"p99 {ms(quantile(stats.join_to_start, 0.99))} ({len(stats.join_to_start)} duels)")
+    for route, values in sorted(stats.endpoint.items()):
+        print(f"  {route}: p50 {ms(quantile(values, 0.5))}, p99 {ms(quantile(values, 0.99))} ({len(values)} calls)")
+    print(f"baseline GET /healthz under the same load: p50 {ms(quantile(stats.healthz, 0.5))}, "
+          f"p99 {ms(quantile(stats.healthz, 0.99))}")
+    print(f"lost {lost}, doubled {doubled}, gaps {stats.gaps}, 5xx {five_xx}, no answer "
+          f"{stats.statuses.get(0, 0)}; other errors {dict(stats.errors) or 'none'}")
+
+
+if __name__ == "__main__":
+    main()

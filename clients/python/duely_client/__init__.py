@@ -1,0 +1,30 @@
+"""duely_client: a small Python client for Duely's public API (needs only `requests`).
+
+    from duely_client import Client
+    client = Client("http://127.0.0.1:5001")
+    client.register("alice", "correct horse")   # or client.login(...)
+    client.join_queue()
+    for event in client.updates():             # long polls, reconnects, resumes where it was
+        ...
+"""
+
+from duely_client.client import Client, Updates
+from duely_client.errors import (
+    AlreadyInDuel,
+    ConnectionFailed,
+    DuelFinished,
+    DuelyError,
+    EventsExpired,
+    NicknameTaken,
+    NotFound,
+    RateLimited,
+    ServerError,
+    Unauthorized,
+    Unavailable,
+    ValidationError,
+)
+
+__all__ = [
+    "AlreadyInDuel", "Client", "ConnectionFailed", "DuelFinished", "DuelyError", "EventsExpired", "NicknameTaken",
+    "NotFound", "RateLimited", "ServerError", "Unauthorized", "Unavailable", "Updates", "ValidationError",
+]

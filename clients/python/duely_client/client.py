@@ -1,0 +1,310 @@
+"""The Duely API client. One `Client` per player; it is not meant to be shared between threads
+(each thread gets its own, as each keeps its own keep-alive connections)."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any, TypedDict
+
+import requests
+
+from duely_client.errors import (
+    ConnectionFailed,
+    DuelyError,
+    EventsExpired,
+    RateLimited,
+    ServerError,
+    Unavailable,
+    error_for,
+)
+
+DEFAULT_TIMEOUT_SECS = 10.0
+POLL_TIMEOUT_SECS = 25.0
+BACKOFF_MIN_SECS = 0.2
+BACKOFF_MAX_SECS = 10.0
+SUBMIT_ATTEMPTS = 6
+
+
+class User(TypedDict, total=False):
+    id: int
+    nickname: str
+    rating: int
+    created_at: str
+    token: str  # only in the answer to registration
+
+
+class QueueStatus(TypedDict):
+    status: str  # waiting | idle | in_duel
+    since: str | None
+    duel_id: int | None
+
+
+class Duel(TypedDict, total=False):
+    id: int
+    status: str  # active | finished
+    task: dict[str, Any]  # id, title, statement, time_limit_ms
+    players: list[dict[str, Any]]
+    started_at: str
+    deadline: str
+    finished_at: str | None
+    result: dict[str, Any] | None  # outcome, winner_id, reason
+    rating_changes: dict[str, int]
+
+
+class Submission(TypedDict, total=False):
+    id: str
+    duel_id: int
+    user_id: int
+    language: str
+    solution: str | None
+    client_temp_id: str | None
+    submitted_at: str
+    status: str
+    state: str  # pending | testing | judged
+    verdict: str | None
+
+
+class Event(TypedDict):
+    id: int
+    type: str
+    created_at: str
+    data: dict[str, Any]
+
+
+class Page(TypedDict):
+    events: list[Event]
+    last_event_id: int
+
+
+# Called after every HTTP answer (or failure): (method, route, status or 0, seconds). For metrics.
+ResponseHook = Callable[[str, str, int, float], None]
+
+
+def _backoff(attempt: int, cap: float = BACKOFF_MAX_SECS) -> float:
+    """Exponential backoff with full jitter: many clients coming back at once do not come in step."""
+    return random.uniform(BACKOFF_MIN_SECS / 2, min(cap, BACKOFF_MIN_SECS * 2 ** attempt))
+
+
+class Client:
+    """Typed methods for every endpoint of Duely's public API.
+
+    Errors are raised as `DuelyError` subclasses carrying the JSON error `code`; a request that
+    got no answer at all raises `ConnectionFailed`. Only `updates()` and `submit()` retry by
+    themselves (they can do so safely); everything else is one request.
+    """
+
+    def __init__(self, base_url: str, token: str | None = None, *, timeout: float = DEFAULT_TIMEOUT_SECS,
+                 session: requests.Session | None = None, on_response: ResponseHook | None = None):
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.http = session or requests.Session()
+        self.token = token
+        self.on_response = on_response
+        self.user_id: int | None = None
+
+    # -- plumbing ----------------------------------------------------------------------------
+    @property
+    def token(self) -> str | None:
+        return self._token
+
+    @token.setter
+    def token(self, value: str | None) -> None:
+        self._token = value
+        if value:
+            self.http.headers["Authorization"] = f"Bearer {value}"
+        else:
+            self.http.headers.pop("Authorization", None)
+
+    def request(self, method: str, path: str, *, route: str | None = None, timeout: float | None = None,
+                **kwargs: Any) -> Any:
+        """One API call: the decoded JSON answer (None for 204), or a raised DuelyError."""
+        started = time.monotonic()
+        status = 0
+        try:
+            response = self.http.request(method, self.base_url + path, timeout=timeout or self.timeout, **kwargs)
+            status = response.status_code
+        except requests.RequestException as exc:
+            raise ConnectionFailed(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            if self.on_response is not None:
+                self.on_response(method, route or path, status, time.monotonic() - started)
+        if status == 204:
+            return None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if status >= 400:
+            raise error_for(status, body, response.headers.get("Retry-After"))
+        return body
+
+    # -- accounts ------------------------------------------------------------------------------
+    def register(self, nickname: str, password: str) -> User:
+        """Create an account and use its token from now on."""
+        user = self.request("POST", "/api/users", json={"nickname": nickname, "password": password},
+                            route="POST /api/users")
+        self.token, self.user_id = user["token"], user["id"]
+        return user
+
+    def login(self, nickname: str, password: str) -> User:
+        """Log in and use the new token from now on; returns the user."""
+        body = self.request("POST", "/api/auth/login", json={"nickname": nickname, "password": password},
+                            route="POST /api/auth/login")
+        self.token, self.user_id = body["token"], body["user"]["id"]
+        return body["user"]
+
+    def login_or_register(self, nickname: str, password: str) -> User:
+        """Log in, or register when the nickname is new."""
+        try:
+            return self.register(nickname, password)
+        except DuelyError as exc:
+            if exc.code != "nickname_taken":
+                raise
+        return self.login(nickname, password)
+
+    def logout(self) -> None:
+        """Revoke the current token."""
+        self.request("POST", "/api/auth/logout", route="POST /api/auth/logout")
+        self.token = None
+
+    def me(self) -> User:
+        user = self.request("GET", "/api/users/me")
+        self.user_id = user["id"]
+        return user
+
+    def user(self, user_id: int) -> User:
+        return self.request("GET", f"/api/users/{int(user_id)}", route="GET /api/users/{id}")
+
+    def leaderboard(self, limit: int = 20, offset: int = 0) -> list[User]:
+        return self.request("GET", "/api/leaderboard", params={"limit": limit, "offset": offset})["users"]
+
+    def history(self, user_id: int, limit: int = 20, before_id: int | None = None) -> tuple[list[Duel], int | None]:
+        """A user's duels, newest first, and the `before_id` of the next page (None at the end)."""
+        params: dict[str, Any] = {"limit": limit}
+        if before_id is not None:
+            params["before_id"] = before_id
+        body = self.request("GET", f"/api/users/{int(user_id)}/duels", params=params, route="GET /api/users/{id}/duels")
+        return body["duels"], body["next_before_id"]
+
+    # -- queue -----------------------------------------------------------------------------------
+    def join_queue(self) -> QueueStatus:
+        """Wait for an opponent (idempotent). Keep `updates()` running to stay queued."""
+        return self.request("POST", "/api/queue", route="POST /api/queue")
+
+    def leave_queue(self) -> None:
+        self.request("DELETE", "/api/queue", route="DELETE /api/queue")
+
+    def queue_status(self) -> QueueStatus:
+        return self.request("GET", "/api/queue")
+
+    # -- duels -----------------------------------------------------------------------------------
+    def duel(self, duel_id: int) -> Duel:
+        return self.request("GET", f"/api/duels/{int(duel_id)}", route="GET /api/duels/{id}")
+
+    def submissions(self, duel_id: int) -> list[Submission]:
+        return self.request("GET", f"/api/duels/{int(duel_id)}/submissions",
+                            route="GET /api/duels/{id}/submissions")["submissions"]
+
+    def submit(self, duel_id: int, solution: str, language: str = "python", client_temp_id: str | None = None,
+               *, attempts: int = SUBMIT_ATTEMPTS) -> str:
+        """Submit a solution; returns the submission id.
+
+        The request carries a `client_temp_id` (generated unless given), so it can be repeated
+        safely: after a network error, a timeout, a 5xx or a 503 it is sent again with the same
+        key (backoff with jitter, honouring Retry-After), and the server answers the first
+        submission's id instead of storing a second one. Other errors (409 duel_finished, 429
+        rate_limited, 400...) are raised at once.
+        """
+        key = client_temp_id or uuid.uuid4().hex
+        body = {"solution": solution, "language": language, "client_temp_id": key}
+        for attempt in range(attempts):
+            try:
+                answer = self.request("POST", f"/api/duels/{int(duel_id)}/submit", json=body,
+                                      route="POST /api/duels/{id}/submit")
+                return answer["submission_id"]
+            except (ConnectionFailed, ServerError, Unavailable) as exc:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(exc.retry_after if exc.retry_after is not None else _backoff(attempt))
+        raise AssertionError("unreachable")
+
+    def resign(self, duel_id: int) -> Duel:
+        """Give up: the opponent wins at once."""
+        return self.request("POST", f"/api/duels/{int(duel_id)}/resign", route="POST /api/duels/{id}/resign")
+
+    def languages(self) -> list[dict[str, str]]:
+        return self.request("GET", "/api/languages")["languages"]
+
+    def health(self) -> dict[str, Any]:
+        """GET /healthz: {"status": "ok"}; raises Unavailable when the database does not answer."""
+        return self.request("GET", "/healthz")
+
+    # -- the event log -------------------------------------------------------------------------
+    def poll(self, last_event_id: int = 0, timeout: float = POLL_TIMEOUT_SECS, limit: int = 100) -> Page:
+        """One long poll: the events after `last_event_id`, waiting up to `timeout` s for one."""
+        return self.request("GET", "/api/updates", params={"last_event_id": last_event_id, "timeout": timeout,
+                                                           "limit": limit},
+                            timeout=timeout + self.timeout, route="GET /api/updates")
+
+    def updates(self, last_event_id: int = 0, *, timeout: float = POLL_TIMEOUT_SECS,
+                on_resync: Callable[[int], object] | None = None, stop: threading.Event | None = None) -> Updates:
+        """Every event after `last_event_id`, in order, forever (until `stop` is set). See `Updates`."""
+        return Updates(self, last_event_id, timeout=timeout, on_resync=on_resync, stop=stop)
+
+
+class Updates:
+    """An iterator over a user's events that long-polls from the last id it yielded.
+
+    It survives server restarts and outages: on connection errors and 5xx it retries with
+    exponential backoff and jitter (reset after an answer); on 429 and 503 it waits
+    `Retry-After`; on 410 `events_expired` it calls `on_resync(new_last_event_id)` (the place to
+    re-read the REST snapshot: queue, duel, submissions) and continues from that id. Polling
+    also keeps a queued player present. `last_event_id` is always the id of the last event
+    yielded. Iteration ends only when `stop` is set (checked between polls and while waiting).
+    """
+
+    def __init__(self, client: Client, last_event_id: int = 0, *, timeout: float = POLL_TIMEOUT_SECS,
+                 on_resync: Callable[[int], object] | None = None, stop: threading.Event | None = None):
+        self.client = client
+        self.last_event_id = last_event_id
+        self.timeout = timeout
+        self.on_resync = on_resync
+        self.stop = stop or threading.Event()
+        self.failures = 0  # consecutive polls without an answer (for logs and tests)
+        self._buffer: list[Event] = []
+
+    def __iter__(self) -> Iterator[Event]:
+        return self
+
+    def __next__(self) -> Event:
+        while not self._buffer:
+            if self.stop.is_set():
+                raise StopIteration
+            self._buffer = self._poll_once()
+        event = self._buffer.pop(0)
+        self.last_event_id = event["id"]
+        return event
+
+    def _poll_once(self) -> list[Event]:
+        try:
+            page = self.client.poll(self.last_event_id, self.timeout)
+        except EventsExpired as exc:
+            self.failures = 0
+            if self.on_resync is not None:
+                self.on_resync(exc.last_event_id)
+            self.last_event_id = exc.last_event_id
+            return []
+        except (RateLimited, Unavailable) as exc:
+            self.failures += 1
+            self.stop.wait(exc.retry_after if exc.retry_after is not None else _backoff(self.failures))
+            return []
+        except (ConnectionFailed, ServerError):
+            self.failures += 1
+            self.stop.wait(_backoff(self.failures))
+            return []
+        self.failures = 0
+        return list(page["events"])
