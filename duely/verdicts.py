@@ -128,10 +128,9 @@ def _ensure_known(session: Session, submission_id: uuid.UUID) -> None:
 def apply_batch(session: Session, records: list[tuple[bytes, str]]) -> int:
     """Apply a poll's worth of records in the caller's transaction (one commit for the batch).
 
-    A progress update already superseded within the batch (a newer seq about the same
-    submission follows it: a later update, or the verdict) is skipped: applied in order it would
-    be overwritten in the same commit, so no reader could ever see it; only its event would be
-    written, and under load that is most of the batch's work.
+    Every progress message is applied and gets its `submission_update` event, even when a newer
+    one about the same submission is in the same batch: the contract promises an event per
+    progress message (docs/api.md), and a client may show each step.
     A poison message fails alone: PoisonMessage is always raised before the message wrote
     anything, so no savepoint is needed. Any other error propagates and the whole batch is
     retried or re-read (its offsets are not committed).
@@ -143,13 +142,8 @@ def apply_batch(session: Session, records: list[tuple[bytes, str]]) -> int:
             parsed.append((parse_message(value), where))
         except PoisonMessage as exc:
             log.warning("skipping message", extra=kv(at=where, problem=repr(str(exc))))
-    newest: dict[uuid.UUID, int] = {}
-    for message, _ in parsed:
-        newest[message.submission_id] = max(newest.get(message.submission_id, -1), message.seq)
     applied = 0
     for message, where in parsed:
-        if message.type == "update" and message.seq < newest[message.submission_id]:
-            continue
         try:
             applied += apply_message(session, message)
         except PoisonMessage as exc:

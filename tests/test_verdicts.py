@@ -109,7 +109,9 @@ def test_unknown_submission_is_skipped_without_error(db, duel_with_submission, c
     assert state(db, sid).progress == "Test #1 passed"
 
 
-def test_a_batch_skips_progress_it_already_supersedes(make_user, duel_between, db):
+def test_a_batch_applies_every_progress_message_in_order(make_user, duel_between, db):
+    """One event per progress message, even when the verdict that follows is in the same batch
+    (docs/api.md: `submission_update` on each progress message from Taski)."""
     alice, bob = make_user("alice"), make_user("bob")
     duel_id = duel_between(alice, bob)
     judged = submit(alice, duel_id, client_temp_id="a").get_json()["submission_id"]
@@ -118,12 +120,14 @@ def test_a_batch_skips_progress_it_already_supersedes(make_user, duel_between, d
     batch = [msg(judged, 1, "update", "Test #1 passed"), msg(testing, 1, "update", "Test #1 passed"),
              msg(judged, 2, "update", "Test #2 passed"), msg(testing, 2, "update", "Test #2 passed"),
              msg(judged, 3, "verdict", "Wrong Answer on test #3")]
-    assert db.run(lambda s: verdicts.apply_batch(s, [(raw, f"t/0@{i}") for i, raw in enumerate(batch)])) == 2
-    # One event per submission: the newest state of each; what it superseded was never visible anyway.
+    assert db.run(lambda s: verdicts.apply_batch(s, [(raw, f"t/0@{i}") for i, raw in enumerate(batch)])) == 5
     with db.transaction() as s:
         rows = s.execute(text("SELECT type, data->>'submission_id' AS sid, data->>'status' AS status FROM events "
                               "WHERE user_id = :u AND id > :a ORDER BY id"), {"u": alice.id, "a": a0}).all()
-    assert [tuple(r) for r in rows] == [("submission_update", testing, "Test #2 passed"),
+    assert [tuple(r) for r in rows] == [("submission_update", judged, "Test #1 passed"),
+                                        ("submission_update", testing, "Test #1 passed"),
+                                        ("submission_update", judged, "Test #2 passed"),
+                                        ("submission_update", testing, "Test #2 passed"),
                                         ("submission_verdict", judged, None)]
-    assert tuple(state(db, judged)) == ("judged", None, "Wrong Answer on test #3", 3)
+    assert tuple(state(db, judged)) == ("judged", "Test #2 passed", "Wrong Answer on test #3", 3)
     assert tuple(state(db, testing)) == ("testing", "Test #2 passed", None, 2)
