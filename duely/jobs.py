@@ -29,7 +29,7 @@ from duely.wakeup import WokenLoop
 
 log = logging.getLogger(__name__)
 
-Job = Callable[[Runtime], object]
+ScheduledJob = Callable[[Runtime], object]
 
 
 def matchmaking_job(runtime: Runtime) -> int:
@@ -71,7 +71,7 @@ def _full_round(sent: object) -> bool:
     return isinstance(sent, int) and sent >= dispatch.ROUND_SIZE
 
 
-def scheduled_jobs() -> list[tuple[str, Job, float]]:
+def scheduled_jobs() -> list[tuple[str, ScheduledJob, float]]:
     """(name, function, interval in seconds) of every periodic job."""
     return [
         ("finish", finish_job, 1.0),
@@ -80,7 +80,7 @@ def scheduled_jobs() -> list[tuple[str, Job, float]]:
     ]
 
 
-def guarded(job: Job, database_outage: outage.OutageLog) -> Job:
+def guarded(job: ScheduledJob, database_outage: outage.OutageLog) -> ScheduledJob:
     """`job`, quiet during a database outage: the jobs share `database_outage`, so the outage is
     logged once, and while it lasts a job runs only when a retry is due (capped backoff)."""
 
