@@ -28,6 +28,7 @@ from duely.logs import kv
 from duely.models import Duel, Submission
 from duely.runtime import Runtime
 from duely.statuses import SubmissionState
+from duely.topics import admin_client, ensure_topic
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,8 @@ CONSUMER_SESSION_TIMEOUT_MS = 6000  # joins the group in ~3 s (the default makes
 def _make_consumer(config: Config):
     from kafka import KafkaConsumer
 
-    _ensure_topic(config)
+    with admin_client(config.required("kafka_bootstrap_servers")) as admin:  # a fresh memory-only broker knows none
+        ensure_topic(admin, config.taski_topic)
     consumer = KafkaConsumer(
         bootstrap_servers=config.required("kafka_bootstrap_servers").split(","),
         group_id=config.duely_consumer_group,
@@ -181,21 +183,6 @@ def _make_consumer(config: Config):
     )
     consumer.subscribe([config.taski_topic])
     return consumer
-
-
-def _ensure_topic(config: Config) -> None:
-    """Create the topic if missing: a fresh memory-only broker knows none."""
-    from kafka.admin import KafkaAdminClient, NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
-    admin = KafkaAdminClient(bootstrap_servers=config.required("kafka_bootstrap_servers").split(","), request_timeout_ms=5000)
-    try:
-        if config.taski_topic not in admin.list_topics():
-            admin.create_topics([NewTopic(config.taski_topic, num_partitions=1, replication_factor=1)])
-    except TopicAlreadyExistsError:
-        pass
-    finally:
-        admin.close()
 
 
 def apply_until_done(db: Database, items: list[tuple[bytes, str]], stop: threading.Event,

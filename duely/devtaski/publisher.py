@@ -21,12 +21,12 @@ import threading
 import time
 
 from kafka import KafkaProducer
-from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.admin import KafkaAdminClient
 
 from duely import logs
 from duely.backoff import KAFKA_PUBLISH
 from duely.devtaski.faults import Faults
+from duely.topics import ensure_topic
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +38,6 @@ _STOP = object()
 
 class TopicMissing(RuntimeError):
     pass
-
-
-def ensure_topic(admin: KafkaAdminClient, topic: str) -> None:
-    """Create `topic` unless it exists (brokers without auto-creation, like tansu, need this)."""
-    try:
-        admin.create_topics([NewTopic(topic, TOPIC_PARTITIONS, 1)])
-        log.info("topic created", extra=logs.kv(topic=topic))
-    except TopicAlreadyExistsError:
-        pass
 
 
 def topic_exists(admin: KafkaAdminClient, topic: str) -> bool:
@@ -144,7 +135,7 @@ class Publisher:
     def _connect(self) -> KafkaProducer:
         self._admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=BROKER_TIMEOUT_MS,
                                        client_id="devtaski-admin")
-        ensure_topic(self._admin, self.topic)
+        ensure_topic(self._admin, self.topic, TOPIC_PARTITIONS)
         self._producer = KafkaProducer(
             bootstrap_servers=self.bootstrap_servers, client_id="devtaski", acks="all", linger_ms=0,
             max_in_flight_requests_per_connection=1, retries=2,
