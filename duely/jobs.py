@@ -43,16 +43,14 @@ def dispatch_job(runtime: Runtime) -> int:
 def finish_job(runtime: Runtime) -> int:
     """Finish every duel whose result has become certain (deadline passed, Accepted judged)."""
     db = runtime.db
-    with db.transaction() as session:
-        due = duels.duels_due(session)
+    due = db.read(duels.duels_due)
     return sum(1 for duel_id in due if db.run(partial(duels.try_finish, duel_id=duel_id, skip_locked=True)))
 
 
 def queue_expiry_job(runtime: Runtime) -> int:
     """Drop queued users who stopped polling /api/updates for QUEUE_TTL."""
     db, config = runtime.db, runtime.config
-    with db.transaction() as session:
-        stale = queue.stale_user_ids(session, config.queue_ttl)
+    stale = db.read(partial(queue.stale_user_ids, ttl_secs=config.queue_ttl))
     return sum(1 for uid in stale if db.run(partial(queue.expire_one, user_id=uid, ttl_secs=config.queue_ttl)))
 
 
