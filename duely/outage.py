@@ -102,7 +102,11 @@ class OutageLog:
         self._down_since: float | None = None
         self._retry = backoff.start()
         self._retry_at = 0.0
-        self.failures = 0  # of the current outage
+
+    @property
+    def failures(self) -> int:
+        """Failed attempts of the current outage (0 while the database answers)."""
+        return self._retry.failures
 
     @property
     def down(self) -> bool:
@@ -118,9 +122,8 @@ class OutageLog:
         with self._lock:
             first = self._down_since is None
             if first:
-                self._down_since, self.failures = now, 0
+                self._down_since = now
                 self._retry.reset()
-            self.failures += 1
             self._retry_at = now + self._retry.next()
         if first:
             self._log.warning("database %s: %s; retrying quietly (backoff up to %.0fs) until it answers",
@@ -133,7 +136,7 @@ class OutageLog:
             return
         with self._lock:
             since, self._down_since = self._down_since, None
-            failures, self._retry_at = self.failures, 0.0
+            failures, self._retry_at = self._retry.failures, 0.0
             self._retry.reset()
         if since is not None:
             self._log.info("database reachable again after %.1fs (%d failed attempts); resuming",

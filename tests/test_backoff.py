@@ -62,3 +62,24 @@ def test_the_named_policies_keep_their_sites_numbers():
     rng = random.Random(3)
     waits = [backoff.TRANSACTION_RETRY.delay(n, rng) for n in range(1, 30)]
     assert all(0.0 < w <= 0.2 for w in waits) and len(set(waits)) == len(waits)
+
+
+def test_an_outage_log_paces_its_retries_by_its_policy_and_starts_over_when_the_database_answers():
+    import logging
+
+    import psycopg
+
+    from duely.outage import OutageLog
+
+    down = OutageLog(logging.getLogger("test"), Backoff(initial=0.5, cap=2.0))
+    refused = psycopg.OperationalError("connection refused")  # no SQLSTATE: the server never answered
+    waits = []
+    for _ in range(4):
+        assert down.failed(refused)
+        waits.append(down.backoff_secs)
+    assert waits == [0.5, 1.0, 2.0, 2.0] and down.failures == 4 and down.down
+    assert not down.retry_due()
+    assert not down.failed(ValueError("a bug, not an outage"))
+    down.ok()
+    assert (down.down, down.failures, down.retry_due()) == (False, 0, True)
+    assert down.failed(refused) and down.backoff_secs == 0.5
