@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from duely import errors
 from duely.clock import utcnow
+from duely.config import Config
 from duely.models import AuthToken, User
 from duely.users import find_by_nickname, get_user
 
@@ -107,11 +108,24 @@ _LOCK_SQL = text(
 )
 
 
-def begin_login(session: Session, nickname: str, remote_addr: str | None, max_failures: int,
-                lockout_secs: float) -> LoginAttempt:
+@dataclass(frozen=True)
+class LoginPolicy:
+    """The lockout rule's numbers (module docstring), from LOGIN_MAX_FAILURES and LOGIN_LOCKOUT;
+    built once per process (`from_config`)."""
+
+    max_failures: int
+    lockout_secs: float
+
+    @classmethod
+    def from_config(cls, config: Config) -> LoginPolicy:
+        return cls(max_failures=config.login_max_failures, lockout_secs=config.login_lockout)
+
+
+def begin_login(session: Session, nickname: str, remote_addr: str | None, policy: LoginPolicy) -> LoginAttempt:
     """Count one login attempt against the lockout rule (module docstring). The caller commits
     (a refusal may have set a lock), raises if refused, checks the password with no database
     connection held, then calls `finish_login` if it was right."""
+    max_failures, lockout_secs = policy.max_failures, policy.lockout_secs
     nick = nickname.lower()
     address = remote_addr or "unknown"
     keys = {"pair_key": f"pair:{nick}|{address}", "address_key": f"ip:{address}", "nickname_key": f"nick:{nick}"}

@@ -1,4 +1,9 @@
-"""Engines and transactions. Domain code takes a `Session`; callers own the transaction."""
+"""Engines and transactions. Domain code takes a `Session`; callers own the transaction.
+
+The rule for callers (docs/lifecycle.md, "Transactions"): a change runs as `db.run(fn)`, one
+transaction retried whole on a deadlock or serialization failure; a read runs as `db.read(fn)`.
+`fn(session)` does database work only (no HTTP, no password hashing), since it may run again.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +18,15 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from duely.backoff import TRANSACTION_RETRY
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # SQLSTATEs worth retrying the whole transaction for: serialization failure, deadlock.
 _RETRYABLE_SQLSTATES = {"40001", "40P01"}
+# Tries of one `run` (the first and its retries) before the failure is raised.
+TRANSACTION_ATTEMPTS = 4
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -75,22 +84,39 @@ class Database:
             with session.begin():
                 yield session
 
-    def run(self, fn: Callable[[Session], T], attempts: int = 4) -> T:
-        """Run `fn(session)` in a transaction, retrying it on deadlock/serialization failure."""
+    def run(self, fn: Callable[[Session], T], attempts: int = TRANSACTION_ATTEMPTS) -> T:
+        """Run `fn(session)` in a transaction and commit; on a deadlock or serialization failure
+        (SQLSTATE 40P01, 40001) roll back and run it again, up to `attempts` times in all, after a
+        short jittered wait (backoff.TRANSACTION_RETRY). Every change goes through here."""
+        retry = TRANSACTION_RETRY.start()
         for attempt in range(1, attempts + 1):
             try:
                 with self.transaction() as session:
                     return fn(session)
             except (OperationalError, DBAPIError) as exc:
-                sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
-                if sqlstate not in _RETRYABLE_SQLSTATES or attempt == attempts:
+                sqlstate = retryable_sqlstate(exc)
+                if sqlstate is None or attempt == attempts:
                     raise
-                log.info("retrying transaction after sqlstate %s (attempt %d)", sqlstate, attempt)
-                time.sleep(0.01 * attempt)
+                wait = retry.next()
+                log.info("retrying transaction after sqlstate %s (attempt %d, in %.3fs)", sqlstate, attempt, wait)
+                time.sleep(wait)
         raise AssertionError("unreachable")
+
+    def read(self, fn: Callable[[Session], T]) -> T:
+        """Run `fn(session)`, which only reads, in one transaction (one consistent connection;
+        nothing to retry: plain reads take no locks, so they neither deadlock nor fail to serialize
+        at READ COMMITTED)."""
+        with self.transaction() as session:
+            return fn(session)
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def retryable_sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a deadlock or serialization failure, else None."""
+    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return sqlstate if sqlstate in _RETRYABLE_SQLSTATES else None
 
 
 def connection_budget(workers: int, pool_size: int, max_overflow: int, poll_readers: int) -> int:

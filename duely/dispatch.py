@@ -27,6 +27,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from duely import verdicts
+from duely.backoff import SUBMISSION_SEND
 from duely.config import Config
 from duely.db import Database
 from duely.logs import kv
@@ -35,7 +36,6 @@ from duely.taski import TaskiClient, TaskiRateLimited, TaskiRejected, TaskiUnava
 
 log = logging.getLogger(__name__)
 
-BACKOFF_MAX_SECS = 60.0
 ROUND_SIZE = 200
 # Sends in flight at once per process (each holds its row lock and a database connection
 # during its HTTP call; requests' default keep-alive pool of the one Taski session is 10).
@@ -68,7 +68,8 @@ def due_submission_ids(session: Session, judge_timeout_secs: float, limit: int =
 
 
 def backoff_secs(attempts: int) -> float:
-    return min(BACKOFF_MAX_SECS, 2.0 ** max(0, attempts - 1))
+    """How long a submission waits after its `attempts`-th failed send."""
+    return SUBMISSION_SEND.delay(attempts)
 
 
 @dataclass(frozen=True)

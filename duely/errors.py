@@ -6,6 +6,17 @@ from __future__ import annotations
 from typing import Any
 
 
+def error_body(code: str, message: str, fields: dict | None = None, extra: dict[str, Any] | None = None) -> dict:
+    """The contract's error body, `{"error": {"code", "message"[, "fields"], ...extra}}`: what every
+    error answer carries, whoever writes it (Flask's handlers, the gunicorn worker, the dev Taski)."""
+    body: dict[str, Any] = {"code": code, "message": message}
+    if fields:
+        body["fields"] = fields
+    if extra:
+        body.update(extra)
+    return {"error": body}
+
+
 class DuelyError(Exception):
     code = "bad_request"
     status = 400

@@ -29,7 +29,7 @@ from duely.wakeup import WokenLoop
 
 log = logging.getLogger(__name__)
 
-Job = Callable[[Runtime], object]
+ScheduledJob = Callable[[Runtime], object]
 
 
 def matchmaking_job(runtime: Runtime) -> int:
@@ -43,16 +43,14 @@ def dispatch_job(runtime: Runtime) -> int:
 def finish_job(runtime: Runtime) -> int:
     """Finish every duel whose result has become certain (deadline passed, Accepted judged)."""
     db = runtime.db
-    with db.transaction() as session:
-        due = duels.duels_due(session)
+    due = db.read(duels.duels_due)
     return sum(1 for duel_id in due if db.run(partial(duels.try_finish, duel_id=duel_id, skip_locked=True)))
 
 
 def queue_expiry_job(runtime: Runtime) -> int:
     """Drop queued users who stopped polling /api/updates for QUEUE_TTL."""
     db, config = runtime.db, runtime.config
-    with db.transaction() as session:
-        stale = queue.stale_user_ids(session, config.queue_ttl)
+    stale = db.read(partial(queue.stale_user_ids, ttl_secs=config.queue_ttl))
     return sum(1 for uid in stale if db.run(partial(queue.expire_one, user_id=uid, ttl_secs=config.queue_ttl)))
 
 
@@ -71,7 +69,7 @@ def _full_round(sent: object) -> bool:
     return isinstance(sent, int) and sent >= dispatch.ROUND_SIZE
 
 
-def scheduled_jobs() -> list[tuple[str, Job, float]]:
+def scheduled_jobs() -> list[tuple[str, ScheduledJob, float]]:
     """(name, function, interval in seconds) of every periodic job."""
     return [
         ("finish", finish_job, 1.0),
@@ -80,7 +78,7 @@ def scheduled_jobs() -> list[tuple[str, Job, float]]:
     ]
 
 
-def guarded(job: Job, database_outage: outage.OutageLog) -> Job:
+def guarded(job: ScheduledJob, database_outage: outage.OutageLog) -> ScheduledJob:
     """`job`, quiet during a database outage: the jobs share `database_outage`, so the outage is
     logged once, and while it lasts a job runs only when a retry is due (capped backoff)."""
 

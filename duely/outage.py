@@ -20,6 +20,8 @@ import psycopg
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from duely.backoff import DATABASE_OUTAGE, Backoff
+
 # SQLSTATE classes that mean "the server cannot serve us now", not "the statement is wrong":
 # 08 connection exception, 53 insufficient resources (too many connections, out of memory or
 # disk), 57 operator intervention (shutting down, starting up, statement cancelled), 58 system error.
@@ -93,14 +95,18 @@ class OutageLog:
     """For a background loop: one WARNING when the database becomes unavailable, one INFO when
     it answers again, and a capped exponential backoff for the retries in between."""
 
-    def __init__(self, logger: logging.Logger, min_backoff_secs: float = 0.5, max_backoff_secs: float = 10.0):
+    def __init__(self, logger: logging.Logger, backoff: Backoff = DATABASE_OUTAGE):
         self._log = logger
-        self._min, self._max = min_backoff_secs, max_backoff_secs
+        self._policy = backoff
         self._lock = threading.Lock()
         self._down_since: float | None = None
-        self._backoff = min_backoff_secs
+        self._retry = backoff.start()
         self._retry_at = 0.0
-        self.failures = 0  # of the current outage
+
+    @property
+    def failures(self) -> int:
+        """Failed attempts of the current outage (0 while the database answers)."""
+        return self._retry.failures
 
     @property
     def down(self) -> bool:
@@ -116,14 +122,12 @@ class OutageLog:
         with self._lock:
             first = self._down_since is None
             if first:
-                self._down_since, self._backoff, self.failures = now, self._min, 0
-            else:
-                self._backoff = min(self._backoff * 2, self._max)
-            self.failures += 1
-            self._retry_at = now + self._backoff
+                self._down_since = now
+                self._retry.reset()
+            self._retry_at = now + self._retry.next()
         if first:
             self._log.warning("database %s: %s; retrying quietly (backoff up to %.0fs) until it answers",
-                              reason, _first_line(exc), self._max)
+                              reason, _first_line(exc), self._policy.cap)
         return True
 
     def ok(self) -> None:
@@ -132,14 +136,16 @@ class OutageLog:
             return
         with self._lock:
             since, self._down_since = self._down_since, None
-            failures, self._backoff, self._retry_at = self.failures, self._min, 0.0
+            failures, self._retry_at = self._retry.failures, 0.0
+            self._retry.reset()
         if since is not None:
             self._log.info("database reachable again after %.1fs (%d failed attempts); resuming",
                            time.monotonic() - since, failures)
 
     @property
     def backoff_secs(self) -> float:
-        return self._backoff
+        """The wait before the next retry (the policy's first while the database answers)."""
+        return self._retry.last or self._policy.delay(1)
 
     def retry_due(self) -> bool:
         """False while an outage is on and its next retry is not yet due."""

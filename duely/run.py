@@ -22,13 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from duely import logs
+from duely.backoff import CHILD_RESTART, Retry
 from duely.config import Config, load_config, to_environ
 from duely.infra import broker_command, start_embedded_postgres, stop_embedded_postgres, wait_for_port
 
 log = logging.getLogger("duely.run")
 ROOT = Path(__file__).resolve().parent.parent
-BACKOFF_MIN_SECS = 0.5
-BACKOFF_MAX_SECS = 15.0
 HEALTHY_AFTER_SECS = 30.0  # a child up this long gets its backoff reset
 STOP_GRACE_SECS = 30.0
 _PR_SET_PDEATHSIG = 1
@@ -50,7 +49,7 @@ class Child:
     port: int | None = None  # waited for after start
     proc: subprocess.Popen | None = None
     started_at: float = 0.0
-    backoff: float = BACKOFF_MIN_SECS
+    restart_backoff: Retry = field(default_factory=CHILD_RESTART.start)
     restart_at: float | None = None
     restarts: int = field(default=0)
 
@@ -108,11 +107,11 @@ class Supervisor:
                 code = child.proc.poll() if child.proc else None
                 if code is None:
                     if now - child.started_at > HEALTHY_AFTER_SECS:
-                        child.backoff = BACKOFF_MIN_SECS
+                        child.restart_backoff.reset()
                     continue
-                log.warning("exited; restarting", extra=logs.kv(process=child.name, code=code, in_secs=child.backoff))
-                child.restart_at = now + child.backoff
-                child.backoff = min(child.backoff * 2, BACKOFF_MAX_SECS)
+                delay = child.restart_backoff.next()
+                log.warning("exited; restarting", extra=logs.kv(process=child.name, code=code, in_secs=delay))
+                child.restart_at = now + delay
             time.sleep(0.2)
 
     def stop_all(self) -> None:

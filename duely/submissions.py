@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from duely import dispatch, duels, errors, eventlog
 from duely.clock import isoformat
+from duely.config import Config
 from duely.eventlog.types import SubmissionCreated
 from duely.languages import LANGUAGES
 from duely.logs import kv
@@ -24,9 +26,23 @@ log = logging.getLogger(__name__)
 CLIENT_TEMP_ID_MAX_LEN = 128
 
 
+@dataclass(frozen=True)
+class SubmitPolicy:
+    """What one submission may be: MAX_SOLUTION_BYTES, and SUBMIT_RATE_LIMIT per SUBMIT_RATE_WINDOW
+    per user; built once per process (`from_config`)."""
+
+    max_solution_bytes: int
+    rate_limit: int
+    rate_window_secs: float
+
+    @classmethod
+    def from_config(cls, config: Config) -> SubmitPolicy:
+        return cls(max_solution_bytes=config.max_solution_bytes, rate_limit=config.submit_rate_limit,
+                   rate_window_secs=config.submit_rate_window)
+
+
 def do_submit(session: Session, user_id: int, duel_id: int, language: str, solution: str,
-              client_temp_id: str | None, *, max_solution_bytes: int, rate_limit: int,
-              rate_window_secs: float) -> tuple[uuid.UUID, bool]:
+              client_temp_id: str | None, policy: SubmitPolicy) -> tuple[uuid.UUID, bool]:
     """Store a submission; returns (submission_id, created). A repeat with the same
     client_temp_id by the same user in the same duel returns the first id and creates nothing.
     """
@@ -45,9 +61,9 @@ def do_submit(session: Session, user_id: int, duel_id: int, language: str, solut
         raise errors.ValidationFailed(fields={"language": [f"One of: {', '.join(LANGUAGES)} (see GET /api/languages)."]})
     if not solution.strip():
         raise errors.ValidationFailed(fields={"solution": ["The solution is empty."]})
-    if len(solution.encode("utf-8")) > max_solution_bytes:
-        raise errors.PayloadTooLarge(f"The solution is larger than {max_solution_bytes} bytes.")
-    _check_rate(session, user_id, rate_limit, rate_window_secs)
+    if len(solution.encode("utf-8")) > policy.max_solution_bytes:
+        raise errors.PayloadTooLarge(f"The solution is larger than {policy.max_solution_bytes} bytes.")
+    _check_rate(session, user_id, policy.rate_limit, policy.rate_window_secs)
 
     submission_id = uuid.uuid4()
     inserted = session.execute(text(

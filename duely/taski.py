@@ -16,11 +16,12 @@ from typing import Any
 
 import requests
 
+from duely.backoff import TASKI_CALL, TASKI_CALL_RETRIES
 from duely.logs import kv
 
 log = logging.getLogger(__name__)
 
-RETRY_DELAYS_SECS = (0.2, 0.5)  # between attempts of one call; then the caller's next round
+RETRY_DELAYS_SECS = TASKI_CALL.delays(TASKI_CALL_RETRIES)  # between attempts of one call; then the caller's next round
 
 
 class TaskiError(Exception):

@@ -20,6 +20,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from duely import duels, eventlog, outage, undecodable
+from duely.backoff import BROKER_RECONNECT
 from duely.config import Config
 from duely.db import CONSUMER_POOL, Database
 from duely.eventlog.types import OpponentVerdict, SubmissionUpdate, SubmissionVerdict
@@ -27,6 +28,7 @@ from duely.logs import kv
 from duely.models import Duel, Submission
 from duely.runtime import Runtime
 from duely.statuses import SubmissionState
+from duely.topics import admin_client, ensure_topic
 
 log = logging.getLogger(__name__)
 
@@ -154,13 +156,13 @@ def apply_batch(session: Session, records: list[tuple[bytes, str]]) -> int:
 # -- the consumer process --
 
 CONSUMER_SESSION_TIMEOUT_MS = 6000  # joins the group in ~3 s (the default makes it ~23 s)
-RECONNECT_BACKOFF_MAX_SECS = 10.0
 
 
 def _make_consumer(config: Config):
     from kafka import KafkaConsumer
 
-    _ensure_topic(config)
+    with admin_client(config.required("kafka_bootstrap_servers")) as admin:  # a fresh memory-only broker knows none
+        ensure_topic(admin, config.taski_topic)
     consumer = KafkaConsumer(
         bootstrap_servers=config.required("kafka_bootstrap_servers").split(","),
         group_id=config.duely_consumer_group,
@@ -175,21 +177,6 @@ def _make_consumer(config: Config):
     )
     consumer.subscribe([config.taski_topic])
     return consumer
-
-
-def _ensure_topic(config: Config) -> None:
-    """Create the topic if missing: a fresh memory-only broker knows none."""
-    from kafka.admin import KafkaAdminClient, NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
-    admin = KafkaAdminClient(bootstrap_servers=config.required("kafka_bootstrap_servers").split(","), request_timeout_ms=5000)
-    try:
-        if config.taski_topic not in admin.list_topics():
-            admin.create_topics([NewTopic(config.taski_topic, num_partitions=1, replication_factor=1)])
-    except TopicAlreadyExistsError:
-        pass
-    finally:
-        admin.close()
 
 
 def apply_until_done(db: Database, items: list[tuple[bytes, str]], stop: threading.Event,
@@ -216,14 +203,14 @@ def consume(db: Database, config: Config, stop: threading.Event) -> None:
     A database outage does not drop the broker connection: the batch in hand is retried until
     the database answers (kafka-python heartbeats from its own thread meanwhile; an outage longer
     than the consumer's max_poll_interval costs a group rejoin and a re-read, which is idempotent)."""
-    backoff = 0.5
+    reconnect = BROKER_RECONNECT.start()
     database_outage = outage.OutageLog(log)
     while not stop.is_set():
         consumer = None
         try:
             consumer = _make_consumer(config)
             log.info("consumer connected", extra=kv(topic=config.taski_topic, group=config.duely_consumer_group))
-            backoff = 0.5
+            reconnect.reset()
             while not stop.is_set():
                 try:
                     batch = consumer.poll(timeout_ms=500, max_records=200)
@@ -237,9 +224,9 @@ def consume(db: Database, config: Config, stop: threading.Event) -> None:
                         break
                     consumer.commit()  # only after the batch is committed in the database
         except Exception:  # broker gone, group trouble, database down: start over from committed offsets
-            log.exception("consumer loop failed; reconnecting", extra=kv(in_secs=backoff))
-            stop.wait(backoff)
-            backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX_SECS)
+            delay = reconnect.next()
+            log.exception("consumer loop failed; reconnecting", extra=kv(in_secs=delay))
+            stop.wait(delay)
         finally:
             if consumer is not None:
                 try:

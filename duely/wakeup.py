@@ -16,12 +16,12 @@ from collections.abc import Callable
 
 import psycopg
 
+from duely.backoff import LISTEN_RECONNECT
 from duely.db import psycopg_url
 from duely.logs import kv
 
 log = logging.getLogger(__name__)
 
-RECONNECT_MAX_SECS = 5.0
 # A job that did a full batch probably has more to do: run again at once, up to this many times.
 MAX_BACK_TO_BACK_RUNS = 20
 
@@ -61,7 +61,7 @@ class WokenLoop:
                 return
 
     def _loop(self) -> None:
-        backoff = 0.1
+        retry = LISTEN_RECONNECT.start()
         lost = False  # logged once per outage, not at every reconnect attempt
         while not self.stop_event.is_set():
             try:
@@ -69,7 +69,7 @@ class WokenLoop:
                                      application_name=f"duely-{self.name}") as conn:
                     conn.execute(f'LISTEN "{self.channel}"')
                     self.listening.set()
-                    backoff = 0.1
+                    retry.reset()
                     if lost:
                         log.info("listen connection back", extra=kv(job=self.name))
                         lost = False
@@ -87,5 +87,4 @@ class WokenLoop:
                     lost = True
             finally:
                 self.listening.clear()
-            self.stop_event.wait(backoff)
-            backoff = min(backoff * 2, RECONNECT_MAX_SECS)
+            self.stop_event.wait(retry.next())

@@ -27,6 +27,8 @@ from gunicorn.http.wsgi import Response, default_environ
 from gunicorn.workers.ggevent import GeventWorker
 from werkzeug.exceptions import BadRequest
 
+from duely.errors import error_body
+
 # (exception classes, status, reason phrase, error code, message). First match wins, so the
 # response-side subclasses come before the InvalidHeader/InvalidHeaderName they derive from.
 _CLIENT_ERRORS: list[tuple[tuple[type[BaseException], ...], int, str, str, str]] = [
@@ -77,7 +79,7 @@ def describe(exc: BaseException) -> tuple[int, str, str, str, bool]:
 
 
 def error_bytes(status: int, reason: str, code: str, message: str) -> bytes:
-    body = json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":")).encode()
+    body = json.dumps(error_body(code, message), separators=(",", ":")).encode()
     head = (f"HTTP/1.1 {status} {reason}\r\n"
             "Connection: close\r\n"
             "Content-Type: application/json\r\n"

@@ -119,9 +119,10 @@ def test_consumer_survives_a_broker_restart_with_empty_storage(db, database_url,
         broker.wait()
         time.sleep(1)
         broker = start_broker(port, tmp_path / "broker2.log")  # memory-only: no topic, no offsets
-        from tests.fixtures.stack import ensure_topic
+        from duely.topics import admin_client, ensure_topic
 
-        ensure_topic(bootstrap, config.taski_topic)
+        with admin_client(bootstrap) as admin:
+            ensure_topic(admin, config.taski_topic)
         produce(bootstrap, config.taski_topic, [verdict_msg(second, 1, "Accepted")])
         assert wait_until(lambda: verdict_of(db, second) == "Accepted", within_secs=60), "consumer did not come back"
     finally:

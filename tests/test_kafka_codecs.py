@@ -14,8 +14,8 @@ import uuid
 import pytest
 from confluent_kafka import Producer
 from kafka import KafkaConsumer, TopicPartition
-from kafka.admin import KafkaAdminClient, NewTopic
 
+from duely.topics import admin_client, ensure_topic
 from tests.fixtures.stack import ROOT, Process
 from tests.test_consumer import RunningConsumer, consumer_config, verdict_of, wait_until
 from tests.test_submissions import submit
@@ -48,11 +48,8 @@ def foreign_produce(bootstrap: str, topic: str, codec: str, messages: list[tuple
 
 
 def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        admin.create_topics([NewTopic(topic, partitions, 1)])
-    finally:
-        admin.close()
+    with admin_client(bootstrap) as admin:
+        assert ensure_topic(admin, topic, partitions)
 
 
 def event_log(user) -> list[dict]:

@@ -257,8 +257,8 @@ def test_scheduler_and_consumer_wait_out_an_outage_and_lose_nothing(pg, own_db, 
 
     def store(user: int, solution: str, hold_back: bool = False) -> uuid.UUID:
         def act(s):
-            sid, _ = submissions.do_submit(s, user, duel_id, "python", solution, None,
-                                           max_solution_bytes=65536, rate_limit=100, rate_window_secs=60)
+            sid, _ = submissions.do_submit(s, user, duel_id, "python", solution, None, submissions.SubmitPolicy(
+                max_solution_bytes=65536, rate_limit=100, rate_window_secs=60))
             if hold_back:  # never sent to Taski: it is judged only through the messages this test sends
                 s.execute(text("UPDATE submissions SET next_attempt_at = now() + interval '1 hour' WHERE id = :i"), {"i": sid})
             return sid

@@ -56,7 +56,7 @@ def create_app(config: Config, db: Database | None = None, runtime: Runtime | No
         runtime = Runtime(config, db)
     app.wsgi_app = TrustedProxies(app.wsgi_app, config.forwarded_allow_ips)  # type: ignore[method-assign]
     passwords.configure(config.password_hash_threads)
-    app.extensions["duely"] = Services(config=config, db=db or runtime.db, runtime=runtime)
+    app.extensions["duely"] = Services.build(config, db or runtime.db, runtime)
     app.url_map.converters["id"] = IdConverter
 
     api = DuelyApi(app, spec_kwargs={"servers": [{"url": "/"}]})

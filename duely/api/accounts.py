@@ -29,11 +29,14 @@ def register(body):
     """Create an account; the answer carries a token."""
     svc = services()
     password_hash = passwords.hash_password(body["password"])  # before taking a connection
-    with svc.db.transaction() as session:
+
+    def act(session):
         user = users.create_user(session, body["nickname"], password_hash)
         token = auth.issue_token(session, user.id, svc.config.secret_key, svc.config.token_ttl)
         session.refresh(user)
         return {**users.user_json(user), "token": token}
+
+    return svc.db.run(act)
 
 
 @blp.route("/auth/login", methods=["POST"])
@@ -41,18 +44,21 @@ def register(body):
 @blp.response(200, LoginResultSchema)
 def login(body):
     """Exchange nickname and password for a token. Throttled against guessing (429)."""
-    cfg, db = services().config, services().db
+    svc = services()
+    cfg = svc.config
     # Three steps, so that no database connection is held while the password is checked: count
     # the attempt (committed even when refused: it may have set a lock), check the password,
     # then on success refund the attempt and issue a token.
-    with db.transaction() as session:
-        attempt = auth.begin_login(session, body["nickname"], request.remote_addr, cfg.login_max_failures, cfg.login_lockout)
+    attempt = svc.db.run(lambda s: auth.begin_login(s, body["nickname"], request.remote_addr, svc.login_policy))
     attempt.raise_if_refused()
     if not passwords.verify_password(attempt.password_hash, body["password"]):
         raise errors.Unauthorized("Wrong nickname or password.")
-    with db.transaction() as session:
+
+    def finish(session):
         token, user = auth.finish_login(session, attempt, cfg.secret_key, cfg.token_ttl)
         return {"token": token, "user": users.user_json(user)}
+
+    return svc.db.run(finish)
 
 
 @blp.route("/auth/logout", methods=["POST"])
@@ -61,8 +67,8 @@ def login(body):
 @blp.doc(security=BEARER)
 def logout():
     """Revoke the token used for this request, at once."""
-    with services().db.transaction() as session:
-        auth.revoke_token(session, bearer_token() or "", services().config.secret_key)
+    svc = services()
+    svc.db.run(lambda s: auth.revoke_token(s, bearer_token() or "", svc.config.secret_key))
     return None
 
 
@@ -71,8 +77,7 @@ def logout():
 @blp.response(200, UserSchema)
 @blp.doc(security=BEARER)
 def me():
-    with services().db.transaction() as session:
-        return users.user_json(users.get_user(session, current_user_id()))
+    return services().db.read(lambda s: users.user_json(users.get_user(s, current_user_id())))
 
 
 @blp.route("/users/<id:user_id>", methods=["GET"])
@@ -80,8 +85,7 @@ def me():
 @blp.response(200, UserSchema)
 @blp.doc(security=BEARER)
 def user_profile(user_id: int):
-    with services().db.transaction() as session:
-        return users.user_json(users.get_user(session, user_id))
+    return services().db.read(lambda s: users.user_json(users.get_user(s, user_id)))
 
 
 @blp.route("/users/<id:user_id>/rating-history", methods=["GET"])
@@ -92,10 +96,12 @@ def user_profile(user_id: int):
 def user_rating_history(query, user_id: int):
     """Any user's rating after each finished duel, newest first (public to every signed-in user,
     like the leaderboard); pass next_before_id as before_id for the next page."""
-    with services().db.transaction() as session:
+    def read(session):
         users.get_user(session, user_id)  # 404 for an unknown user
         points, next_before_id = rating_history(session, user_id, query["limit"], query["before_id"])
         return {"points": points, "next_before_id": next_before_id}
+
+    return services().db.read(read)
 
 
 @blp.route("/leaderboard", methods=["GET"])
@@ -105,5 +111,5 @@ def user_rating_history(query, user_id: int):
 @blp.doc(security=BEARER)
 def leaderboard(query):
     """Users by rating, highest first."""
-    with services().db.transaction() as session:
-        return {"users": [users.user_json(u) for u in users.leaderboard(session, query["limit"], query["offset"])]}
+    return services().db.read(
+        lambda s: {"users": [users.user_json(u) for u in users.leaderboard(s, query["limit"], query["offset"])]})

@@ -13,7 +13,7 @@ from marshmallow import ValidationError as SchemaValidationError
 from webargs.flaskparser import FlaskParser
 from werkzeug.routing import BaseConverter, ValidationError
 
-from duely import auth, errors
+from duely import auth, errors, submissions
 from duely.config import Config
 from duely.db import Database
 from duely.runtime import Runtime
@@ -76,6 +76,14 @@ class Services:
     config: Config
     db: Database
     runtime: Runtime  # this worker's per-process state (duely/runtime.py)
+    # The domain's policies, built from `config` once when the app is created, not per request.
+    login_policy: auth.LoginPolicy
+    submit_policy: submissions.SubmitPolicy
+
+    @classmethod
+    def build(cls, config: Config, db: Database, runtime: Runtime) -> Services:
+        return cls(config=config, db=db, runtime=runtime, login_policy=auth.LoginPolicy.from_config(config),
+                   submit_policy=submissions.SubmitPolicy.from_config(config))
 
 
 def services() -> Services:
@@ -97,8 +105,7 @@ def current_user_id() -> int:
         if token is None:
             raise errors.Unauthorized("Send Authorization: Bearer <token>.")
         svc = services()
-        with svc.db.transaction() as session:
-            g.user_id = auth.authenticate(session, token, svc.config.secret_key)
+        g.user_id = svc.db.read(lambda s: auth.authenticate(s, token, svc.config.secret_key))
     return g.user_id
 
 

@@ -102,8 +102,7 @@ class LanguagesSchema(Schema):
 @blp.response(200, DuelSchema)
 @blp.doc(security=BEARER)
 def get_duel(duel_id: int):
-    with services().db.transaction() as session:
-        return duels.duel_json(session, duels.get_duel(session, duel_id))
+    return services().db.read(lambda s: duels.duel_json(s, duels.get_duel(s, duel_id)))
 
 
 @blp.route("/duels/<id:duel_id>/submissions", methods=["GET"])
@@ -112,8 +111,7 @@ def get_duel(duel_id: int):
 @blp.doc(security=BEARER)
 def list_submissions(duel_id: int):
     """The caller's own submissions, oldest first; the opponent's too once the duel is finished."""
-    with services().db.transaction() as session:
-        return {"submissions": submissions.list_for(session, current_user_id(), duel_id)}
+    return services().db.read(lambda s: {"submissions": submissions.list_for(s, current_user_id(), duel_id)})
 
 
 @blp.route("/duels/<id:duel_id>/submit", methods=["POST"])
@@ -123,15 +121,12 @@ def list_submissions(duel_id: int):
 @blp.doc(security=BEARER, parameters=[{"in": "header", "name": "Idempotency-Key", "schema": {"type": "string"}}])
 def submit(body, duel_id: int):
     """Store a solution for judging (idempotent by client_temp_id or Idempotency-Key)."""
-    cfg = services().config
+    svc = services()
     key = body["client_temp_id"] or request.headers.get("Idempotency-Key") or None
     if key is not None and len(key) > CLIENT_TEMP_ID_MAX_LEN:
         raise errors.ValidationFailed(fields={"Idempotency-Key": [f"At most {CLIENT_TEMP_ID_MAX_LEN} characters."]})
-    submission_id, _ = services().db.run(lambda s: submissions.do_submit(
-        s, current_user_id(), duel_id, body["language"], body["solution"], key,
-        max_solution_bytes=cfg.max_solution_bytes, rate_limit=cfg.submit_rate_limit,
-        rate_window_secs=cfg.submit_rate_window,
-    ))
+    submission_id, _ = svc.db.run(lambda s: submissions.do_submit(
+        s, current_user_id(), duel_id, body["language"], body["solution"], key, svc.submit_policy))
     return {"submission_id": str(submission_id), "status": SubmissionState.PENDING}
 
 
@@ -155,10 +150,12 @@ def resign(duel_id: int):
 @blp.doc(security=BEARER)
 def history(query, user_id: int):
     """A user's duels, newest first; pass next_before_id as before_id for the next page."""
-    with services().db.transaction() as session:
+    def read(session):
         users.get_user(session, user_id)  # 404 for an unknown user
         page, next_before_id = duels.history(session, user_id, query["limit"], query["before_id"])
         return {"duels": [duels.duel_json(session, d) for d in page], "next_before_id": next_before_id}
+
+    return services().db.read(read)
 
 
 @blp.route("/languages", methods=["GET"])

@@ -37,12 +37,7 @@ _HTTP_CODES = {
 
 def error_response(status: int, code: str, message: str, fields: dict | None = None, headers: dict | None = None,
                    extra: dict | None = None):
-    body: dict = {"code": code, "message": message}
-    if fields:
-        body["fields"] = fields
-    if extra:
-        body.update(extra)
-    response = jsonify({"error": body})
+    response = jsonify(errors.error_body(code, message, fields, extra))
     response.status_code = status
     for name, value in (headers or {}).items():
         response.headers[name] = value

@@ -25,8 +25,7 @@ class HealthSchema(Schema):
 def healthz():
     """200 when the database answers, 503 otherwise."""
     try:
-        with services().db.transaction() as session:
-            session.execute(text("SELECT 1"))
+        services().db.read(lambda s: s.execute(text("SELECT 1")))
     except Exception:  # any failure to reach the database means "not healthy"
         log.warning("health check: database unreachable", exc_info=True)
         response = jsonify({"status": "unavailable", "error": {"code": "unavailable", "message": "database unreachable"}})

@@ -44,5 +44,4 @@ def leave_queue():
 @blp.response(200, QueueStatusSchema)
 @blp.doc(security=BEARER)
 def queue_status():
-    with services().db.transaction() as session:
-        return queue.status(session, current_user_id())
+    return services().db.read(lambda s: queue.status(s, current_user_id()))

@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 
 from duely.devtaski.faults import Faults, FaultSpecError
 from duely.devtaski.service import DevTaski, Rejected, SubmissionRequest
+from duely.errors import error_body
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +31,10 @@ class ApiError(Exception):
         self.code = code or _CODES.get(status, "internal_error" if status == 500 else "unavailable")
 
 
-def error_response(status: int, message: str, code: str | None = None, headers: dict | None = None) -> Response:
+def taski_error_response(status: int, message: str, code: str | None = None, headers: dict | None = None) -> Response:
+    """Duely's error body plus Taski's top-level `message` (docs/taski.md)."""
     code = code or ApiError(status, message).code
-    response = jsonify({"error": {"code": code, "message": message}, "message": message})
+    response = jsonify({**error_body(code, message), "message": message})
     response.status_code = status
     response.headers.update(headers or {})
     return response
@@ -74,7 +76,7 @@ def _submission(body: object) -> SubmissionRequest:
     return SubmissionRequest(sid, task_id, language, solution)
 
 
-def create_app(service: DevTaski, faults: Faults) -> Flask:
+def create_devtaski_app(service: DevTaski, faults: Faults) -> Flask:
     app = Flask("duely.devtaski")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
 
@@ -88,7 +90,7 @@ def create_app(service: DevTaski, faults: Faults) -> Flask:
         if fault is None:
             return None
         headers = {"Retry-After": str(fault.retry_after_secs)} if fault.retry_after_secs is not None else None
-        return error_response(fault.status, fault.message, headers=headers)
+        return taski_error_response(fault.status, fault.message, headers=headers)
 
     @app.get("/api/tasks/pick")
     def pick_task():
@@ -150,15 +152,15 @@ def create_app(service: DevTaski, faults: Faults) -> Flask:
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):
-        return error_response(exc.status, exc.message, exc.code)
+        return taski_error_response(exc.status, exc.message, exc.code)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
-        return error_response(exc.code or 500, exc.description or exc.name)
+        return taski_error_response(exc.code or 500, exc.description or exc.name)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
         log.exception("unhandled error")
-        return error_response(500, "internal error")
+        return taski_error_response(500, "internal error")
 
     return app

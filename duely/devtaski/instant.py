@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 
 from duely import logs
-from duely.devtaski.judge import ACCEPTED, Job
+from duely.devtaski.judge import ACCEPTED, JudgingJob
 from duely.devtaski.pool import JudgeEvent, WorkerReady
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class InstantJudge:
     events (and so its seqs) are always in order."""
 
     def __init__(self) -> None:
-        self._jobs: queue.Queue[Job | None] = queue.Queue()
+        self._jobs: queue.Queue[JudgingJob | None] = queue.Queue()
         self._on_event: Callable[[JudgeEvent], None] = lambda event: None
         self._thread: threading.Thread | None = None
 
@@ -55,7 +55,7 @@ class InstantJudge:
         self._thread.start()
         return self.workers()
 
-    def submit(self, job: Job) -> None:
+    def submit(self, job: JudgingJob) -> None:
         self._jobs.put(job)
 
     def queued(self) -> int:

@@ -33,7 +33,7 @@ COMPILE_LIMITS = Limits(cpu_secs=20, wall_ms=40_000, memory_bytes=2 << 30, outpu
 
 
 @dataclass(frozen=True)
-class Job:
+class JudgingJob:
     """One submission to judge, with everything a worker needs (it never reads the problem set)."""
 
     submission_id: str
@@ -75,7 +75,7 @@ def classify(result: RunResult, expected: bytes, time_limit_ms: int, memory_limi
     return None if outputs_match(result.stdout, expected) else WRONG_ANSWER
 
 
-def judge(job: Job, sandbox: Sandbox, on_test_passed: Callable[[int], None]) -> Outcome:
+def judge(job: JudgingJob, sandbox: Sandbox, on_test_passed: Callable[[int], None]) -> Outcome:
     """Judge `job` in `sandbox`, calling `on_test_passed(k)` after each passed test."""
     language, problem = job.language, job.problem
     with sandbox.box() as box:

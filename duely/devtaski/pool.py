@@ -22,7 +22,7 @@ from multiprocessing.connection import Connection
 
 from duely import logs
 from duely.devtaski import sandbox as sandboxes
-from duely.devtaski.judge import Job, judge
+from duely.devtaski.judge import JudgingJob, judge
 from duely.devtaski.languages import runtime_paths
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class JudgePool:
     def __init__(self, size: int, settings: WorkerSettings):
         self.size = max(1, size)
         self.settings = settings
-        self._jobs: queue.Queue[Job | None] = queue.Queue()
+        self._jobs: queue.Queue[JudgingJob | None] = queue.Queue()
         self._on_event: Callable[[JudgeEvent], None] = lambda event: None
         self._threads: list[threading.Thread] = []
         self._workers: dict[int, _Worker] = {}
@@ -108,7 +108,7 @@ class JudgePool:
             self._threads.append(thread)
         return [worker.ready for worker in self._workers.values()]
 
-    def submit(self, job: Job) -> None:
+    def submit(self, job: JudgingJob) -> None:
         self._jobs.put(job)
 
     def queued(self) -> int:
@@ -191,7 +191,7 @@ def worker_main(slot: int, conn: Connection, settings: WorkerSettings, parent_pi
     conn.send(WorkerReady(uid, box.mode))
     while True:
         try:
-            job: Job = conn.recv()
+            job: JudgingJob = conn.recv()
         except (EOFError, OSError):
             return
         sid = job.submission_id

@@ -21,33 +21,23 @@ import threading
 import time
 
 from kafka import KafkaProducer
-from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.admin import KafkaAdminClient
 
 from duely import logs
+from duely.backoff import KAFKA_PUBLISH
 from duely.devtaski.faults import Faults
+from duely.topics import ensure_topic
 
 log = logging.getLogger(__name__)
 
 TOPIC_PARTITIONS = 1
 BROKER_TIMEOUT_MS = 5000
 SEND_TIMEOUT_SECS = 15
-BACKOFF_MIN_SECS = 0.2
-BACKOFF_MAX_SECS = 5.0
 _STOP = object()
 
 
 class TopicMissing(RuntimeError):
     pass
-
-
-def ensure_topic(admin: KafkaAdminClient, topic: str) -> None:
-    """Create `topic` unless it exists (brokers without auto-creation, like tansu, need this)."""
-    try:
-        admin.create_topics([NewTopic(topic, TOPIC_PARTITIONS, 1)])
-        log.info("topic created", extra=logs.kv(topic=topic))
-    except TopicAlreadyExistsError:
-        pass
 
 
 def topic_exists(admin: KafkaAdminClient, topic: str) -> bool:
@@ -110,7 +100,7 @@ class Publisher:
     def _deliver(self, message: dict) -> None:
         sid = message["submission_id"]
         value = json.dumps(message, separators=(",", ":")).encode()
-        backoff = BACKOFF_MIN_SECS
+        retry = KAFKA_PUBLISH.start()
         while True:
             try:
                 producer = self._producer or self._connect()
@@ -120,32 +110,32 @@ class Publisher:
                 self.sent += 1
                 return
             except Exception as exc:  # any broker trouble: start over with a fresh topic and producer
+                delay = retry.next()
                 log.warning("publishing failed; retrying", extra=logs.kv(submission_id=sid, seq=message["seq"],
-                                                                         error=type(exc).__name__, in_secs=backoff))
+                                                                         error=type(exc).__name__, in_secs=delay))
                 self._drop_producer()
-            if self._give_up_at is not None and time.monotonic() + backoff > self._give_up_at:
+            if self._give_up_at is not None and time.monotonic() + delay > self._give_up_at:
                 log.warning("stopping: message dropped", extra=logs.kv(submission_id=sid, seq=message["seq"]))
                 return
-            time.sleep(backoff)
-            backoff = min(backoff * 2, BACKOFF_MAX_SECS)
+            time.sleep(delay)
 
     def _connect_at_start(self) -> None:
         """Create the topic and producer before the first message, so readers can subscribe at once."""
-        backoff = BACKOFF_MIN_SECS
+        retry = KAFKA_PUBLISH.start()
         while self._give_up_at is None and self._queue.empty():
             try:
                 self._connect()
                 return
             except Exception as exc:  # the broker may well start after us; messages will retry anyway
-                log.info("Kafka not reachable yet", extra=logs.kv(error=type(exc).__name__, in_secs=backoff))
+                delay = retry.next()
+                log.info("Kafka not reachable yet", extra=logs.kv(error=type(exc).__name__, in_secs=delay))
                 self._drop_producer()
-            time.sleep(backoff)
-            backoff = min(backoff * 2, BACKOFF_MAX_SECS)
+            time.sleep(delay)
 
     def _connect(self) -> KafkaProducer:
         self._admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=BROKER_TIMEOUT_MS,
                                        client_id="devtaski-admin")
-        ensure_topic(self._admin, self.topic)
+        ensure_topic(self._admin, self.topic, TOPIC_PARTITIONS)
         self._producer = KafkaProducer(
             bootstrap_servers=self.bootstrap_servers, client_id="devtaski", acks="all", linger_ms=0,
             max_in_flight_requests_per_connection=1, retries=2,

@@ -12,7 +12,7 @@ from werkzeug.serving import make_server
 
 from duely import logs
 from duely.config import Config
-from duely.devtaski.app import create_app
+from duely.devtaski.app import create_devtaski_app
 from duely.devtaski.faults import Faults
 from duely.devtaski.instant import InstantJudge
 from duely.devtaski.languages import available_languages
@@ -50,7 +50,7 @@ def run(config: Config) -> None:
     service = DevTaski(problems, languages, store, publisher, pool)
     publisher.start()
     workers = pool.start(service.handle_event)
-    http = make_server(HOST, config.devtaski_port, create_app(service, faults), threaded=True)
+    http = make_server(HOST, config.devtaski_port, create_devtaski_app(service, faults), threaded=True)
 
     def on_signal(signum, frame):
         threading.Thread(target=http.shutdown, name="shutdown").start()  # shutdown() waits for serve_forever

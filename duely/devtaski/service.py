@@ -16,7 +16,7 @@ from typing import Protocol
 
 from duely import logs
 from duely.clock import isoformat, utcnow
-from duely.devtaski.judge import Job
+from duely.devtaski.judge import JudgingJob
 from duely.devtaski.languages import Language
 from duely.devtaski.pool import JudgeEvent
 from duely.devtaski.problems import Problem, pick
@@ -33,7 +33,7 @@ class Rejected(ValueError):
 
 
 class JobQueue(Protocol):
-    def submit(self, job: Job) -> None: ...
+    def submit(self, job: JudgingJob) -> None: ...
 
     def queued(self) -> int: ...
 
@@ -88,7 +88,7 @@ class DevTaski:
             problem, language = self._check(request)
             record, created = self.store.claim(sid)
             if created:
-                self.jobs.submit(Job(sid, language, problem, request.solution))
+                self.jobs.submit(JudgingJob(sid, language, problem, request.solution))
                 log.info("submission queued", extra=logs.kv(submission_id=sid, task_id=problem.id, language=language.id))
                 return record.status
             known = record  # a concurrent identical request won the claim

@@ -32,6 +32,7 @@ from typing import Any
 import psycopg
 
 from duely import outage
+from duely.backoff import LISTEN_RECONNECT
 from duely.db import CONNECT_TIMEOUT_SECS, psycopg_url
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,6 @@ NOTIFY_CHANNEL = "duely_events"
 LISTEN_WAKE_SECS = 1.0
 # A connection that delivered nothing for this long is pinged, so a dead one is noticed.
 LISTEN_PING_SECS = 30.0
-RECONNECT_MIN_SECS = 0.1
-RECONNECT_MAX_SECS = 5.0
 # Presence of users with a held poll is refreshed this often (QUEUE_TTL is 30 s by default).
 HEARTBEAT_SECS = 10.0
 # How the LISTEN connections show up in pg_stat_activity (followed by "-<pid>").
@@ -164,7 +163,7 @@ class Listener:
 
     # -- the loops -------------------------------------------------------------------------
     def _run(self) -> None:
-        backoff = RECONNECT_MIN_SECS
+        retry = LISTEN_RECONNECT.start()
         failing = False  # the previous attempt failed too: keep quiet until one succeeds
         while not self._closed.is_set():
             was_connected = False
@@ -179,7 +178,7 @@ class Listener:
                     # let every waiter re-read.
                     woken = self.wake_all()
                     log.info("listening on %s (connection %d, woke %d waiters)", self.channel, self.connections, woken)
-                    backoff = RECONNECT_MIN_SECS
+                    retry.reset()
                     self._listen(conn)
             except Exception as exc:
                 if self._closed.is_set():
@@ -189,20 +188,19 @@ class Listener:
                     woken = self.wake_all()
                     log.warning("listener connection lost: %s; woke %d waiters; reconnecting (backoff up to %.0fs)",
                                 str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
-                                woken, RECONNECT_MAX_SECS)
+                                woken, LISTEN_RECONNECT.cap)
                 elif not failing:
                     log.warning("listener cannot connect: %s; retrying quietly (backoff up to %.0fs)",
                                 str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
-                                RECONNECT_MAX_SECS)
+                                LISTEN_RECONNECT.cap)
                 else:
                     log.debug("listener reconnect failed: %s", exc)
                 failing = True
             finally:
                 self.connected.clear()
                 self.backend_pid = None
-            if self._closed.wait(backoff):
+            if self._closed.wait(retry.next()):
                 break
-            backoff = min(backoff * 2, RECONNECT_MAX_SECS)
 
     def _connect(self) -> psycopg.Connection:
         return psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECS,

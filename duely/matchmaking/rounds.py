@@ -8,6 +8,7 @@ is down or pausing us, the round stops and everyone stays queued.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from functools import partial
 
@@ -65,16 +66,16 @@ def start_duel_for_pair(session: Session, pair: tuple[int, int], task: dict, dur
 
 def run_round(db: Database, config: Config, taski: TaskiClient) -> int:
     """Pair whoever can be paired now; returns the number of duels started."""
-    with db.transaction() as session:
-        waiting = waiting_players(session, config.queue_ttl)
-        now = session.execute(text("SELECT now()")).scalar_one()
+    def read(session: Session) -> tuple[list[Waiting], dt.datetime]:
+        return waiting_players(session, config.queue_ttl), session.execute(text("SELECT now()")).scalar_one()
+
+    waiting, now = db.read(read)
     if len(waiting) < 2:
         return 0
     ratings = {w.user_id: w.rating for w in waiting}
     started = 0
     for pair in pair_players(waiting, now):
-        with db.transaction() as session:
-            exclude = tasks_seen(session, pair)
+        exclude = db.read(partial(tasks_seen, user_ids=pair))
         try:
             task = taski.pick_task(round((ratings[pair[0]] + ratings[pair[1]]) / 2), exclude)
         except TaskiNotFound:

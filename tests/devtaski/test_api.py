@@ -142,7 +142,7 @@ def test_health_reports_the_judges(devtaski):
 
 def test_pick_without_any_task_is_404(tmp_path):
     """In-process: a dev Taski whose problem set is empty (the bundled one never is)."""
-    from duely.devtaski.app import create_app
+    from duely.devtaski.app import create_devtaski_app
     from duely.devtaski.faults import Faults
     from duely.devtaski.service import DevTaski
     from duely.devtaski.store import SubmissionStore
@@ -154,6 +154,6 @@ def test_pick_without_any_task_is_404(tmp_path):
         def publish(self, message): ...
         def backlog(self): return 0
 
-    app = create_app(DevTaski({}, {}, SubmissionStore(tmp_path), Nowhere(), Nowhere()), Faults())
+    app = create_devtaski_app(DevTaski({}, {}, SubmissionStore(tmp_path), Nowhere(), Nowhere()), Faults())
     resp = app.test_client().get("/api/tasks/pick?rating=1500")
     assert resp.status_code == 404 and resp.get_json()["error"]["code"] == "not_found"
