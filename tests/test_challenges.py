@@ -13,7 +13,7 @@ from sqlalchemy import text
 from duely import challenges, errors
 from duely.config import Config
 from duely.eventlog.types import PAYLOADS, ChallengeView, EventType, payload_schema
-from duely.jobs import challenge_expiry_job
+from duely.jobs import challenge_expiry_job, scheduled_jobs
 from duely.matchmaking import rounds
 from duely.taski import TaskiClient
 from tests.conftest import TEST_SECRET_KEY
@@ -232,7 +232,7 @@ def test_two_players_racing_for_one_open_challenge_get_exactly_one_duel(make_use
         barrier.wait()
         try:
             outcomes[racer.id] = db.run(lambda s: challenges.accept_with_task(s, racer.id, plans[racer.id], tasks[racer.id]))
-        except errors.DuelyError as exc:
+        except BaseException as exc:  # collected and asserted below
             outcomes[racer.id] = exc
 
     threads = [threading.Thread(target=accept, args=(r,)) for r in racers]
@@ -240,6 +240,7 @@ def test_two_players_racing_for_one_open_challenge_get_exactly_one_duel(make_use
         t.start()
     for t in threads:
         t.join()
+    assert len(outcomes) == len(racers)
     winners = [uid for uid, o in outcomes.items() if isinstance(o, tuple)]
     assert len(winners) == 1
     assert all(isinstance(o, errors.ChallengeClosed) for uid, o in outcomes.items() if uid not in winners)
@@ -383,6 +384,7 @@ def test_expiry_named_open_and_rematch(make_user, db, runtime):
             lifetimes[c["id"]] = s.execute(text("SELECT extract(epoch FROM expires_at - created_at) FROM challenges WHERE id = :i"),
                                            {"i": c["id"]}).scalar_one()
     assert [float(lifetimes[c["id"]]) for c in (named, open_one, offer)] == [600.0, 86400.0, 60.0]
+    assert ("challenge_expiry", challenge_expiry_job, 1.0) in scheduled_jobs()
     assert challenge_expiry_job(runtime) == 0  # nothing due yet
     before = {u.id: last_event_id(db, u.id) for u in (alice, bob, carol)}
     for c in (named, open_one, offer):
