@@ -123,7 +123,6 @@ def creation_refusal(facts: CreationFacts, limits: Limits) -> errors.DuelyError 
 class AcceptanceFacts:
     challenger_id: int
     accepter_id: int
-    open_to_all: bool
     pending: bool  # pending and not past its expiry
     blocked: bool
     accepter_in_duel: bool
@@ -332,7 +331,6 @@ def _acceptance_facts(session: Session, challenge: Challenge, accepter_id: int) 
     return AcceptanceFacts(
         challenger_id=challenge.challenger_id,
         accepter_id=accepter_id,
-        open_to_all=challenge.to_user_id is None,
         pending=challenge.status == ChallengeStatus.PENDING and challenge.expires_at > now,
         blocked=_blocked(session, challenge.challenger_id, accepter_id),
         accepter_in_duel=_in_duel(session, accepter_id),
