@@ -16,7 +16,16 @@ from sqlalchemy.orm import Session
 
 from duely import errors, eventlog, outcome, rating
 from duely.clock import isoformat
-from duely.eventlog.types import DuelFinished, DuelStarted, Opponent, PlayerStakes, TaskRef
+from duely.eventlog.types import (
+    DuelFinished,
+    DuelLogFinished,
+    DuelLogStarted,
+    DuelStarted,
+    Opponent,
+    Player,
+    PlayerStakes,
+    TaskRef,
+)
 from duely.logs import kv
 from duely.models import Duel, DuelPlayer, User
 from duely.statuses import DuelStatus
@@ -59,6 +68,16 @@ def create_duel(session: Session, player_ids: tuple[int, int], task: dict[str, A
             deadline=duel.deadline,
             stakes={str(p): PlayerStakes(**stakes[p]) for p in player_ids},
         ))
+    # The public log (spectators); the new duel row is this transaction's own, so its lock is free.
+    rated = getattr(duel, "rated", None)  # the `rated` column arrives with challenges (migration 0004)
+    eventlog.append_duel(session, duel.id, DuelLogStarted(
+        duel_id=duel.id,
+        players=[Player(user_id=u.id, nickname=u.nickname, rating=u.rating, provisional=glicko_of(u).provisional)
+                 for u in sorted((users[p] for p in player_ids), key=lambda u: u.id)],
+        task=TaskRef(id=task["id"], title=task.get("title")),
+        rated=True if rated is None else bool(rated),
+        started_at=duel.started_at, deadline=duel.deadline,
+    ))
     log.info("duel started", extra=kv(duel_id=duel.id, players=f"{player_ids[0]},{player_ids[1]}", task_id=duel.task_id))
     return duel
 
@@ -235,6 +254,10 @@ def _finish(session: Session, duel: Duel, players: list[int], decision: outcome.
             duel_id=duel.id, outcome=decision.outcome, winner_id=decision.winner_id,
             reason=decision.reason, rating_changes=changes,
         ))
+    eventlog.append_duel(session, duel.id, DuelLogFinished(
+        duel_id=duel.id, outcome=decision.outcome, winner_id=decision.winner_id,
+        reason=decision.reason, rating_changes=changes,
+    ))
     log.info("duel finished", extra=kv(duel_id=duel.id, outcome=decision.outcome, winner_id=decision.winner_id,
                                        reason=decision.reason, rating_changes=changes))
 
