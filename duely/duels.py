@@ -313,6 +313,17 @@ def duel_json(session: Session, duel: Duel) -> dict:
     }
 
 
+def by_status(session: Session, status: DuelStatus, limit: int, before_id: int | None) -> tuple[list[Duel], int | None]:
+    """Duels with this status, newest first (the "watch" page); returns the page and the
+    `before_id` of the next page (or None). Served by ix_duels_status_id."""
+    query = select(Duel).where(Duel.status == status.value).order_by(Duel.id.desc()).limit(limit + 1)
+    if before_id is not None:
+        query = query.where(Duel.id < before_id)
+    duels = list(session.execute(query).scalars())
+    next_before_id = duels[limit - 1].id if len(duels) > limit else None
+    return duels[:limit], next_before_id
+
+
 def history(session: Session, user_id: int, limit: int, before_id: int | None) -> tuple[list[Duel], int | None]:
     """A user's duels, newest first; returns the page and the `before_id` of the next page (or None)."""
     query = (
