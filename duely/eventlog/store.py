@@ -46,7 +46,7 @@ PRUNE_BATCH_SIZE = 5000
 class KeyKind(StrEnum):
     USER = "user"
     TOKEN = "token"
-    DUEL = "duel"  # a duel's public log, by duel id (code that has checked the reader)
+    DUEL = "duel"  # a duel's public log, by duel id (tests and code that need not check who reads)
     DUEL_AS = "duel_as"  # a duel's public log for the holder of a bearer token (spectators' polls)
 
 
