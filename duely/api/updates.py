@@ -18,7 +18,7 @@ from duely import auth, errors
 from duely.api.common import BEARER, Blueprint, bearer_token, current_user_id, services
 from duely.eventlog import poll as polling
 from duely.eventlog.store import POLL_LIMIT_DEFAULT
-from duely.eventlog.types import EVENT_TYPES, PAYLOADS, payload_schema
+from duely.eventlog.types import DUEL_PAYLOADS, EVENT_TYPES, PAYLOADS, payload_schema
 
 blp = Blueprint("updates", __name__, url_prefix="/api", description="Event log (long polling)")
 _BIGINT_MAX = 2**63 - 1
@@ -49,8 +49,9 @@ class EventSchema(Schema):
 
 
 def register_event_payloads(spec) -> None:
-    """Put each event type's payload schema in the OpenAPI document (referenced by Event.data)."""
-    for cls in PAYLOADS.values():
+    """Put each event type's payload schema, of both logs, in the OpenAPI document (referenced by
+    Event.data and DuelEvent.data)."""
+    for cls in [*PAYLOADS.values(), *DUEL_PAYLOADS.values()]:
         spec.components.schema(cls.__name__, schema=payload_schema(cls))
 
 
@@ -59,7 +60,7 @@ class UpdatesSchema(Schema):
     last_event_id = fields.Integer()
 
 
-def _unauthorized_before_invalid(view: Callable[..., T]) -> Callable[..., T]:
+def unauthorized_before_invalid(view: Callable[..., T]) -> Callable[..., T]:
     """Authentication is part of the poll's single read (eventlog.poll.poll), which runs after the
     query is validated; this keeps the order of `login_required` anyway: no token, or a bad
     token with a bad query, is 401 rather than 400."""
@@ -79,7 +80,7 @@ def _unauthorized_before_invalid(view: Callable[..., T]) -> Callable[..., T]:
 
 
 @blp.route("/updates", methods=["GET"])
-@_unauthorized_before_invalid
+@unauthorized_before_invalid
 @blp.arguments(UpdatesQuerySchema(), location="query", as_kwargs=True)  # an instance: no schema build per request
 @blp.response(200, UpdatesSchema)
 @blp.doc(security=BEARER)

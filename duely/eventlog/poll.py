@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from duely import errors
-from duely.eventlog.listener import Listener
+from duely.eventlog.listener import Listener, WakeKey, duel_key
 from duely.eventlog.reader import BatchedReader
 from duely.eventlog.store import POLL_LIMIT_DEFAULT, KeyKind, PollKey, Updates, updates_from_row
 
@@ -53,14 +53,31 @@ def poll(runtime: Runtime, token_hash: str, after_id: int, timeout_secs: float,
     return user_id, updates
 
 
+def poll_duel(runtime: Runtime, duel_id: int, token_hash: str, after_id: int, timeout_secs: float,
+              limit: int = POLL_LIMIT_DEFAULT) -> Updates:
+    """One long poll on duel `duel_id`'s public log for the holder of a bearer token (anyone
+    signed in may watch): the same rules as `poll` (the token checked by the read itself, 400
+    ahead of the log, 410 pruned, no connection held while waiting); Unauthorized for a bad
+    token, then NotFound for an unknown duel. Writes no presence."""
+    request = PollRequest(PollKey.duel(duel_id, token_hash), after_id, timeout_secs, limit, refresh_presence=False)
+    return hold(runtime.reader(), runtime.listener(), request, duel_id)[1]
+
+
+def wake_key(key: PollKey, owner_id: int) -> WakeKey:
+    """What a poll on `key`'s log subscribes to, once its owner (user or duel id) is known."""
+    return duel_key(owner_id) if key.is_duel else owner_id
+
+
 def hold(reader: BatchedReader, listener: Listener, request: PollRequest, user_id: int | None) -> tuple[int, Updates]:
-    """The poll loop, for a key of either kind (the API polls by token, tests also by user id);
-    `user_id` is who the key is thought to belong to (None: unknown yet). Returns (user id, updates)."""
+    """The poll loop, for a key of any kind (the API polls by token or duel id, tests also by
+    user id); `user_id` is the owner the key is thought to belong to (a user id, or the duel id
+    for a duel log; None: unknown yet). Returns (owner id, updates)."""
     after_id, timeout_secs = request.after_id, request.timeout_secs
     deadline = time.monotonic() + timeout_secs
     # Subscribed before the read: an event committed between the read and the wait still sets
     # the flag, so it is never slept through.
-    waiter = listener.subscribe(user_id) if timeout_secs > 0 and user_id is not None else None
+    waiter = (listener.subscribe(wake_key(request.key, user_id))
+              if timeout_secs > 0 and user_id is not None else None)
     try:
         first = True
         while True:
@@ -68,20 +85,24 @@ def hold(reader: BatchedReader, listener: Listener, request: PollRequest, user_i
                 waiter.clear()  # a wake-up arriving during the read below triggers one more read
             row = reader.read(request.key, after_id, request.limit, presence=first and request.refresh_presence)
             if row is None:
-                if request.key.kind is KeyKind.TOKEN:
+                if request.key.kind in (KeyKind.TOKEN, KeyKind.DUEL_AS):
                     raise errors.Unauthorized("The token is missing, unknown, expired or revoked.")
+                if request.key.kind is KeyKind.DUEL:
+                    raise errors.NotFound("No such duel.")
                 raise errors.NotFound("No such user.")
+            if row[1] is None:  # DUEL_AS: the token is good, the duel unknown
+                raise errors.NotFound("No such duel.")
             user_id = row[1]
             first = False
             updates = updates_from_row(row, after_id)
             remaining = deadline - time.monotonic()
             if updates.count or timeout_secs <= 0 or remaining <= 0 or listener.shutting_down:
                 return user_id, updates
-            if waiter is None or waiter.user_id != user_id:
-                # Subscribed only now that the user is known: read once more before waiting.
+            if waiter is None or waiter.user_id != wake_key(request.key, user_id):
+                # Subscribed only now that the owner is known: read once more before waiting.
                 if waiter is not None:
                     listener.unsubscribe(waiter)
-                waiter = listener.subscribe(user_id)
+                waiter = listener.subscribe(wake_key(request.key, user_id))
                 continue
             # Woken or not, loop and read again: at the end of the timeout that re-read covers a
             # notification lost while the listener was reconnecting.
