@@ -23,7 +23,7 @@ SECRET_CODE = "print('the secret solution 4242')"
 
 def submit(db, user_id: int, duel_id: int, code: str = SECRET_CODE, key: str | None = None) -> uuid.UUID:
     submission_id, _ = db.run(lambda s: submissions.do_submit(
-        s, user_id, duel_id, "python", code, key, max_solution_bytes=65536, rate_limit=1000, rate_window_secs=60))
+        s, user_id, duel_id, "python", code, key, policy=submissions.SubmitPolicy(65536, 1000, 60)))
     return submission_id
 
 
@@ -103,8 +103,7 @@ def test_a_rolled_back_change_leaves_no_duel_event(db, players):
         pass
 
     with pytest.raises(Abort), db.transaction() as s:
-        submissions.do_submit(s, alice.id, duel_id, "python", SECRET_CODE, None, max_solution_bytes=65536,
-                              rate_limit=100, rate_window_secs=60)
+        submissions.do_submit(s, alice.id, duel_id, "python", SECRET_CODE, None, policy=submissions.SubmitPolicy(65536, 100, 60))
         assert s.execute(text("SELECT count(*) FROM duel_events WHERE duel_id = :d"), {"d": duel_id}).scalar_one() == 2
         raise Abort
     assert duel_log_rows(db, duel_id) == [(1, "duel_started")]

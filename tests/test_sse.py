@@ -285,7 +285,7 @@ def test_a_spectator_streams_a_duel_with_a_ticket_and_never_sees_code(make_serve
     assert started["event"] == "duel_started" and started["data"]["data"]["duel_id"] == duel_id
 
     submission_id, _ = db.run(lambda s: submissions.do_submit(
-        s, alice.id, duel_id, "python", SECRET_CODE, None, max_solution_bytes=65536, rate_limit=100, rate_window_secs=60))
+        s, alice.id, duel_id, "python", SECRET_CODE, None, policy=submissions.SubmitPolicy(65536, 100, 60)))
     db.run(lambda s: verdicts.apply_message(s, verdicts.TaskiMessage(submission_id, 1, "verdict", "Wrong Answer on test #3")))
     events = stream.next_events(2)
     assert [(e["event"], e["data"]["data"]["state"], e["data"]["data"]["verdict"]) for e in events] == [
