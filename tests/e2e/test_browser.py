@@ -1,7 +1,9 @@
 """The web page on the real stack, in a real browser: two players in two browser contexts play
 a whole duel through the UI only (register, queue, submit, a lost answer retried, a reload in
 the middle, the result, history, log out and in); then the code editor (CodeMirror) on its
-own, typed into key by key.
+own, typed into key by key; then challenges (a named one declined with a reason, an invite
+link accepted in another context), a rematch offered and accepted, and a third context
+watching a duel live to its end.
 
 Headless Debian Chromium driven by pip playwright (`playwright install` cannot download
 browsers here). Screenshots of the key steps go to test-artifacts/browser/; with
@@ -133,10 +135,11 @@ class Player:
         except Exception:
             raise AssertionError(f"editor text {self.code()!r}, expected {text!r}") from None
 
-    def api(self, method: str, path: str) -> dict:
+    def api(self, method: str, path: str, json: dict | None = None) -> dict:
         """The API as this player, with the token the page keeps (for checks only)."""
         token = self.page.evaluate("localStorage.getItem('duely.token')")
-        resp = requests.request(method, self.base_url + path, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        resp = requests.request(method, self.base_url + path, headers={"Authorization": f"Bearer {token}"}, json=json,
+                                timeout=30)
         assert resp.ok, resp.text
         return resp.json() if resp.content else {}
 
@@ -493,3 +496,232 @@ def _edit(alice: Player, bob: HttpPlayer, expect) -> None:
     stored = alice.api("GET", f"/api/duels/{duel_id}/submissions")["submissions"]
     assert [(s["solution"], s["language"]) for s in stored] == [(cpp_code, "cpp")]
     alice.shot("7-editor")
+
+
+# -- challenges, rematch, spectating (issue 15) ------------------------------------------------
+
+
+def _fail_report(stack, players) -> None:
+    for p in players:
+        p.shot(f"failure-{p.nickname}")
+    print(stack.logs())
+    print({p.nickname: p.console for p in players})
+
+
+def _on_duel(player: Player, expect, duel_id=None) -> str:
+    screen = player.by("duel-screen")
+    expect(screen).to_have_attribute("data-status", "active", timeout=MATCH_MS)
+    if duel_id is not None:
+        expect(screen).to_have_attribute("data-duel-id", str(duel_id), timeout=EVENT_MS)
+    return screen.get_attribute("data-duel-id")
+
+
+def test_challenge_declined_and_invite_link_accepted(instant_stack, browser):
+    """Bob challenges Alice from the leaderboard; she sees it live and declines with a reason,
+    which Bob is told. Then Alice creates an open challenge; its invite link, opened in Carol's
+    browser (who signs up on the way), starts the duel for both."""
+    from playwright.sync_api import expect
+
+    stack = instant_stack
+    alice, bob, carol = (Player(browser, stack.url, n) for n in ("alice", "bob", "carol"))
+    try:
+        _invite(stack, alice, bob, carol, expect)
+    except BaseException:
+        _fail_report(stack, (alice, bob, carol))
+        raise
+    for p in (alice, bob, carol):
+        assert unexpected_console(p, []) == [], p.nickname
+
+
+def _invite(stack, alice: Player, bob: Player, carol: Player, expect) -> None:
+    alice.register()
+    bob.register()
+
+    # A named challenge, from the leaderboard: Alice gets it at once, on whatever page she is.
+    bob.page.reload()
+    bob.at(f"[data-testid=leaderboard-row][data-user-id='{alice.id}'] [data-testid=challenge-button]").click()
+    expect(bob.by("challenge-dialog")).to_be_visible()
+    bob.by("challenge-rated").uncheck()
+    bob.by("challenge-duration").select_option("600")
+    bob.by("challenge-send").click()
+    expect(bob.by("challenge-dialog")).to_have_count(0)
+    mine = bob.by("outgoing-challenge")
+    expect(mine).to_have_count(1)
+    expect(mine).to_contain_text("Challenge to alice")
+    expect(mine).to_contain_text("unrated · 10 min")
+    incoming = alice.by("incoming-challenge")
+    expect(incoming).to_have_count(1, timeout=EVENT_MS)
+    expect(incoming).to_contain_text("bob")
+    expect(incoming).to_contain_text("challenges you")
+    challenge_id = incoming.get_attribute("data-challenge-id")
+    assert mine.get_attribute("data-challenge-id") == challenge_id
+    alice.shot("8-challenge-received")
+
+    # Declined with a reason: gone on both sides, and Bob is told why.
+    incoming.get_by_test_id("decline-reason").select_option("later")
+    incoming.get_by_test_id("decline-challenge").click()
+    expect(alice.by("incoming-challenge")).to_have_count(0)
+    expect(bob.by("outgoing-challenge")).to_have_count(0, timeout=EVENT_MS)
+    expect(bob.by("toast").filter(has_text="alice declined your challenge: not now, later")).to_have_count(1)
+    declined = bob.api("GET", f"/api/challenges/{challenge_id}")
+    assert (declined["status"], declined["decline_reason"]) == ("declined", "later")
+
+    # An open challenge: its invite link is shown with a copy button.
+    alice.by("open-challenge-button").click()
+    alice.by("challenge-send").click()
+    expect(alice.by("outgoing-challenge")).to_have_count(1)
+    link = alice.by("invite-url").input_value()
+    assert re.fullmatch(re.escape(stack.url) + r"/\?challenge=[\w-]{12,}", link), link
+    alice.by("copy-invite").click()
+    assert alice.page.evaluate("navigator.clipboard.readText()") == link
+    alice.shot("9-invite-link")
+
+    # Carol opens it without an account: she signs up, and lands on the invitation.
+    carol.page.goto(link)
+    expect(carol.by("auth")).to_be_visible()
+    carol.by("auth-nickname").fill("carol")
+    carol.by("auth-password").fill(PASSWORD)
+    carol.by("register-button").click()
+    screen = carol.by("challenge-screen")
+    expect(screen).to_be_visible(timeout=UI_MS)
+    expect(screen).to_contain_text("alice")
+    expect(carol.by("challenge-status")).to_have_attribute("data-status", "pending")
+    carol.shot("10-invite-screen")
+    carol.by("accept-invite").click()
+
+    # The duel starts for both; the challenge is accepted and leads to it.
+    duel_id = _on_duel(carol, expect)
+    _on_duel(alice, expect, duel_id)
+    expect(alice.by("outgoing-challenge")).to_have_count(0)
+    duel = alice.api("GET", f"/api/duels/{duel_id}")
+    assert sorted(p["nickname"] for p in duel["players"]) == ["alice", "carol"]
+    # The link, opened again (by Bob), says it is taken.
+    bob.page.goto(link)
+    expect(bob.by("challenge-status")).to_have_attribute("data-status", "accepted", timeout=UI_MS)
+    expect(bob.by("accept-invite")).to_have_count(0)
+
+
+def test_rematch_offered_and_accepted(instant_stack, browser):
+    """After a duel Alice offers a rematch; Bob sees the offer on his result screen, accepts,
+    and both are in a new duel on another task."""
+    from playwright.sync_api import expect
+
+    stack = instant_stack
+    alice, bob = Player(browser, stack.url, "alice"), Player(browser, stack.url, "bob")
+    try:
+        _rematch(alice, bob, expect)
+    except BaseException:
+        _fail_report(stack, (alice, bob))
+        raise
+    for p in (alice, bob):
+        assert unexpected_console(p, []) == [], p.nickname
+
+
+def _rematch(alice: Player, bob: Player, expect) -> None:
+    alice.register()
+    bob.register()
+    # The first duel, from a challenge (set up over the API; the UI path is tested above).
+    challenge = alice.api("POST", "/api/challenges", json={"to": "bob", "rated": True})
+    expect(bob.by("incoming-challenge")).to_have_count(1, timeout=EVENT_MS)
+    bob.by("accept-challenge").click()
+    first = _on_duel(bob, expect)
+    _on_duel(alice, expect, first)
+    first_task = alice.by("duel-screen").get_attribute("data-task-id")
+    assert bob.api("GET", f"/api/challenges/{challenge['id']}")["duel_id"] == int(first)
+
+    # Alice wins at once (the instant judge accepts a solution without a verdict marker).
+    alice.write("print(42)\n")
+    alice.by("submit-button").click()
+    for p, outcome in ((alice, "won"), (bob, "lost")):
+        expect(p.by("duel-result")).to_have_attribute("data-outcome", outcome, timeout=JUDGE_MS)
+
+    # Alice offers a rematch: she waits; Bob sees the offer where the result is.
+    alice.by("rematch-button").click()
+    expect(alice.by("rematch-waiting")).to_have_text("Rematch offered; waiting for bob…")
+    expect(bob.by("rematch-offered")).to_have_text("alice offers a rematch", timeout=EVENT_MS)
+    expect(bob.at("[data-testid=incoming-challenge][data-kind=rematch]")).to_have_count(1)
+    bob.shot("11-rematch-offered")
+    bob.by("accept-rematch").click()
+
+    # A new duel for both, on another task, rated like the first.
+    second = _on_duel(bob, expect)
+    assert second != first
+    _on_duel(alice, expect, second)
+    assert alice.by("duel-screen").get_attribute("data-task-id") != first_task
+    duel = alice.api("GET", f"/api/duels/{second}")
+    assert duel.get("rated", True) is True
+    expect(bob.by("incoming-challenge")).to_have_count(0)
+    alice.shot("12-rematch-started")
+
+
+def test_spectator_watches_a_duel_end(instant_stack, browser):
+    """Carol finds a duel between two bots on the Live duels page and watches it: both players'
+    verdicts as they come (never their code while it runs), then the result, then the code."""
+    from playwright.sync_api import expect
+
+    stack = instant_stack
+    carol = Player(browser, stack.url, "carol")
+    streams: list[str] = []
+    carol.page.on("request", lambda r: "/stream" in r.url and streams.append(r.url))
+    try:
+        _spectate(stack, carol, expect, streams)
+    except BaseException:
+        _fail_report(stack, (carol,))
+        raise
+    assert unexpected_console(carol, []) == []
+
+
+def _spectate(stack, carol: Player, expect, streams: list[str]) -> None:
+    alice, bob = HttpPlayer(stack.url, "alice"), HttpPlayer(stack.url, "bob")
+    carol.register()
+    resp = alice.call("POST", "/api/challenges", json={"to": "bob"})
+    assert resp.status_code == 201, resp.text
+    resp = bob.call("POST", f"/api/challenges/{resp.json()['id']}/accept")
+    assert resp.status_code == 201, resp.text
+    duel_id = resp.json()["duel"]["id"]
+
+    # The Live duels page lists it; Watch opens it.
+    carol.by("nav-live").click()
+    row = carol.at(f"[data-testid=live-duel][data-duel-id='{duel_id}']")
+    expect(row).to_be_visible(timeout=UI_MS)
+    expect(row).to_contain_text("alice")
+    expect(row).to_contain_text("bob")
+    row.get_by_test_id("watch-duel").click()
+    screen = carol.by("duel-screen")
+    expect(screen).to_have_attribute("data-mode", "watching", timeout=UI_MS)
+    expect(carol.by("watching-tag")).to_be_visible()
+    expect(carol.by("code-editor")).to_have_count(0)
+    expect(screen).to_have_attribute("data-stream", "online", timeout=EVENT_MS)
+    subs = carol.by("duel-submission")
+    expect(subs).to_have_count(0)
+
+    # Bob's wrong answer, then Alice's: each appears with its verdict, without code.
+    wrong = "print(0)\n# verdict: Wrong answer on test #2\n"
+    resp = bob.call("POST", f"/api/duels/{duel_id}/submit", json={"solution": wrong, "language": "python"})
+    assert resp.status_code == 202, resp.text
+    bobs = carol.at(f"[data-testid=duel-submission][data-user-id='{bob.id}']")
+    expect(bobs).to_have_count(1, timeout=EVENT_MS)
+    expect(bobs).to_have_attribute("data-verdict", "Wrong answer on test #2", timeout=EVENT_MS)
+    expect(bobs.get_by_test_id("submission-player")).to_have_text("bob")
+    resp = alice.call("POST", f"/api/duels/{duel_id}/submit", json={"solution": wrong.replace("#2", "#1"), "language": "python"})
+    assert resp.status_code == 202, resp.text
+    alices = carol.at(f"[data-testid=duel-submission][data-user-id='{alice.id}']")
+    expect(alices).to_have_attribute("data-verdict", "Wrong answer on test #1", timeout=EVENT_MS)
+    expect(carol.by("submission-code")).to_have_count(0)
+    expect(screen).to_have_attribute("data-status", "active")
+    carol.shot("13-spectator")
+
+    # Alice's right answer ends it: Carol sees the verdict and the result, then both codes.
+    resp = alice.call("POST", f"/api/duels/{duel_id}/submit", json={"solution": "print(1)\n", "language": "python"})
+    assert resp.status_code == 202, resp.text
+    expect(carol.by("duel-result")).to_be_visible(timeout=JUDGE_MS)
+    expect(carol.by("result-title")).to_have_text("alice won")
+    expect(carol.by("result-reason")).to_have_text("alice was first with an Accepted solution.")
+    expect(screen).to_have_attribute("data-status", "finished")
+    expect(alices).to_have_count(2)
+    expect(carol.at(f"[data-testid=duel-submission][data-user-id='{alice.id}'][data-verdict=Accepted]")).to_have_count(1)
+    expect(carol.by("submission-code")).to_have_count(3)
+    expect(carol.by("rematch-button")).to_have_count(0)
+    carol.shot("14-spectator-result")
+    # The page followed the duel over Server-Sent Events, authenticated by a ticket.
+    assert any(f"/api/duels/{duel_id}/stream?ticket=" in url for url in streams), streams

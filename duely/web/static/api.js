@@ -13,6 +13,7 @@ const DRAIN_PAGE = 100;               // the contract's largest `limit`
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 15000;
 const SKEW_IGNORE_MS = 1500;          // the Date header has a resolution of one second
+const TICKET_MARGIN_MS = 60000;       // a stream ticket this close to expiry is renewed first
 
 export class ApiError extends Error {
   constructor(status, code, message, { fields = null, body = null, retryAfterMs = null } = {}) {
@@ -108,6 +109,21 @@ export class Api {
   get(path, opts) { return this.request("GET", path, opts); }
   post(path, body, opts) { return this.request("POST", path, { ...opts, body }); }
   delete(path, opts) { return this.request("DELETE", path, opts); }
+  put(path, body, opts) { return this.request("PUT", path, { ...opts, body }); }
+  patch(path, body, opts) { return this.request("PATCH", path, { ...opts, body }); }
+
+  /** A ticket for EventSource, which cannot send the Authorization header (cached while valid). */
+  async streamTicket() {
+    const t = this.ticket;
+    if (t && t.token === this.token && Date.parse(t.expires_at) - Date.now() > TICKET_MARGIN_MS) return t.ticket;
+    const body = await this.post("/api/stream-tickets");
+    this.ticket = { ...body, token: this.token };
+    return body.ticket;
+  }
+
+  forgetTicket() {
+    this.ticket = null;
+  }
 
   noteServerDate(header) {
     const at = header ? Date.parse(header) : NaN;
@@ -246,4 +262,163 @@ export function newClientTempId() {
   b[8] = (b[8] & 0x3f) | 0x80;
   const hex = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+/**
+ * Follows one duel's public log (docs/api.md, spectating): over Server-Sent Events
+ * (GET /api/duels/{id}/stream?ticket=…) where the browser and the server can, else by long
+ * polling GET /api/duels/{id}/updates. Events come in order, each once (ids per duel).
+ *
+ * EventSource says nothing about why a stream was refused (410, 401, …): when it gives up, one
+ * long poll with timeout=0 asks the same question and gets the status and error body, and the
+ * loop decides from those, exactly as the polling loop does.
+ *
+ * handlers.onEvent(event)   each new event (awaited)
+ * handlers.onReset()        the log was pruned past our id: take the REST snapshot (awaited)
+ * handlers.onStatus(state, err) "online" | "offline"
+ */
+export class DuelLogStream {
+  constructor(api, duelId, handlers, { useSse = typeof EventSource === "function" } = {}) {
+    this.api = api;
+    this.duelId = duelId;
+    this.handlers = handlers;
+    this.lastId = 0;
+    this.useSse = useSse;
+    this.ctrl = new AbortController();
+    this.stopped = false;
+    this.queue = Promise.resolve();
+  }
+
+  start() {
+    this.done = this.run();
+    return this;
+  }
+
+  stop() {
+    this.stopped = true;
+    this.ctrl.abort();
+    this.source?.close();
+    this.source = null;
+  }
+
+  async run() {
+    const signal = this.ctrl.signal;
+    let backoff = BACKOFF_MIN_MS;
+    while (!this.stopped) {
+      try {
+        if (this.useSse) {
+          const outcome = await this.followSse();
+          if (this.stopped) return;
+          if (outcome === "unsupported") this.useSse = false;
+          // The stream ended: one quick poll tells why (and delivers what it holds).
+          await this.poll(0, signal);
+        } else {
+          await this.poll(this.online ? POLL_TIMEOUT_SECS : 0, signal);
+        }
+        backoff = BACKOFF_MIN_MS;
+      } catch (err) {
+        if (this.stopped || err.name === "AbortError") return;
+        if (err.status === 410 && err.code === "events_expired") {
+          this.lastId = Number(err.body?.last_event_id) || 0;
+          await this.handlers.onReset?.();
+          continue;
+        }
+        if (err.status === 404 || err.status === 401 || (err.status === 400 && err.code !== "events_expired")) {
+          // The duel is gone or the session ended (the app handles 401): nothing to follow.
+          this.status("offline", err);
+          return;
+        }
+        this.status("offline", err);
+        await sleep(err.retryAfterMs ?? backoff * (0.75 + Math.random() / 2), signal);
+        backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
+      }
+    }
+  }
+
+  async poll(timeout, signal) {
+    const body = await this.api.get(
+      `/api/duels/${this.duelId}/updates?last_event_id=${this.lastId}&timeout=${timeout}`,
+      { signal, timeoutMs: timeout * 1000 + POLL_GRACE_MS });
+    this.status("online");
+    for (const event of body.events) await this.deliver(event);
+  }
+
+  /** Resolves when the EventSource gives up: "closed", or "unsupported" (it never opened). */
+  async followSse() {
+    let ticket;
+    try {
+      ticket = await this.api.streamTicket();
+    } catch (err) {
+      if (err.status === 404 || err.status === 405) return "unsupported";
+      throw err;
+    }
+    if (this.stopped) return "closed";
+    return new Promise((resolve) => {
+      const url = `/api/duels/${this.duelId}/stream?ticket=${encodeURIComponent(ticket)}&last_event_id=${this.lastId}`;
+      const source = new EventSource(url);
+      this.source = source;
+      let opened = false;
+      source.onopen = () => {
+        opened = true;
+        this.status("online");
+      };
+      const onMessage = (message) => {
+        const event = parseSseEvent(message);
+        if (event) this.queue = this.queue.then(() => this.deliver(event));
+      };
+      for (const type of DUEL_LOG_TYPES) source.addEventListener(type, onMessage);
+      source.onmessage = onMessage;
+      source.onerror = () => {
+        // CONNECTING: the browser reconnects by itself, with Last-Event-ID. CLOSED: refused.
+        if (source.readyState === EventSource.CLOSED || this.stopped) {
+          source.close();
+          if (this.source === source) this.source = null;
+          this.queue.then(() => resolve(opened ? "closed" : "unsupported-or-refused"));
+        } else {
+          this.status("offline");
+        }
+      };
+      this.ctrl.signal.addEventListener("abort", () => { source.close(); resolve("closed"); }, { once: true });
+    }).then((outcome) => {
+      // A refused first connection may just be an expired ticket: try a new one once.
+      if (outcome === "unsupported-or-refused") {
+        this.sseRefusals = (this.sseRefusals ?? 0) + 1;
+        this.api.forgetTicket();
+        return this.sseRefusals >= 2 ? "unsupported" : "closed";
+      }
+      this.sseRefusals = 0;
+      return outcome;
+    });
+  }
+
+  async deliver(event) {
+    if (this.stopped || event.id <= this.lastId) return;
+    this.lastId = event.id;
+    try {
+      await this.handlers.onEvent(event);
+    } catch (err) {
+      console.warn("duel event", event.id, event.type, "not applied:", err);
+    }
+  }
+
+  status(state, err = null) {
+    this.online = state === "online";
+    if (state !== this.lastStatus || err) this.handlers.onStatus?.(state, err);
+    this.lastStatus = state;
+  }
+}
+
+export const DUEL_LOG_TYPES = ["duel_started", "submission", "duel_finished"];
+
+/** An SSE message as a log event: `data` is the event's JSON, `id` its id, `event` its type. */
+export function parseSseEvent(message) {
+  let parsed;
+  try {
+    parsed = JSON.parse(message.data);
+  } catch {
+    return null;
+  }
+  if (parsed && typeof parsed === "object" && "type" in parsed && "data" in parsed && "id" in parsed) return parsed;
+  const id = Number(message.lastEventId);
+  return Number.isSafeInteger(id) ? { id, type: message.type, data: parsed } : null;
 }
