@@ -69,6 +69,10 @@ class Config:
     submit_rate_window: float = _setting(60.0, "Window of SUBMIT_RATE_LIMIT (duration)", "duration")
     # Event log
     event_retention: float = _setting(7 * 86400.0, "Events older than this are pruned; older last_event_id gets 410 (duration)", "duration")
+    sse_heartbeat: float = _setting(15.0, "An idle event stream (SSE) writes a heartbeat comment this often (duration)",
+                                    "duration")
+    stream_ticket_ttl: float = _setting(3600.0, "Lifetime of a stream ticket (?ticket= of the event streams), at most "
+                                        "its token's (duration)", "duration")
     # Development Taski (duely/devtaski; used when TASKI_URL is unset)
     devtaski_workers: int = _setting(2, "Judging worker processes of the development Taski", "int")
     devtaski_state_dir: str | None = _setting(None, "Where the development Taski keeps judged results; unset = DATA_DIR/devtaski")

@@ -16,7 +16,16 @@ from sqlalchemy.orm import Session
 
 from duely import errors, eventlog, outcome, rating
 from duely.clock import isoformat
-from duely.eventlog.types import DuelFinished, DuelStarted, Opponent, PlayerStakes, TaskRef
+from duely.eventlog.types import (
+    DuelFinished,
+    DuelLogFinished,
+    DuelLogStarted,
+    DuelStarted,
+    Opponent,
+    Player,
+    PlayerStakes,
+    TaskRef,
+)
 from duely.logs import kv
 from duely.models import Duel, DuelPlayer, User
 from duely.statuses import DuelStatus
@@ -59,6 +68,16 @@ def create_duel(session: Session, player_ids: tuple[int, int], task: dict[str, A
             deadline=duel.deadline,
             stakes={str(p): PlayerStakes(**stakes[p]) for p in player_ids},
         ))
+    # The public log (spectators); the new duel row is this transaction's own, so its lock is free.
+    rated = getattr(duel, "rated", None)  # the `rated` column arrives with challenges (migration 0004)
+    eventlog.append_duel(session, duel.id, DuelLogStarted(
+        duel_id=duel.id,
+        players=[Player(user_id=u.id, nickname=u.nickname, rating=u.rating, provisional=glicko_of(u).provisional)
+                 for u in sorted((users[p] for p in player_ids), key=lambda u: u.id)],
+        task=TaskRef(id=task["id"], title=task.get("title")),
+        rated=True if rated is None else bool(rated),
+        started_at=duel.started_at, deadline=duel.deadline,
+    ))
     log.info("duel started", extra=kv(duel_id=duel.id, players=f"{player_ids[0]},{player_ids[1]}", task_id=duel.task_id))
     return duel
 
@@ -235,6 +254,10 @@ def _finish(session: Session, duel: Duel, players: list[int], decision: outcome.
             duel_id=duel.id, outcome=decision.outcome, winner_id=decision.winner_id,
             reason=decision.reason, rating_changes=changes,
         ))
+    eventlog.append_duel(session, duel.id, DuelLogFinished(
+        duel_id=duel.id, outcome=decision.outcome, winner_id=decision.winner_id,
+        reason=decision.reason, rating_changes=changes,
+    ))
     log.info("duel finished", extra=kv(duel_id=duel.id, outcome=decision.outcome, winner_id=decision.winner_id,
                                        reason=decision.reason, rating_changes=changes))
 
@@ -288,6 +311,17 @@ def duel_json(session: Session, duel: Duel) -> dict:
         # What each player wins or loses, fixed at the start (absent for duels rated before Glicko-2).
         "stakes": {str(p.user_id): p.stakes for p, _ in rows if p.stakes is not None},
     }
+
+
+def by_status(session: Session, status: DuelStatus, limit: int, before_id: int | None) -> tuple[list[Duel], int | None]:
+    """Duels with this status, newest first (the "watch" page); returns the page and the
+    `before_id` of the next page (or None). Served by ix_duels_status_id."""
+    query = select(Duel).where(Duel.status == status.value).order_by(Duel.id.desc()).limit(limit + 1)
+    if before_id is not None:
+        query = query.where(Duel.id < before_id)
+    duels = list(session.execute(query).scalars())
+    next_before_id = duels[limit - 1].id if len(duels) > limit else None
+    return duels[:limit], next_before_id
 
 
 def history(session: Session, user_id: int, limit: int, before_id: int | None) -> tuple[list[Duel], int | None]:

@@ -4,7 +4,8 @@ Invariants held by the schema itself (not only by code):
 - nicknames are unique case-insensitively (`ux_users_nickname_lower`);
 - a user is a player of at most one active duel (`ux_duel_players_one_active`);
 - a submit is idempotent per (duel, user, client_temp_id) (`ux_submissions_client_temp_id`);
-- event ids are per user, `(user_id, id)` is the key and the read index.
+- event ids are per user, `(user_id, id)` is the key and the read index; a duel's public log
+  likewise per duel, `(duel_id, id)`.
 """
 
 from __future__ import annotations
@@ -122,8 +123,24 @@ class Duel(Base):
     outcome: Mapped[str | None] = mapped_column(Text)  # win | draw
     winner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     reason: Mapped[str | None] = mapped_column(Text)  # accepted | timeout | resign
+    # Newest event id of this duel's public log; bumped under the row lock (duely/eventlog/store.py).
+    last_event_id: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
 
-    __table_args__ = (Index("ix_duels_active_deadline", "deadline", postgresql_where=text(f"status = {DuelStatus.ACTIVE.sql}")),)
+    __table_args__ = (Index("ix_duels_active_deadline", "deadline", postgresql_where=text(f"status = {DuelStatus.ACTIVE.sql}")),
+                      Index("ix_duels_status_id", "status", text("id DESC")))
+
+
+class DuelEvent(Base):
+    """A duel's public log (spectators): ids per duel, like `events` per user."""
+
+    __tablename__ = "duel_events"
+    duel_id: Mapped[int] = mapped_column(ForeignKey("duels.id", ondelete="CASCADE"), primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    type: Mapped[str] = mapped_column(Text, nullable=False)
+    data: Mapped[dict] = mapped_column(JSONB, nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(TZ, nullable=False, server_default=func.now())
+
+    __table_args__ = (Index("ix_duel_events_created_at", "created_at"),)
 
 
 class DuelPlayer(Base):

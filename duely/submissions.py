@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from duely import dispatch, duels, errors, eventlog
 from duely.clock import isoformat
-from duely.eventlog.types import SubmissionCreated
+from duely.eventlog.types import DuelLogSubmission, SubmissionCreated
 from duely.languages import LANGUAGES
 from duely.logs import kv
 from duely.models import Submission
@@ -30,9 +30,10 @@ def do_submit(session: Session, user_id: int, duel_id: int, language: str, solut
     """Store a submission; returns (submission_id, created). A repeat with the same
     client_temp_id by the same user in the same duel returns the first id and creates nothing.
     """
-    # FOR SHARE: the finishing rule takes this row FOR UPDATE, so it sees every submission
-    # that passed the deadline check below.
-    duel, players = duels.access_duel_as_player(session, user_id, duel_id, lock="share")
+    # FOR UPDATE: the finishing rule takes this row FOR UPDATE too, so it sees every submission
+    # that passed the deadline check below; and the duel log's append bumps this row (two
+    # submits holding it FOR SHARE would deadlock upgrading it).
+    duel, players = duels.access_duel_as_player(session, user_id, duel_id, lock="update")
     if client_temp_id is not None:
         existing = _by_client_temp_id(session, duel_id, user_id, client_temp_id)
         if existing is not None:
@@ -67,6 +68,10 @@ def do_submit(session: Session, user_id: int, duel_id: int, language: str, solut
     eventlog.append(session, user_id, SubmissionCreated(
         duel_id=duel_id, submission_id=str(submission_id), client_temp_id=client_temp_id,
         language=language, submitted_at=inserted.submitted_at,
+    ))
+    eventlog.append_duel(session, duel_id, DuelLogSubmission(
+        submission_id=str(submission_id), user_id=user_id, language=language, submitted_at=inserted.submitted_at,
+        state=SubmissionState.PENDING, status=SubmissionState.PENDING, verdict=None,
     ))
     dispatch.wake_dispatcher(session)  # the dispatcher sends it as soon as this commits
     log.info("submission stored", extra=kv(submission_id=submission_id, duel_id=duel_id, user_id=user_id, language=language))

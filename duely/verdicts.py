@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from duely import duels, eventlog, outage, undecodable
 from duely.config import Config
 from duely.db import CONSUMER_POOL, Database
-from duely.eventlog.types import OpponentVerdict, SubmissionUpdate, SubmissionVerdict
+from duely.eventlog.types import DuelLogSubmission, OpponentVerdict, SubmissionUpdate, SubmissionVerdict
 from duely.logs import kv
 from duely.models import Duel, Submission
 from duely.runtime import Runtime
@@ -75,17 +75,25 @@ def apply_message(session: Session, message: TaskiMessage) -> bool:
 
 
 def apply_update(session: Session, submission_id: uuid.UUID, seq: int, status_text: str) -> bool:
+    # The duel row is locked first (lock order: duel, users, submission), in the same statement:
+    # the duel log's append below bumps it.
     row = session.execute(text(
         f"""
+        WITH duel AS (SELECT d.id FROM duels d JOIN submissions s ON s.duel_id = d.id WHERE s.id = :id FOR UPDATE OF d)
         UPDATE submissions SET status = {SubmissionState.TESTING.sql}, progress = :p, last_seq = :seq, last_message_at = clock_timestamp()
-        WHERE id = :id AND status <> {SubmissionState.JUDGED.sql} AND last_seq < :seq
-        RETURNING user_id, duel_id
+        FROM duel
+        WHERE submissions.id = :id AND submissions.duel_id = duel.id
+          AND status <> {SubmissionState.JUDGED.sql} AND last_seq < :seq
+        RETURNING user_id, duel_id, language, submitted_at
         """
     ), {"id": submission_id, "p": status_text, "seq": seq}).first()
     if row is None:
         _ensure_known(session, submission_id)
         return False
     eventlog.append(session, row.user_id, SubmissionUpdate(duel_id=row.duel_id, submission_id=str(submission_id), status=status_text))
+    eventlog.append_duel(session, row.duel_id, DuelLogSubmission(
+        submission_id=str(submission_id), user_id=row.user_id, language=row.language, submitted_at=row.submitted_at,
+        state=SubmissionState.TESTING, status=status_text, verdict=None))
     log.info("submission progress", extra=kv(submission_id=submission_id, seq=seq, status=repr(status_text)))
     return True
 
@@ -106,12 +114,15 @@ def record_verdict(session: Session, submission_id: uuid.UUID, verdict: str, seq
         UPDATE submissions SET status = {SubmissionState.JUDGED.sql}, verdict = :verdict, judged_at = clock_timestamp(),
                last_seq = coalesce(CAST(:seq AS integer), last_seq)
         WHERE id = :id AND status <> {SubmissionState.JUDGED.sql} AND (CAST(:seq AS integer) IS NULL OR last_seq < :seq)
-        RETURNING user_id, submitted_at
+        RETURNING user_id, submitted_at, language
         """
     ), {"id": submission_id, "verdict": verdict, "seq": seq}).first()
     if judged is None:  # already judged (a verdict is final), or a stale seq
         return False
     eventlog.append(session, judged.user_id, SubmissionVerdict(duel_id=duel.id, submission_id=str(submission_id), verdict=verdict))
+    eventlog.append_duel(session, duel.id, DuelLogSubmission(
+        submission_id=str(submission_id), user_id=judged.user_id, language=judged.language, submitted_at=judged.submitted_at,
+        state=SubmissionState.JUDGED, status=SubmissionState.JUDGED, verdict=verdict))
     for opponent in players:
         if opponent != judged.user_id:
             eventlog.append(session, opponent, OpponentVerdict(duel_id=duel.id, verdict=verdict, submitted_at=judged.submitted_at))

@@ -18,7 +18,7 @@ from duely import auth, errors
 from duely.api.common import BEARER, Blueprint, bearer_token, current_user_id, services
 from duely.eventlog import poll as polling
 from duely.eventlog.store import POLL_LIMIT_DEFAULT
-from duely.eventlog.types import EVENT_TYPES, PAYLOADS, payload_schema
+from duely.eventlog.types import DUEL_PAYLOADS, EVENT_TYPES, PAYLOADS, payload_schema
 
 blp = Blueprint("updates", __name__, url_prefix="/api", description="Event log (long polling)")
 _BIGINT_MAX = 2**63 - 1
@@ -49,8 +49,9 @@ class EventSchema(Schema):
 
 
 def register_event_payloads(spec) -> None:
-    """Put each event type's payload schema in the OpenAPI document (referenced by Event.data)."""
-    for cls in PAYLOADS.values():
+    """Put each event type's payload schema, of both logs, in the OpenAPI document (referenced by
+    Event.data and DuelEvent.data)."""
+    for cls in [*PAYLOADS.values(), *DUEL_PAYLOADS.values()]:
         spec.components.schema(cls.__name__, schema=payload_schema(cls))
 
 

@@ -1,4 +1,5 @@
-"""The per-user event log and long polling on it. See docs/events.md.
+"""The event logs (each user's personal log, each duel's public log) and long polling and
+Server-Sent Events on them. See docs/events.md.
 
 One concept, five modules, each with one reason to change:
 
@@ -14,10 +15,14 @@ The listener and presence live here because they exist only for the poll: the li
 held polls and nothing else, and presence is a by-product of polling (written by the reader's
 batches and the listener's heartbeat); the matchmaking queue only reads it.
 
-Writers import this package and call `eventlog.append` / `eventlog.lock_users`.
+The duel log is the same machinery keyed by duel (`store.Log`): `append_duel`, its own types
+(`types.DuelEventType`), the same reader, listener (wake key `d:<id>`), 400/410 and pruning.
+`sse` streams either log as text/event-stream with the poll's own wait and read.
+
+Writers import this package and call `eventlog.append` / `eventlog.append_duel` / `eventlog.lock_users`.
 """
 
-from duely.eventlog.store import append, lock_users
-from duely.eventlog.types import EVENT_TYPES
+from duely.eventlog.store import append, append_duel, lock_users
+from duely.eventlog.types import DUEL_EVENT_TYPES, EVENT_TYPES
 
-__all__ = ["EVENT_TYPES", "append", "lock_users"]
+__all__ = ["DUEL_EVENT_TYPES", "EVENT_TYPES", "append", "append_duel", "lock_users"]

@@ -1,10 +1,13 @@
 """One PostgreSQL LISTEN connection per process that wakes the requests waiting for events.
 See docs/events.md ("Wake-up").
 
-`eventlog.append` sends `pg_notify('duely_events', '<user id>')` inside the writer's transaction;
+`eventlog.append` sends `pg_notify('duely_events', '<user id>')` inside the writer's transaction,
+`eventlog.append_duel` `pg_notify('duely_events', 'd:<duel id>')` for a duel's public log;
 PostgreSQL delivers it to every listening connection at commit. The listener turns each
-notification into a wake-up of exactly the waiters of that user, who then read their events
-with a short transaction of their own. A waiting request holds no database connection.
+notification into a wake-up of exactly the waiters of that log (a user id, or the key
+`duel_key(duel id)`), who then read their events with a short read of their own. A waiting
+request holds no database connection. One channel and one connection for both kinds of log:
+spectators cost the process nothing beyond their own waiters.
 
 The listener is written with `threading` only. Under gunicorn's gevent worker, `monkey.patch_all()`
 turns its thread into a greenlet and its locks/events into cooperative ones, and psycopg (imported
@@ -55,12 +58,30 @@ _TCP_LIVENESS: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 5, "keepali
                  "tcp_user_timeout": 10_000}
 
 
+# What a waiter waits on: a user id (their personal log) or `duel_key(duel id)` (a duel's public log).
+WakeKey = int | str
+_DUEL_PREFIX = "d:"
+
+
+def duel_key(duel_id: int) -> str:
+    """The wake-up key (and NOTIFY payload) of a duel's public log."""
+    return f"{_DUEL_PREFIX}{duel_id}"
+
+
+def parse_wake_key(payload: str) -> WakeKey:
+    """A NOTIFY payload -> the key of the waiters to wake (ValueError when it is neither kind)."""
+    if payload.startswith(_DUEL_PREFIX):
+        return duel_key(int(payload[len(_DUEL_PREFIX):]))
+    return int(payload)
+
+
 class Waiter:
-    """One held request's wake-up flag. `wait` returns True when woken, False on timeout."""
+    """One held request's wake-up flag. `wait` returns True when woken, False on timeout.
+    `user_id` is its key: a user id, or a duel log's `duel_key`."""
 
     __slots__ = ("user_id", "_event")
 
-    def __init__(self, user_id: int):
+    def __init__(self, user_id: WakeKey):
         self.user_id = user_id
         self._event = threading.Event()
 
@@ -84,7 +105,7 @@ class Listener:
         self._heartbeat = heartbeat
         self._heartbeat_secs = heartbeat_secs
         self._lock = threading.Lock()
-        self._waiters: dict[int, set[Waiter]] = {}
+        self._waiters: dict[WakeKey, set[Waiter]] = {}
         self._closed = threading.Event()
         self._threads: list[threading.Thread] = []
         self.backend_pid: int | None = None  # of the LISTEN connection (tests terminate it)
@@ -96,8 +117,8 @@ class Listener:
         self.notifications = 0
 
     # -- waiters ---------------------------------------------------------------------------
-    def subscribe(self, user_id: int) -> Waiter:
-        """Register a waiter for `user_id`. Register *before* reading the log, so that an event
+    def subscribe(self, user_id: WakeKey) -> Waiter:
+        """Register a waiter for `user_id` (or a duel log's key). Register *before* reading the log, so that an event
         committed between the read and the wait still wakes it."""
         waiter = Waiter(user_id)
         if self.shutting_down:
@@ -114,7 +135,7 @@ class Listener:
                 if not waiters:
                     del self._waiters[waiter.user_id]
 
-    def wake(self, user_id: int) -> int:
+    def wake(self, user_id: WakeKey) -> int:
         """Wake every waiter of `user_id`; returns how many."""
         with self._lock:
             waiters = list(self._waiters.get(user_id, ()))
@@ -130,8 +151,9 @@ class Listener:
         return len(waiters)
 
     def waiting_user_ids(self) -> list[int]:
+        """The users with a held poll or stream on their own log (spectators' keys excluded)."""
         with self._lock:
-            return list(self._waiters)
+            return [key for key in self._waiters if isinstance(key, int)]
 
     def waiter_count(self) -> int:
         with self._lock:
@@ -215,11 +237,11 @@ class Listener:
                 last_heard = time.monotonic()
                 self.notifications += 1
                 try:
-                    user_id = int(notify.payload)
+                    key = parse_wake_key(notify.payload)
                 except ValueError:
                     log.warning("ignoring notification with payload %r", notify.payload)
                     continue
-                self.wake(user_id)
+                self.wake(key)
             if time.monotonic() - last_heard > LISTEN_PING_SECS:
                 conn.execute("SELECT 1")  # raises if the connection died silently
                 last_heard = time.monotonic()

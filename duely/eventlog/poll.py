@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from duely import errors
-from duely.eventlog.listener import Listener
+from duely.eventlog.listener import Listener, WakeKey, duel_key
 from duely.eventlog.reader import BatchedReader
 from duely.eventlog.store import POLL_LIMIT_DEFAULT, KeyKind, PollKey, Updates, updates_from_row
 
@@ -53,14 +53,30 @@ def poll(runtime: Runtime, token_hash: str, after_id: int, timeout_secs: float,
     return user_id, updates
 
 
+def poll_duel(runtime: Runtime, duel_id: int, after_id: int, timeout_secs: float,
+              limit: int = POLL_LIMIT_DEFAULT) -> Updates:
+    """One long poll on duel `duel_id`'s public log (spectators): the same rules as `poll`
+    (400 ahead of the log, 410 pruned, no connection held while waiting); NotFound for an
+    unknown duel. The caller has checked who asks (anyone signed in)."""
+    request = PollRequest(PollKey.duel(duel_id), after_id, timeout_secs, limit, refresh_presence=False)
+    return hold(runtime.reader(), runtime.listener(), request, duel_id)[1]
+
+
+def wake_key(key: PollKey, owner_id: int) -> WakeKey:
+    """What a poll on `key`'s log subscribes to, once its owner (user or duel id) is known."""
+    return duel_key(owner_id) if key.kind is KeyKind.DUEL else owner_id
+
+
 def hold(reader: BatchedReader, listener: Listener, request: PollRequest, user_id: int | None) -> tuple[int, Updates]:
-    """The poll loop, for a key of either kind (the API polls by token, tests also by user id);
-    `user_id` is who the key is thought to belong to (None: unknown yet). Returns (user id, updates)."""
+    """The poll loop, for a key of any kind (the API polls by token or duel id, tests also by
+    user id); `user_id` is the owner the key is thought to belong to (a user id, or the duel id
+    for a duel log; None: unknown yet). Returns (owner id, updates)."""
     after_id, timeout_secs = request.after_id, request.timeout_secs
     deadline = time.monotonic() + timeout_secs
     # Subscribed before the read: an event committed between the read and the wait still sets
     # the flag, so it is never slept through.
-    waiter = listener.subscribe(user_id) if timeout_secs > 0 and user_id is not None else None
+    waiter = (listener.subscribe(wake_key(request.key, user_id))
+              if timeout_secs > 0 and user_id is not None else None)
     try:
         first = True
         while True:
@@ -70,6 +86,8 @@ def hold(reader: BatchedReader, listener: Listener, request: PollRequest, user_i
             if row is None:
                 if request.key.kind is KeyKind.TOKEN:
                     raise errors.Unauthorized("The token is missing, unknown, expired or revoked.")
+                if request.key.kind is KeyKind.DUEL:
+                    raise errors.NotFound("No such duel.")
                 raise errors.NotFound("No such user.")
             user_id = row[1]
             first = False
@@ -77,11 +95,11 @@ def hold(reader: BatchedReader, listener: Listener, request: PollRequest, user_i
             remaining = deadline - time.monotonic()
             if updates.count or timeout_secs <= 0 or remaining <= 0 or listener.shutting_down:
                 return user_id, updates
-            if waiter is None or waiter.user_id != user_id:
-                # Subscribed only now that the user is known: read once more before waiting.
+            if waiter is None or waiter.user_id != wake_key(request.key, user_id):
+                # Subscribed only now that the owner is known: read once more before waiting.
                 if waiter is not None:
                     listener.unsubscribe(waiter)
-                waiter = listener.subscribe(user_id)
+                waiter = listener.subscribe(wake_key(request.key, user_id))
                 continue
             # Woken or not, loop and read again: at the end of the timeout that re-read covers a
             # notification lost while the listener was reconnecting.

@@ -127,7 +127,7 @@ class BatchedReader:
     def _execute(self, conn: psycopg.Connection, batch: list[_Read]) -> None:
         self.statements += 1
         self.reads += len(batch)
-        for kind in (KeyKind.TOKEN, KeyKind.USER):
+        for kind in (KeyKind.TOKEN, KeyKind.USER, KeyKind.DUEL):
             group = [r for r in batch if r.key.kind is kind]
             for start in range(0, len(group), _BATCH_SIZES[-1]):
                 chunk = group[start:start + _BATCH_SIZES[-1]]
@@ -138,7 +138,8 @@ class BatchedReader:
                 for row in conn.execute(read_sql(kind, size), params).fetchall():
                     chunk[row[0] - 1].row = row
         # Presence for the whole batch in one upsert (throttled per user, see duely/eventlog/presence.py).
-        due = [uid for uid in {r.row[1] for r in batch if r.presence and r.row is not None} if self._throttle.claim_write(uid)]
+        due = [uid for uid in {r.row[1] for r in batch if r.presence and r.row is not None and r.key.kind is not KeyKind.DUEL}
+               if self._throttle.claim_write(uid)]
         if due:
             conn.execute(presence.UPSERT_SQL, {"ids": sorted(due)})
 

@@ -1,9 +1,13 @@
-"""The log itself: append (the outbox write), read, prune. See docs/events.md.
+"""The logs themselves: append (the outbox write), read, prune. See docs/events.md.
 
-This module owns every write to the `events` table: `append` is the one function that adds an
-event, inside the caller's transaction, so an event exists exactly when the change it reports
-is committed. Ids are allocated under the user's row lock (`users.last_event_id`), so for one
-user commit order equals id order and a reader can never skip an id.
+A log is "events keyed by something": a user's personal log (`events`, keyed by user, ids from
+`users.last_event_id`) or a duel's public log (`duel_events`, keyed by duel, ids from
+`duels.last_event_id`). Both are the same machinery, described once by a `Log`.
+
+This module owns every write to both tables: `append` (personal) and `append_duel` (public)
+add an event inside the caller's transaction, so an event exists exactly when the change it
+reports is committed. Ids are allocated under the owner's row lock, so for one log commit order
+equals id order and a reader can never skip an id.
 
 Reading is one statement (the newest id and a page of events, rendered by PostgreSQL as the
 API's JSON); the long poll runs it in batches (duely/eventlog/reader.py). Retention is `prune`, run by the scheduler as `prune_job`.
@@ -25,8 +29,8 @@ from sqlalchemy.orm import Session
 
 from duely import errors
 from duely.clock import isoformat, utcnow
-from duely.eventlog.listener import NOTIFY_CHANNEL
-from duely.eventlog.types import PAYLOADS, Payload
+from duely.eventlog.listener import NOTIFY_CHANNEL, duel_key
+from duely.eventlog.types import DUEL_PAYLOADS, PAYLOADS, DuelPayload, Payload
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,22 @@ PRUNE_BATCH_SIZE = 5000
 class KeyKind(StrEnum):
     USER = "user"
     TOKEN = "token"
+    DUEL = "duel"
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    """One kind of log: its events table, the table of its owners (whose `last_event_id` column
+    gives out the ids, under the owner's row lock) and the column naming the owner."""
+
+    events: str
+    owners: str
+    owner_column: str
+
+
+USER_LOG = Log("events", "users", "user_id")
+DUEL_LOG = Log("duel_events", "duels", "duel_id")
+LOGS = (USER_LOG, DUEL_LOG)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,24 +80,32 @@ class PollKey:
     def token(cls, token_hash: str) -> PollKey:
         return cls(KeyKind.TOKEN, token_hash)
 
+    @classmethod
+    def duel(cls, duel_id: int) -> PollKey:
+        return cls(KeyKind.DUEL, duel_id)
+
+    @property
+    def log(self) -> Log:
+        return DUEL_LOG if self.kind is KeyKind.DUEL else USER_LOG
+
 
 _LOCK_USERS = text("SELECT id FROM users WHERE id = ANY(:ids) ORDER BY id FOR UPDATE")
 # One statement per event (every writer pays it, the consumer once per message): the UPDATE
-# bumps the user's counter and holds the row lock to commit, the INSERT takes that id, and the
+# bumps the owner's counter and holds the row lock to commit, the INSERT takes that id, and the
 # NOTIFY is queued for commit. clock_timestamp(), not now(): taken under the row lock, so
-# created_at grows with the id for one user and pruning by age can never cut a hole in a log.
-_APPEND = text(
-    """
+# created_at grows with the id for one log and pruning by age can never cut a hole in a log.
+_APPEND_SQL = """
     WITH next AS (
-        UPDATE users SET last_event_id = last_event_id + 1 WHERE id = :uid RETURNING last_event_id
+        UPDATE {owners} SET last_event_id = last_event_id + 1 WHERE id = :owner RETURNING last_event_id
     ), inserted AS (
-        INSERT INTO events (user_id, id, type, data, created_at)
-        SELECT :uid, last_event_id, :type, CAST(:data AS jsonb), clock_timestamp() FROM next
+        INSERT INTO {events} ({owner_column}, id, type, data, created_at)
+        SELECT :owner, last_event_id, :type, CAST(:data AS jsonb), clock_timestamp() FROM next
         RETURNING id
     )
-    SELECT id, pg_notify(:ch, :uid_text) FROM inserted
+    SELECT id, pg_notify(:ch, :wake_key) FROM inserted
     """
-)
+_APPEND = text(_APPEND_SQL.format(events=USER_LOG.events, owners=USER_LOG.owners, owner_column=USER_LOG.owner_column))
+_APPEND_DUEL = text(_APPEND_SQL.format(events=DUEL_LOG.events, owners=DUEL_LOG.owners, owner_column=DUEL_LOG.owner_column))
 # A read is one statement, so one snapshot: the newest id and the events after the cursor agree.
 # PostgreSQL renders the events as the API's JSON (keys in the contract's order, created_at as
 # duely.clock.isoformat does), so the hot path neither decodes nor re-encodes them. One statement
@@ -97,8 +125,8 @@ _READ_SQL = """
                                          CASE WHEN extract(microseconds FROM created_at)::bigint %% 1000000 = 0
                                               THEN 'YYYY-MM-DD"T"HH24:MI:SS"Z"' ELSE 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"' END),
                    'data', data) ORDER BY id)::text, '[]') AS list
-        FROM (SELECT id, type, data, created_at FROM events
-              WHERE user_id = u.id AND id > q.after_id ORDER BY id LIMIT q.lim) page
+        FROM (SELECT id, type, data, created_at FROM {events}
+              WHERE {owner_column} = u.id AND id > q.after_id ORDER BY id LIMIT q.lim) page
     ) e"""
 _JOIN_USER = {
     KeyKind.USER: "JOIN users u ON u.id = q.key",
@@ -106,16 +134,20 @@ _JOIN_USER = {
     # known hash, not revoked, not expired): a poll costs no round trip for authentication.
     KeyKind.TOKEN: "JOIN auth_tokens t ON t.token_hash = q.key AND t.revoked_at IS NULL AND t.expires_at > now()"
                    " JOIN users u ON u.id = t.user_id",
+    # A duel's public log: the owner row is the duel (anyone signed in may read it; the API
+    # checked the caller before the poll).
+    KeyKind.DUEL: "JOIN duels u ON u.id = q.key",
 }
-_KEY_TYPE = {KeyKind.USER: "bigint", KeyKind.TOKEN: "text"}
+_KEY_TYPE = {KeyKind.USER: "bigint", KeyKind.TOKEN: "text", KeyKind.DUEL: "bigint"}
 
 
 @functools.cache
 def read_sql(kind: KeyKind, size: int) -> str:
-    """The read statement for `size` polls keyed by user id or by token hash."""
+    """The read statement for `size` polls keyed by user id, by token hash or by duel id."""
     values = ", ".join(f"(CAST(%(k{j})s AS {_KEY_TYPE[kind]}), CAST(%(a{j})s AS bigint), CAST(%(l{j})s AS int), {j + 1})"
                        for j in range(size))
-    return _READ_SQL.format(values=values, join_user=_JOIN_USER[kind])
+    log = DUEL_LOG if kind is KeyKind.DUEL else USER_LOG
+    return _READ_SQL.format(values=values, join_user=_JOIN_USER[kind], events=log.events, owner_column=log.owner_column)
 
 
 def read_params(keys: Sequence[int | str | None], afters: Sequence[int], limits: Sequence[int]) -> dict[str, Any]:
@@ -180,13 +212,30 @@ def append(session: Session, user_id: int, payload: Payload) -> int:
     if not isinstance(payload, Payload) or PAYLOADS.get(payload.type) is not type(payload):
         raise ValueError(f"not an event payload: {payload!r}")
     data = json.dumps(payload.data(), separators=(",", ":"))
-    event_id: int = session.execute(_APPEND, {"uid": user_id, "uid_text": str(user_id), "type": payload.type.value,
+    event_id: int = session.execute(_APPEND, {"owner": user_id, "wake_key": str(user_id), "type": payload.type.value,
                                               "data": data, "ch": NOTIFY_CHANNEL}).scalar_one()
     return event_id
 
 
+def append_duel(session: Session, duel_id: int, payload: DuelPayload) -> int:
+    """Append one event to duel `duel_id`'s public log in the caller's transaction; returns its id.
+
+    The same rules as `append`: the id comes from bumping `duels.last_event_id`, which takes the
+    duel row's lock until the caller commits, so ids commit in order and without gaps; the
+    NOTIFY ("d:<duel id>" on the one channel) is delivered at commit. Callers take the duel row
+    lock before any user row lock (docs/lifecycle.md, lock order), so this never waits while
+    holding a user's lock.
+    """
+    if not isinstance(payload, DuelPayload) or DUEL_PAYLOADS.get(payload.type) is not type(payload):
+        raise ValueError(f"not a duel-log payload: {payload!r}")
+    data = json.dumps(payload.data(), separators=(",", ":"))
+    event_id: int = session.execute(_APPEND_DUEL, {"owner": duel_id, "wake_key": duel_key(duel_id), "type": payload.type.value,
+                                                   "data": data, "ch": NOTIFY_CHANNEL}).scalar_one()
+    return event_id
+
+
 def updates_from_row(row: Sequence[Any], after_id: int) -> Updates:
-    """The row of a read (index, user id, newest id, first/last id, count, events JSON) -> Updates:
+    """The row of a read (index, owner id, newest id, first/last id, count, events JSON) -> Updates:
     at most the read's limit of events with ids above `after_id`, oldest first.
 
     Raises BadRequest when `after_id` is ahead of the log, and EventsExpired (410, carrying the
@@ -194,7 +243,7 @@ def updates_from_row(row: Sequence[Any], after_id: int) -> Updates:
     """
     _, _, newest, first_id, last_id, count, events_json = row
     if after_id > newest:
-        raise errors.BadRequest(f"last_event_id {after_id} is ahead of your newest event ({newest}).")
+        raise errors.BadRequest(f"last_event_id {after_id} is ahead of the log's newest event ({newest}).")
     if after_id < newest and first_id != after_id + 1:
         raise errors.EventsExpired(
             f"Events after {after_id} are no longer kept; resync from the REST snapshot and continue from {newest}.",
@@ -203,29 +252,30 @@ def updates_from_row(row: Sequence[Any], after_id: int) -> Updates:
     return Updates(events_json, last_id, count) if count else Updates.empty(after_id)
 
 
-def prune(session: Session, older_than: dt.datetime, batch_size: int = PRUNE_BATCH_SIZE) -> int:
-    """Delete up to `batch_size` events created before `older_than`; returns how many.
+def prune(session: Session, older_than: dt.datetime, batch_size: int = PRUNE_BATCH_SIZE, log: Log = USER_LOG) -> int:
+    """Delete up to `batch_size` events of `log` created before `older_than`; returns how many.
 
     A poll from an id whose successor is gone then gets 410 (see `updates_from_row`).
     """
     return session.connection().execute(
         text(
-            "DELETE FROM events WHERE ctid IN (SELECT ctid FROM events WHERE created_at < :cutoff LIMIT :batch)"
+            f"DELETE FROM {log.events} WHERE ctid IN (SELECT ctid FROM {log.events} WHERE created_at < :cutoff LIMIT :batch)"
         ),
         {"cutoff": older_than, "batch": batch_size},
     ).rowcount
 
 
 def prune_job(runtime: Runtime) -> int:
-    """Scheduler job: delete events older than EVENT_RETENTION, batch by batch."""
+    """Scheduler job: delete events (personal and duel logs) older than EVENT_RETENTION, batch by batch."""
     db = runtime.db
     cutoff = utcnow() - dt.timedelta(seconds=runtime.config.event_retention)
     total = 0
-    while True:
-        deleted = db.run(lambda s: prune(s, cutoff))
-        total += deleted
-        if deleted < PRUNE_BATCH_SIZE:
-            break
+    for log_ in LOGS:
+        while True:
+            deleted = db.run(lambda s: prune(s, cutoff, log=log_))  # noqa: B023 (run at once)
+            total += deleted
+            if deleted < PRUNE_BATCH_SIZE:
+                break
     if total:
         log.info("pruned %d events older than %s", total, isoformat(cutoff))
     return total

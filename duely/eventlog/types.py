@@ -150,6 +150,77 @@ PAYLOADS: dict[EventType, type[Payload]] = {cls.type: cls for cls in Payload.__s
 assert set(PAYLOADS) == set(EventType), "every event type has exactly one payload class"
 
 
+# -- the duel log: a duel's public log, read by spectators (docs/api.md, "Duel log event types") --
+# Its own types and registry: a duel-log payload can never be appended to a personal log, nor
+# the other way round. Nothing here carries code: a spectator (or the opponent) must not see
+# a solution while the duel is active.
+
+class DuelEventType(StrEnum):
+    DUEL_STARTED = "duel_started"
+    SUBMISSION = "submission"
+    DUEL_FINISHED = "duel_finished"
+
+
+DUEL_EVENT_TYPES = frozenset(t.value for t in DuelEventType)
+
+
+@dataclass(frozen=True, slots=True)
+class DuelPayload:
+    """Base of every duel-log payload: `type` names its event type, `data()` is what the log stores."""
+
+    type: ClassVar[DuelEventType]
+
+    def data(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class Player:
+    user_id: int
+    nickname: str
+    rating: int
+    provisional: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DuelLogStarted(DuelPayload):
+    type: ClassVar[DuelEventType] = DuelEventType.DUEL_STARTED
+    duel_id: int
+    players: list[Player]
+    task: TaskRef
+    rated: bool
+    started_at: dt.datetime
+    deadline: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DuelLogSubmission(DuelPayload):
+    """One public change of a submission: created, a progress update, the verdict. Never code."""
+
+    type: ClassVar[DuelEventType] = DuelEventType.SUBMISSION
+    submission_id: str
+    user_id: int
+    language: str
+    submitted_at: dt.datetime
+    state: str  # pending | testing | judged (duely.statuses.SubmissionState)
+    status: str  # as GET .../submissions shows it: Taski's progress text while testing, else the state
+    verdict: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DuelLogFinished(DuelPayload):
+    type: ClassVar[DuelEventType] = DuelEventType.DUEL_FINISHED
+    duel_id: int
+    outcome: typing.Literal["win", "draw"]
+    winner_id: int | None
+    reason: typing.Literal["accepted", "timeout", "resign"]
+    rating_changes: dict[str, int]
+
+
+DUEL_PAYLOADS: dict[DuelEventType, type[DuelPayload]] = {cls.type: cls for cls in DuelPayload.__subclasses__()}
+assert set(DUEL_PAYLOADS) == set(DuelEventType), "every duel-log event type has exactly one payload class"
+
+
 def _plain(value: Any) -> Any:
     """A payload value as JSON-ready data (times as the API renders them)."""
     if isinstance(value, dt.datetime):
@@ -158,6 +229,8 @@ def _plain(value: Any) -> Any:
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
     if isinstance(value, StrEnum):
         return value.value
     return value
@@ -215,6 +288,9 @@ def _field(hint: Any) -> fields.Field[Any]:
     if typing.get_origin(hint) is dict:
         key, value = typing.get_args(hint)
         return fields.Dict(keys=_field(key), values=_field(value), **kw)
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        return fields.List(_field(item), **kw)
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return fields.Nested(payload_schema(hint), **kw)
     raise TypeError(f"no schema field for {hint!r}")

@@ -1,0 +1,70 @@
+"""Spectating: the list of live (or finished) duels and long polling on a duel's public log
+(docs/api.md, "Spectating"). The waiting, 400/410 and the log's rules live in duely/eventlog/."""
+
+from __future__ import annotations
+
+from flask import Response
+from marshmallow import Schema, fields, validate
+
+from duely import duels
+from duely.api.common import BEARER, ID_MAX, Blueprint, login_required, services
+from duely.api.duels import HistorySchema
+from duely.api.updates import UpdatesQuerySchema
+from duely.eventlog import poll as polling
+from duely.eventlog.types import DUEL_EVENT_TYPES, DUEL_PAYLOADS
+from duely.statuses import DuelStatus
+
+blp = Blueprint("spectate", __name__, url_prefix="/api", description="Spectating: live duels and their public logs")
+
+
+class DuelListQuerySchema(Schema):
+    status = fields.String(load_default=DuelStatus.ACTIVE.value, validate=validate.OneOf([s.value for s in DuelStatus]),
+                           metadata={"description": "active (live duels, the default) or finished"})
+    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
+    before_id = fields.Integer(load_default=None, validate=validate.Range(min=1, max=ID_MAX))
+
+
+@blp.route("/duels", methods=["GET"])
+@login_required
+@blp.arguments(DuelListQuerySchema, location="query")
+@blp.response(200, HistorySchema)
+@blp.doc(security=BEARER)
+def list_duels(query):
+    """Duels by status, newest first; pass next_before_id as before_id for the next page."""
+    with services().db.transaction() as session:
+        page, next_before_id = duels.by_status(session, DuelStatus(query["status"]), query["limit"], query["before_id"])
+        return {"duels": [duels.duel_json(session, d) for d in page], "next_before_id": next_before_id}
+
+
+class DuelEventSchema(Schema):
+    id = fields.Integer()
+    type = fields.String(metadata={"enum": sorted(DUEL_EVENT_TYPES)})
+    created_at = fields.String()
+    # Each duel-log type's data is documented by the schema named after its payload class.
+    data = fields.Raw(metadata={
+        "description": "The event's payload; its schema depends on `type`: "
+                       + ", ".join(f"`{t}` → {cls.__name__}" for t, cls in DUEL_PAYLOADS.items()) + ".",
+        "oneOf": [{"$ref": f"#/components/schemas/{cls.__name__}"} for cls in DUEL_PAYLOADS.values()],
+    })
+
+
+class DuelUpdatesSchema(Schema):
+    events = fields.List(fields.Nested(DuelEventSchema))
+    last_event_id = fields.Integer()
+
+
+_QUERY = UpdatesQuerySchema()
+
+
+@blp.route("/duels/<id:duel_id>/updates", methods=["GET"])
+@login_required
+@blp.arguments(_QUERY, location="query", as_kwargs=True)
+@blp.response(200, DuelUpdatesSchema)
+@blp.doc(security=BEARER)
+def get_duel_updates(duel_id: int, last_event_id: int, timeout: float, limit: int):
+    """Events of a duel's public log after `last_event_id`, at once or as soon as one is
+    committed (long poll; anyone signed in). The duel-log event types: duel_started,
+    submission, duel_finished. 404 for an unknown duel; 400/410 as GET /api/updates."""
+    updates = polling.poll_duel(services().runtime, duel_id, last_event_id, timeout, limit)
+    body = f'{{"events":{updates.events_json},"last_event_id":{updates.last_event_id}}}'
+    return Response(body, 200, {"Cache-Control": "no-store"}, mimetype="application/json")

@@ -1,0 +1,135 @@
+"""Server-Sent Events: GET /api/stream (the caller's log), GET /api/duels/{id}/stream (a duel's
+public log) and POST /api/stream-tickets (docs/api.md, "Server-Sent Events").
+
+Every error (401, 400, 404, 410, 503) is answered as JSON before the stream starts: the view
+does the stream's first read itself, with the poll's own machinery, and only then answers
+200 text/event-stream; the rest is duely/eventlog/sse.py. The stream is never compressed
+(Flask-Compress leaves streamed answers alone, and text/event-stream is not in its types) and
+tells nginx not to buffer it (X-Accel-Buffering: no).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TypeVar
+
+from flask import Response, g, request
+from marshmallow import Schema, fields, validate
+
+from duely import auth, errors, stream_tickets
+from duely.api.common import BEARER, Blueprint, bearer_token, services
+from duely.clock import isoformat
+from duely.eventlog import sse
+from duely.eventlog.poll import PollRequest, hold
+from duely.eventlog.store import POLL_LIMIT_DEFAULT, PollKey
+
+blp = Blueprint("stream", __name__, url_prefix="/api", description="Server-Sent Events on the event logs")
+_BIGINT_MAX = 2**63 - 1
+T = TypeVar("T")
+
+
+class StreamQuerySchema(Schema):
+    last_event_id = fields.Integer(load_default=0, validate=validate.Range(min=0, max=_BIGINT_MAX),
+                                   metadata={"description": "Resume after this id (the Last-Event-ID header wins)."})
+    ticket = fields.String(load_default=None, metadata={"description": "A stream ticket (POST /api/stream-tickets), "
+                                                                       "for clients that cannot send Authorization."})
+
+
+class TicketSchema(Schema):
+    ticket = fields.String()
+    expires_at = fields.String()
+
+
+_STREAM_DOC = {
+    "security": BEARER,
+    "parameters": [{"in": "header", "name": "Last-Event-ID", "schema": {"type": "integer", "minimum": 0},
+                    "description": "The id of the last event received (browsers send it when they reconnect)."}],
+    "responses": {"200": {"description": "text/event-stream: `retry:`, then per event `id:`, `event:` (its type), "
+                                         "`data:` (the event JSON); `: heartbeat` comments when idle.",
+                          "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+}
+
+
+def _token_hash() -> str:
+    """The hash of the caller's token: from Authorization, else from ?ticket=; Unauthorized otherwise."""
+    secret = services().config.secret_key
+    token = bearer_token()
+    if token is not None:
+        return auth.hash_token(secret, token)
+    ticket = request.args.get("ticket")
+    if ticket:
+        return stream_tickets.token_hash_of(ticket, secret)
+    raise errors.Unauthorized("Send Authorization: Bearer <token>, or ?ticket= from POST /api/stream-tickets.")
+
+
+def _authenticated(view: Callable[..., T]) -> Callable[..., T]:
+    """Resolve the credentials (not yet the token's validity) before the query is validated: 401 first."""
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        g.stream_token_hash = _token_hash()
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def _after_id(last_event_id: int) -> int:
+    """Where to resume: the Last-Event-ID header (what a browser sends on reconnect) wins over the query."""
+    header = request.headers.get("Last-Event-ID")
+    if header is None or header.strip() == "":
+        return last_event_id
+    value = header.strip()
+    if not value.isdigit() or int(value) > _BIGINT_MAX:
+        raise errors.ValidationFailed(fields={"Last-Event-ID": ["Must be a non-negative integer event id."]})
+    return int(value)
+
+
+def _event_stream(req: PollRequest, owner_id: int, first) -> Response:
+    runtime = services().runtime
+    body = sse.stream(runtime.reader(), runtime.listener(), req, owner_id, first, services().config.sse_heartbeat)
+    return Response(body, 200, {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}, mimetype="text/event-stream")
+
+
+@blp.route("/stream-tickets", methods=["POST"])
+@blp.response(201, TicketSchema)
+@blp.doc(security=BEARER)
+def create_ticket():
+    """A ticket for ?ticket= on the event streams: valid STREAM_TICKET_TTL, and only while the
+    token it was made from is (logout revokes it too); reusable until then."""
+    token = bearer_token()
+    if token is None:
+        raise errors.Unauthorized("Send Authorization: Bearer <token>.")
+    svc = services()
+    with svc.db.transaction() as session:
+        ticket, expires_at = stream_tickets.issue(session, auth.hash_token(svc.config.secret_key, token),
+                                                  svc.config.secret_key, svc.config.stream_ticket_ttl)
+    return {"ticket": ticket, "expires_at": isoformat(expires_at)}
+
+
+@blp.route("/stream", methods=["GET"])
+@_authenticated
+@blp.arguments(StreamQuerySchema(), location="query", as_kwargs=True)
+@blp.doc(**_STREAM_DOC)
+def get_stream(last_event_id: int, ticket: str | None):
+    """The caller's event log as Server-Sent Events (the same events as GET /api/updates)."""
+    runtime = services().runtime
+    token_hash = g.stream_token_hash
+    req = PollRequest(PollKey.token(token_hash), _after_id(last_event_id), 0, POLL_LIMIT_DEFAULT)
+    g.user_id, first = hold(runtime.reader(), runtime.listener(), req, runtime.token_users.get(token_hash))
+    runtime.remember_token(token_hash, g.user_id)
+    return _event_stream(req, g.user_id, first)
+
+
+@blp.route("/duels/<id:duel_id>/stream", methods=["GET"])
+@_authenticated
+@blp.arguments(StreamQuerySchema(), location="query", as_kwargs=True)
+@blp.doc(**_STREAM_DOC)
+def get_duel_stream(duel_id: int, last_event_id: int, ticket: str | None):
+    """A duel's public log as Server-Sent Events (the same events as GET /api/duels/{id}/updates)."""
+    svc = services()
+    with svc.db.transaction() as session:
+        g.user_id = stream_tickets.user_of_token_hash(session, g.stream_token_hash)
+    req = PollRequest(PollKey.duel(duel_id), _after_id(last_event_id), 0, POLL_LIMIT_DEFAULT, refresh_presence=False)
+    _, first = hold(svc.runtime.reader(), svc.runtime.listener(), req, duel_id)
+    return _event_stream(req, duel_id, first)
