@@ -74,11 +74,14 @@ def browser():
 class Player:
     """One person with their own browser context (own localStorage), using only the page."""
 
-    def __init__(self, browser, base_url: str, nickname: str):
+    def __init__(self, browser, base_url: str, nickname: str, sse: bool = True):
         self.base_url, self.nickname = base_url, nickname
         # The clipboard: write() pastes code into the editor, as people do.
         self.context = browser.new_context(viewport=VIEWPORT, permissions=["clipboard-read", "clipboard-write"])
         self.context.add_init_script(RECORD_STATUSES)
+        if not sse:
+            # A browser without EventSource: the page follows its logs by long polling only.
+            self.context.add_init_script("delete window.EventSource;")
         self.page = self.context.new_page()
         self.console: list[str] = []
         self.submit_bodies: list[dict] = []
@@ -310,11 +313,13 @@ def _play(stack, alice: Player, bob: Player, expect) -> None:
 def test_reconnect_expired_log_resign_and_revoked_token(make_stack, devtaski, browser):
     """The event loop's bad days, forced with request routing: polls that fail (backoff, then
     on), a 410 events_expired (full resync, then on from the id in the error body), a resign
-    through the page's confirm dialog, and a token revoked elsewhere (401 logs the page out)."""
+    through the page's confirm dialog, and a token revoked elsewhere (401 logs the page out).
+    In a browser without EventSource, so the page long-polls (the fallback of its SSE loop;
+    test_event_stream_bad_days covers the stream)."""
     from playwright.sync_api import expect
 
     stack = make_stack(devtaski.url)
-    alice = Player(browser, stack.url, "alice")
+    alice = Player(browser, stack.url, "alice", sse=False)
     try:
         _bad_days(alice, HttpPlayer(stack.url, "bob"), expect)
     except BaseException:
@@ -488,7 +493,8 @@ def _edit(alice: Player, bob: HttpPlayer, expect) -> None:
 
     # Ctrl+Enter submits exactly the editor's text, in the chosen language (no blank line added).
     content.click()
-    with alice.page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/submit"), timeout=UI_MS):
+    # (Its answer, not just the request: the check below reads what the server stored.)
+    with alice.page.expect_response(lambda r: r.request.method == "POST" and r.url.endswith("/submit"), timeout=UI_MS):
         alice.page.keyboard.press("Control+Enter")
     assert alice.submit_bodies[-1]["solution"] == cpp_code == alice.code()
     assert alice.submit_bodies[-1]["language"] == "cpp"
@@ -674,11 +680,9 @@ def test_spectator_watches_a_duel_end(instant_stack, browser):
 def _spectate(stack, carol: Player, expect, streams: list[str]) -> None:
     alice, bob = HttpPlayer(stack.url, "alice"), HttpPlayer(stack.url, "bob")
     carol.register()
-    resp = alice.call("POST", "/api/challenges", json={"to": "bob"})
-    assert resp.status_code == 201, resp.text
-    resp = bob.call("POST", f"/api/challenges/{resp.json()['id']}/accept")
-    assert resp.status_code == 201, resp.text
-    duel_id = resp.json()["duel"]["id"]
+    for p in (alice, bob):
+        assert p.call("POST", "/api/queue").status_code == 202
+    duel_id = bob.wait_for(lambda e: e["type"] == "duel_started", 90, "duel_started")["data"]["duel_id"]
 
     # The Live duels page lists it; Watch opens it.
     carol.by("nav-live").click()
@@ -724,4 +728,4 @@ def _spectate(stack, carol: Player, expect, streams: list[str]) -> None:
     expect(carol.by("rematch-button")).to_have_count(0)
     carol.shot("14-spectator-result")
     # The page followed the duel over Server-Sent Events, authenticated by a ticket.
-    assert any(f"/api/duels/{duel_id}/stream?ticket=" in url for url in streams), streams
+    assert any(f"/api/duels/{duel_id}/stream?" in url and "ticket=" in url for url in streams), streams

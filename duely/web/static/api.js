@@ -1,10 +1,15 @@
 // The page's only way to the server: JSON over the public API (docs/api.md), and the one
-// event loop that follows the caller's event log with GET /api/updates.
+// event loop that follows the caller's event log: over Server-Sent Events (GET /api/stream,
+// EventSource) where the browser and the server can, else by long polling GET /api/updates.
 //
 // Reconnect rules (docs/api.md, "Snapshot and reconnect rule"): the loop always passes the last event id
 // it has processed (kept in localStorage per user); network errors are retried with backoff;
 // on start, and after 410 events_expired, it resyncs: it reads what the log already holds,
 // lets the app take the REST snapshot (which reflects all of it), and goes on from there.
+// EventSource reconnects by itself after a network error (sending Last-Event-ID) but says
+// nothing about why a stream was refused: when it gives up, one long poll with timeout=0
+// asks the same question and gets the status and the error body, and the loop decides from
+// those exactly as it does when polling.
 
 export const POLL_TIMEOUT_SECS = 25;
 const POLL_GRACE_MS = 15000;          // the held poll answers within its timeout; more means trouble
@@ -143,12 +148,13 @@ export class Api {
  * handlers.onUnauthorized(err)  the token stopped working; the loop has ended
  */
 export class EventStream {
-  constructor(api, userId, handlers) {
+  constructor(api, userId, handlers, { useSse = typeof EventSource === "function" } = {}) {
     this.api = api;
     this.key = `duely.lastEventId.${userId}`;
     this.handlers = handlers;
     this.ctrl = new AbortController();
     this.stopped = false;
+    this.sse = new SseFollower(api, useSse);
   }
 
   get lastId() {
@@ -170,6 +176,10 @@ export class EventStream {
     this.ctrl.abort();
   }
 
+  get transport() {
+    return this.sse.enabled ? "sse" : "poll";
+  }
+
   async run() {
     const signal = this.ctrl.signal;
     let backoff = BACKOFF_MIN_MS;
@@ -182,8 +192,22 @@ export class EventStream {
           await this.resync(signal);
           this.wantResync = false;
         }
-        // After a failure, a poll that answers at once tells whether the server is back.
-        const timeout = this.lastStatus === "online" ? POLL_TIMEOUT_SECS : 0;
+        if (this.sse.enabled) {
+          await this.sse.follow(`/api/stream?last_event_id=${this.lastId}`, PERSONAL_LOG_TYPES, signal, {
+            onOpen: () => this.status("online"),
+            onDown: () => this.status("offline", new ApiError(0, "network_error", "The event stream was cut.")),
+            onEvent: async (event, source) => {
+              if (event.id <= this.lastId || this.stopped) return;
+              await this.deliver(event);
+              this.lastId = event.id;
+              if (this.wantResync) source.close();
+            },
+          });
+          if (this.stopped || this.wantResync) continue;
+        }
+        // After a failure, or when the stream ended, a poll that answers at once tells whether
+        // the server is back (or why the stream was refused).
+        const timeout = this.lastStatus === "online" && !this.sse.enabled ? POLL_TIMEOUT_SECS : 0;
         const body = await this.api.get(
           `/api/updates?last_event_id=${this.lastId}&timeout=${timeout}`,
           { signal, timeoutMs: timeout * 1000 + POLL_GRACE_MS });
@@ -283,10 +307,9 @@ export class DuelLogStream {
     this.duelId = duelId;
     this.handlers = handlers;
     this.lastId = 0;
-    this.useSse = useSse;
+    this.sse = new SseFollower(api, useSse);
     this.ctrl = new AbortController();
     this.stopped = false;
-    this.queue = Promise.resolve();
   }
 
   start() {
@@ -297,8 +320,6 @@ export class DuelLogStream {
   stop() {
     this.stopped = true;
     this.ctrl.abort();
-    this.source?.close();
-    this.source = null;
   }
 
   async run() {
@@ -306,10 +327,13 @@ export class DuelLogStream {
     let backoff = BACKOFF_MIN_MS;
     while (!this.stopped) {
       try {
-        if (this.useSse) {
-          const outcome = await this.followSse();
+        if (this.sse.enabled) {
+          await this.sse.follow(`/api/duels/${this.duelId}/stream?last_event_id=${this.lastId}`, DUEL_LOG_TYPES, signal, {
+            onOpen: () => this.status("online"),
+            onDown: () => this.status("offline"),
+            onEvent: (event) => this.deliver(event),
+          });
           if (this.stopped) return;
-          if (outcome === "unsupported") this.useSse = false;
           // The stream ended: one quick poll tells why (and delivers what it holds).
           await this.poll(0, signal);
         } else {
@@ -343,54 +367,6 @@ export class DuelLogStream {
     for (const event of body.events) await this.deliver(event);
   }
 
-  /** Resolves when the EventSource gives up: "closed", or "unsupported" (it never opened). */
-  async followSse() {
-    let ticket;
-    try {
-      ticket = await this.api.streamTicket();
-    } catch (err) {
-      if (err.status === 404 || err.status === 405) return "unsupported";
-      throw err;
-    }
-    if (this.stopped) return "closed";
-    return new Promise((resolve) => {
-      const url = `/api/duels/${this.duelId}/stream?ticket=${encodeURIComponent(ticket)}&last_event_id=${this.lastId}`;
-      const source = new EventSource(url);
-      this.source = source;
-      let opened = false;
-      source.onopen = () => {
-        opened = true;
-        this.status("online");
-      };
-      const onMessage = (message) => {
-        const event = parseSseEvent(message);
-        if (event) this.queue = this.queue.then(() => this.deliver(event));
-      };
-      for (const type of DUEL_LOG_TYPES) source.addEventListener(type, onMessage);
-      source.onmessage = onMessage;
-      source.onerror = () => {
-        // CONNECTING: the browser reconnects by itself, with Last-Event-ID. CLOSED: refused.
-        if (source.readyState === EventSource.CLOSED || this.stopped) {
-          source.close();
-          if (this.source === source) this.source = null;
-          this.queue.then(() => resolve(opened ? "closed" : "unsupported-or-refused"));
-        } else {
-          this.status("offline");
-        }
-      };
-      this.ctrl.signal.addEventListener("abort", () => { source.close(); resolve("closed"); }, { once: true });
-    }).then((outcome) => {
-      // A refused first connection may just be an expired ticket: try a new one once.
-      if (outcome === "unsupported-or-refused") {
-        this.sseRefusals = (this.sseRefusals ?? 0) + 1;
-        this.api.forgetTicket();
-        return this.sseRefusals >= 2 ? "unsupported" : "closed";
-      }
-      this.sseRefusals = 0;
-      return outcome;
-    });
-  }
-
   async deliver(event) {
     if (this.stopped || event.id <= this.lastId) return;
     this.lastId = event.id;
@@ -409,6 +385,75 @@ export class DuelLogStream {
 }
 
 export const DUEL_LOG_TYPES = ["duel_started", "submission", "duel_finished"];
+// An SSE message of a named type reaches only the listeners of that type: every type of the
+// personal log (docs/events.md) is listened to.
+export const PERSONAL_LOG_TYPES = [
+  "queue_joined", "queue_left", "duel_started", "submission_created", "submission_update", "submission_verdict",
+  "opponent_verdict", "duel_finished", "challenge_received", "challenge_created", "challenge_accepted",
+  "challenge_declined", "challenge_canceled", "challenge_expired", "rematch_offered",
+];
+const SSE_REFUSALS_MAX = 2;
+
+/**
+ * One EventSource at a time on a log, authenticated by a stream ticket. follow() resolves when
+ * the stream is over for good (refused or closed): the caller then polls once to learn why.
+ * A server without streams (no ticket endpoint, or refusing every first connection) turns the
+ * follower off, and the caller long-polls from then on.
+ */
+class SseFollower {
+  constructor(api, enabled) {
+    this.api = api;
+    this.enabled = enabled;
+    this.refusals = 0;
+  }
+
+  async follow(path, types, signal, { onOpen, onDown, onEvent }) {
+    let ticket;
+    try {
+      ticket = await this.api.streamTicket();
+    } catch (err) {
+      if (err.status === 404 || err.status === 405) {
+        this.enabled = false;
+        return;
+      }
+      throw err;
+    }
+    if (signal.aborted) return;
+    const opened = await new Promise((resolve) => {
+      const source = new EventSource(`${path}&ticket=${encodeURIComponent(ticket)}`);
+      let wasOpen = false;
+      let queue = Promise.resolve();
+      const finish = () => {
+        source.close();
+        signal.removeEventListener("abort", finish);
+        queue.then(() => resolve(wasOpen));
+      };
+      source.onopen = () => {
+        wasOpen = true;
+        this.refusals = 0;
+        onOpen?.();
+      };
+      const onMessage = (message) => {
+        const event = parseSseEvent(message);
+        // In order, one at a time, each handled before the next (as the polling loop does).
+        if (event) queue = queue.then(() => onEvent(event, { close: finish }));
+      };
+      for (const type of types) source.addEventListener(type, onMessage);
+      source.onmessage = onMessage;
+      source.onerror = () => {
+        // CONNECTING: the browser reconnects by itself, with Last-Event-ID. CLOSED: refused.
+        if (source.readyState === EventSource.CLOSED) finish();
+        else onDown?.();
+      };
+      signal.addEventListener("abort", finish, { once: true });
+    });
+    if (!opened && !signal.aborted) {
+      // Refused before it opened: maybe an expired ticket (take a new one); twice in a row, no streams.
+      this.api.forgetTicket();
+      if (++this.refusals >= SSE_REFUSALS_MAX) this.enabled = false;
+    }
+  }
+}
 
 /** An SSE message as a log event: `data` is the event's JSON, `id` its id, `event` its type. */
 export function parseSseEvent(message) {
