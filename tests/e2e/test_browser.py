@@ -729,3 +729,105 @@ def _spectate(stack, carol: Player, expect, streams: list[str]) -> None:
     carol.shot("14-spectator-result")
     # The page followed the duel over Server-Sent Events, authenticated by a ticket.
     assert any(f"/api/duels/{duel_id}/stream?" in url and "ticket=" in url for url in streams), streams
+
+
+def test_event_stream_bad_days(make_stack, start_devtaski, browser):
+    """The personal log over Server-Sent Events, and its bad days forced with request routing:
+    a stream that cannot connect (the page says it is reconnecting, and comes back by itself), a
+    stream refused with 410 (one poll learns why; full resync from the id in the error body, then
+    the stream again), events of a duel arriving over the stream, and a token revoked elsewhere
+    (the stream ends, the reconnect is refused, and the page logs out)."""
+    from playwright.sync_api import expect
+
+    taski = start_devtaski(extra_args=("--devtaski-judge", "instant"))
+    stack = make_stack(taski.url, sse_heartbeat=1)
+    alice = Player(browser, stack.url, "alice")
+    try:
+        _stream_bad_days(alice, HttpPlayer(stack.url, "bob"), expect)
+    except BaseException:
+        _fail_report(stack, (alice,))
+        raise
+    assert unexpected_console(alice, ["net::ERR_FAILED", "status of 410", "status of 401"]) == []
+
+
+def _until(player: Player, condition, what: str, within_ms: int = EVENT_MS) -> None:
+    for _ in range(within_ms // 100):
+        if condition():
+            return
+        player.page.wait_for_timeout(100)    # lets Playwright run the route handlers meanwhile
+    raise AssertionError(f"no {what} within {within_ms} ms")
+
+
+def _stream_bad_days(alice: Player, bob: HttpPlayer, expect) -> None:
+    from urllib.parse import parse_qs, urlparse
+
+    mode = {"stream": "pass", "polls": "pass"}
+    streams: list[dict] = []
+    polls: list[dict] = []
+
+    def on_stream(route):
+        streams.append(parse_qs(urlparse(route.request.url).query))
+        if mode["stream"] == "fail":
+            route.abort("failed")
+        elif mode["stream"] == "expire-once":
+            mode["stream"], mode["polls"] = "pass", "expire-once"
+            route.fulfill(status=410, json={"error": {"code": "events_expired", "message": "Events were pruned.",
+                                                      "last_event_id": 1}})
+        else:
+            route.continue_()
+
+    def on_poll(route):
+        polls.append(parse_qs(urlparse(route.request.url).query))
+        if mode["polls"] == "expire-once":
+            mode["polls"] = "pass"
+            after = int(polls[-1]["last_event_id"][0])
+            route.fulfill(status=410, json={"error": {"code": "events_expired", "message": "Events were pruned.",
+                                                      "last_event_id": after}})
+        else:
+            route.continue_()
+
+    alice.page.route(lambda url: "/api/stream?" in url, on_stream)
+    alice.page.route(lambda url: "/api/updates?" in url, on_poll)
+    alice.register()
+    # Followed over the stream, with a ticket; polls only for the first read of the log.
+    _until(alice, lambda: streams, "the event stream")
+    expect(alice.by("connection-status")).to_be_hidden()
+    assert all("ticket" in q for q in streams), streams
+    assert all(q["timeout"] == ["0"] for q in polls), polls
+
+    # The stream cannot connect: the page says so, and comes back by itself.
+    mode["stream"] = "fail"
+    alice.page.reload()
+    expect(alice.by("connection-status")).to_have_attribute("data-state", "offline", timeout=EVENT_MS)
+    mode["stream"] = "pass"
+    expect(alice.by("connection-status")).to_be_hidden(timeout=EVENT_MS)
+
+    # Refused with 410: one poll asks why (410 too), the page resyncs from the id in that answer.
+    mode["stream"] = "expire-once"
+    seen = len(polls)
+    alice.page.reload()
+    expect(alice.by("connection-status")).to_be_hidden(timeout=EVENT_MS)
+    after_reload = polls[seen:]
+    expired = next(i for i, q in enumerate(after_reload) if "limit" not in q and q["timeout"] == ["0"])
+    drain = after_reload[expired + 1]
+    assert drain["last_event_id"] == after_reload[expired]["last_event_id"] and drain["timeout"] == ["0"]
+    assert drain.get("limit"), drain                                  # the resync's drain
+    streams_before = len(streams)
+
+    # Events come over the stream again: a duel with a bot, its verdict.
+    alice.by("find-duel-button").click()
+    expect(alice.by("queue-status")).to_have_attribute("data-status", "waiting", timeout=EVENT_MS)
+    assert bob.call("POST", "/api/queue").status_code == 202
+    duel_id = bob.wait_for(lambda e: e["type"] == "duel_started", 90, "duel_started")["data"]["duel_id"]
+    expect(alice.by("duel-screen")).to_have_attribute("data-duel-id", str(duel_id), timeout=MATCH_MS)
+    resp = bob.call("POST", f"/api/duels/{duel_id}/submit", json={"solution": "# verdict: Wrong answer on test #1",
+                                                                  "language": "python"})
+    assert resp.status_code == 202, resp.text
+    expect(alice.by("opponent-verdict")).to_have_count(1, timeout=EVENT_MS)
+    assert len(streams) == streams_before and all(q["timeout"] == ["0"] for q in polls), (streams, polls)
+
+    # The token is revoked elsewhere: the stream ends, its reconnect is refused (401), and the
+    # poll that asks why logs the page out.
+    alice.api("POST", "/api/auth/logout")
+    expect(alice.by("auth")).to_be_visible(timeout=EVENT_MS)
+    expect(alice.by("toast")).to_contain_text("session has ended")
