@@ -483,7 +483,8 @@ export class DuelView {
       h("div", { class: "sub-line" },
         live ? null : h("span", { class: "sub-who", testid: "submission-player" }, name(r.user_id)),
         h("span", { class: "sub-status", testid: "submission-status" }, text),
-        h("span", { class: "sub-meta muted" }, r.submitted_at ? timeOf(r.submitted_at) : "now")),
+        h("span", { class: "sub-meta muted" }, live || !r.language ? "" : `${this.languageName(r.language)} · `,
+          r.submitted_at ? timeOf(r.submitted_at) : "now")),
       r.solution ? h("details", { class: "sub-code" }, h("summary", {}, `Code · ${this.languageName(r.language)}`),
         h("pre", { testid: "submission-code" }, r.solution)) : null);
     }) : h("li", { class: "empty muted" }, live ? "Nothing submitted yet." : "No submissions."));
