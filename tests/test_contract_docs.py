@@ -17,7 +17,7 @@ from duely import errors
 from duely.api import create_app
 from duely.api.error_handlers import _HTTP_CODES
 from duely.config import Config
-from duely.eventlog.types import EVENT_TYPES
+from duely.eventlog.types import DUEL_EVENT_TYPES, DUEL_PAYLOADS, EVENT_TYPES
 from duely.web_worker import _CLIENT_ERRORS
 
 API_MD = Path(__file__).resolve().parent.parent / "docs" / "api.md"
@@ -99,6 +99,16 @@ def test_the_docs_the_code_and_the_openapi_document_name_the_same_event_types(ap
     assert sorted(documented) == sorted(EVENT_TYPES)
     event_type = openapi["components"]["schemas"]["Event"]["properties"]["type"]
     assert sorted(event_type["enum"]) == sorted(EVENT_TYPES)
+
+
+def test_the_docs_the_code_and_the_openapi_document_name_the_same_duel_log_event_types(api_md, openapi):
+    documented = _TABLE_NAME.findall(_section(api_md, "### Duel log event types"))
+    assert len(documented) == len(set(documented)), "a duel-log event type is documented twice"
+    assert sorted(documented) == sorted(DUEL_EVENT_TYPES)
+    schemas = openapi["components"]["schemas"]
+    assert sorted(schemas["DuelEvent"]["properties"]["type"]["enum"]) == sorted(DUEL_EVENT_TYPES)
+    for cls in DUEL_PAYLOADS.values():  # each type's payload is in the document, under its class's name
+        assert cls.__name__ in schemas and cls.__name__ in _section(api_md, "### Duel log event types")
 
 
 def _error_classes(cls: type[errors.DuelyError]) -> list[type[errors.DuelyError]]:

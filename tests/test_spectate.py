@@ -221,3 +221,31 @@ def test_list_duels_by_status_newest_first_with_paging(client, db, make_poller):
     bad = client.get("/api/duels", query_string={"status": "paused"}, headers=viewer.headers)
     assert bad.status_code == 400 and bad.get_json()["error"]["code"] == "validation_error"
     assert client.get("/api/duels").status_code == 401
+
+
+def test_spectators_hold_no_connection_write_no_presence_and_one_notification_wakes_them_all(client, db, players, runtime,
+                                                                                              updates_listener, make_poller):
+    alice, bob, _ = players
+    duel_id = start_duel(db, alice.id, bob.id)
+    sid = submit(db, alice.id, duel_id)
+    watchers = [make_poller() for _ in range(20)]
+    with ThreadPoolExecutor(len(watchers)) as pool:
+        started = time.monotonic()
+        held = [pool.submit(lambda w=w: client.get(f"/api/duels/{duel_id}/updates",
+                                                   query_string={"last_event_id": 2, "timeout": 30}, headers=w.headers))
+                for w in watchers]
+        deadline = time.monotonic() + 15
+        while updates_listener.waiter_count() < len(watchers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert updates_listener.waiter_count() == len(watchers)  # one waiter each, on the one listener
+        assert runtime.reader().in_use == 0  # held without a database connection
+        assert updates_listener.waiting_user_ids() == []  # spectators are nobody's presence
+        notifications = updates_listener.notifications
+        apply(db, message(sid, 1, "verdict", "Accepted"))
+        answers = [f.result(40) for f in held]
+    assert time.monotonic() - started < 20  # well below the polls' 30 s: woken
+    assert all([e["type"] for e in a.get_json()["events"]][:1] == ["submission"] for a in answers)
+    assert updates_listener.notifications - notifications <= 4  # the commit's NOTIFYs, not one per spectator
+    with db.transaction() as s:
+        assert s.execute(text("SELECT count(*) FROM presence WHERE user_id = ANY(:ids)"),
+                         {"ids": [w.id for w in watchers]}).scalar_one() == 0

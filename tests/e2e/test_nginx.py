@@ -183,3 +183,23 @@ def test_a_forged_x_forwarded_for_straight_to_gunicorn_is_not_believed(front):
     # Its failures were counted against its own address, not the one it wrote.
     assert front.login("bob", PASSWORD, "127.0.0.44") == 200
     assert front.login("bob", PASSWORD, "127.0.0.2", direct=True) == 429
+
+
+def test_an_event_stream_passes_through_nginx_unbuffered(front, make_poller, append_event):
+    """An event committed while the stream is open arrives through nginx as it is written: a
+    buffering proxy would hold the small frame back (the stream never ends and the heartbeat is
+    15 s away, beyond the read timeout)."""
+    alice = make_poller()
+    conn = http.client.HTTPConnection("127.0.0.1", front.port, timeout=10)
+    try:
+        conn.request("GET", "/api/stream", headers={**alice.headers, "Accept-Encoding": "gzip"})
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.getheader("Content-Type").startswith("text/event-stream")
+        assert resp.getheader("Content-Encoding") is None
+        assert resp.readline() == b"retry: 2000\n" and resp.readline() == b"\n"
+        append_event(alice.id)
+        assert resp.readline() == b"id: 1\n"
+        assert resp.readline() == b"event: submission_update\n"
+        assert json.loads(resp.readline()[len(b"data: "):])["id"] == 1
+    finally:
+        conn.close()
