@@ -67,6 +67,12 @@ class Config:
     max_solution_bytes: int = _setting(65536, "Largest accepted solution, in bytes (UTF-8)", "int")
     submit_rate_limit: int = _setting(10, "Submissions one user may make per SUBMIT_RATE_WINDOW", "int")
     submit_rate_window: float = _setting(60.0, "Window of SUBMIT_RATE_LIMIT (duration)", "duration")
+    # Challenges and rematch offers (docs/challenges.md)
+    challenge_ttl: float = _setting(600.0, "A challenge to a named player expires after this long (duration)", "duration")
+    open_challenge_ttl: float = _setting(86400.0, "An open challenge (invite link) expires after this long (duration)", "duration")
+    rematch_ttl: float = _setting(60.0, "A rematch offer expires after this long (duration)", "duration")
+    challenge_max_pending: int = _setting(5, "Pending challenges one player may have out at once (rematch offers not counted)", "int")
+    challenge_max_per_hour: int = _setting(20, "Challenges one player may create per hour (rematch offers not counted)", "int")
     # Event log
     event_retention: float = _setting(7 * 86400.0, "Events older than this are pruned; older last_event_id gets 410 (duration)", "duration")
     sse_heartbeat: float = _setting(15.0, "An idle event stream (SSE) writes a heartbeat comment this often (duration)",

@@ -33,30 +33,40 @@ from duely.statuses import DuelStatus
 log = logging.getLogger(__name__)
 
 
-def create_duel(session: Session, player_ids: tuple[int, int], task: dict[str, Any], duration_secs: float) -> Duel:
+def create_duel(session: Session, player_ids: tuple[int, int], task: dict[str, Any], duration_secs: float,
+                rated: bool = True, duel_id: int | None = None) -> Duel:
     """Start a duel between two players on `task`, with `duel_started` events for both.
 
     The caller holds both users' row locks and has removed them from the queue in this
     transaction; the unique index on active duel players rejects a user already playing.
+    An unrated duel (`rated=False`) has no stakes and changes no rating when it finishes.
+    `duel_id`: an id the caller took from the sequence (`next_duel_id`) to announce it first.
     """
     users = {u.id: u for u in session.execute(select(User).where(User.id.in_(player_ids))).scalars()}
     now = session.execute(text("SELECT now()")).scalar_one()
-    histories = establishing_histories(session, [uid for uid in player_ids if users[uid].establishing])
-    outcomes = {uid: rating.outcomes(glicko_of(users[uid]), glicko_of(users[_other(player_ids, uid)]),
-                                     idle_days(users[uid], now), histories.get(uid))
-                for uid in player_ids}
-    stakes = {uid: rating.stakes_of(glicko_of(users[uid]), outcomes[uid]) for uid in player_ids}
+    stakes: dict[int, dict[str, int]] = {}
+    outcomes: dict[int, dict[str, rating.Glicko]] = {}
+    if rated:
+        histories = establishing_histories(session, [uid for uid in player_ids if users[uid].establishing])
+        outcomes = {uid: rating.outcomes(glicko_of(users[uid]), glicko_of(users[_other(player_ids, uid)]),
+                                         idle_days(users[uid], now), histories.get(uid))
+                    for uid in player_ids}
+        stakes = {uid: rating.stakes_of(glicko_of(users[uid]), outcomes[uid]) for uid in player_ids}
     duel = Duel(
         task_id=str(task["id"]),
         task={k: task.get(k) for k in ("id", "title", "statement", "time_limit_ms", "difficulty")},
         started_at=now,
         deadline=now + dt.timedelta(seconds=duration_secs),
+        rated=rated,
     )
+    if duel_id is not None:
+        duel.id = duel_id
     session.add(duel)
     session.flush()
     for uid in player_ids:
-        session.add(DuelPlayer(duel_id=duel.id, user_id=uid, rating_before=users[uid].rating, stakes=stakes[uid],
-                               outcomes={k: [g.rating, g.deviation, g.volatility] for k, g in outcomes[uid].items()}))
+        session.add(DuelPlayer(duel_id=duel.id, user_id=uid, rating_before=users[uid].rating, stakes=stakes.get(uid),
+                               outcomes={k: [g.rating, g.deviation, g.volatility] for k, g in outcomes[uid].items()}
+                               if rated else None))
     session.flush()
     for uid in player_ids:
         opponent = users[_other(player_ids, uid)]
@@ -66,20 +76,26 @@ def create_duel(session: Session, player_ids: tuple[int, int], task: dict[str, A
                               provisional=glicko_of(opponent).provisional),
             task=TaskRef(id=task["id"], title=task.get("title")),
             deadline=duel.deadline,
-            stakes={str(p): PlayerStakes(**stakes[p]) for p in player_ids},
+            stakes={str(p): PlayerStakes(**stakes[p]) for p in player_ids if p in stakes},
+            rated=rated,
         ))
     # The public log (spectators); the new duel row is this transaction's own, so its lock is free.
-    rated = getattr(duel, "rated", None)  # the `rated` column arrives with challenges (migration 0004)
     eventlog.append_duel(session, duel.id, DuelLogStarted(
         duel_id=duel.id,
         players=[Player(user_id=u.id, nickname=u.nickname, rating=u.rating, provisional=glicko_of(u).provisional)
                  for u in sorted((users[p] for p in player_ids), key=lambda u: u.id)],
         task=TaskRef(id=task["id"], title=task.get("title")),
-        rated=True if rated is None else bool(rated),
+        rated=rated,
         started_at=duel.started_at, deadline=duel.deadline,
     ))
-    log.info("duel started", extra=kv(duel_id=duel.id, players=f"{player_ids[0]},{player_ids[1]}", task_id=duel.task_id))
+    log.info("duel started", extra=kv(duel_id=duel.id, players=f"{player_ids[0]},{player_ids[1]}", task_id=duel.task_id,
+                                      rated=rated))
     return duel
+
+
+def next_duel_id(session: Session) -> int:
+    """An id for a duel about to be created, so that events written before it can name it."""
+    return session.execute(text("SELECT nextval(pg_get_serial_sequence('duels', 'id'))")).scalar_one()
 
 
 def _other(pair, uid: int) -> int:
@@ -98,7 +114,7 @@ def establishing_histories(session: Session, user_ids: list[int]) -> dict[int, l
         f"""
         SELECT me.user_id, d.outcome, d.winner_id, u.rating_exact, u.rating_deviation, u.rating_volatility
         FROM duel_players me
-        JOIN duels d ON d.id = me.duel_id AND d.status = {DuelStatus.FINISHED.sql}
+        JOIN duels d ON d.id = me.duel_id AND d.status = {DuelStatus.FINISHED.sql} AND d.rated
         JOIN duel_players them ON them.duel_id = me.duel_id AND them.user_id <> me.user_id
         JOIN users u ON u.id = them.user_id
         WHERE me.user_id = ANY(:ids)
@@ -215,7 +231,9 @@ def _finish(session: Session, duel: Duel, players: list[int], decision: outcome.
     rows = {p.user_id: p for p in session.execute(select(DuelPlayer).where(DuelPlayer.duel_id == duel.id)).scalars()}
     before = {uid: glicko_of(users[uid]) for uid in players}
     stored = {uid: rows[uid].outcomes for uid in players}
-    if all(stored.values()):
+    if not duel.rated:  # a casual duel: nobody's rating moves
+        after = dict(before)
+    elif all(stored.values()):
         # the states computed when the duel started: exactly the announced stakes
         result = {a: _OUTCOME_OF_SCORE[score_a], b: _OUTCOME_OF_SCORE[1.0 - score_a]}
         after = {uid: rating.Glicko(*(stored[uid] or {})[result[uid]]) for uid in players}
@@ -230,6 +248,8 @@ def _finish(session: Session, duel: Duel, players: list[int], decision: outcome.
     duel.winner_id = decision.winner_id
     duel.reason = decision.reason
     for uid in players:
+        if not duel.rated:
+            continue  # no rating, no record: `duels` in the user object counts rated duels
         user = users[uid]
         user.rating, user.rating_exact = after[uid].shown, after[uid].rating
         user.rating_deviation, user.rating_volatility = after[uid].deviation, after[uid].volatility
@@ -246,7 +266,8 @@ def _finish(session: Session, duel: Duel, players: list[int], decision: outcome.
     for player in rows.values():
         player.is_active = False
         player.rating_after = users[player.user_id].rating
-        player.deviation_after = users[player.user_id].rating_deviation
+        # an unrated duel is no point of the rating history (rating_history reads rated duels only)
+        player.deviation_after = users[player.user_id].rating_deviation if duel.rated else None
     session.flush()
     changes = {str(uid): deltas[uid] for uid in players}
     for uid in players:
@@ -298,6 +319,7 @@ def duel_json(session: Session, duel: Duel) -> dict:
     return {
         "id": duel.id,
         "status": duel.status,
+        "rated": duel.rated,
         "task": {"id": duel.task.get("id"), "title": duel.task.get("title"), "statement": duel.task.get("statement"),
                  "time_limit_ms": duel.task.get("time_limit_ms")},
         "players": players,
@@ -308,7 +330,8 @@ def duel_json(session: Session, duel: Duel) -> dict:
         "rating_changes": {
             str(p["user_id"]): p["rating_after"] - p["rating_before"] for p in players if p["rating_after"] is not None
         },
-        # What each player wins or loses, fixed at the start (absent for duels rated before Glicko-2).
+        # What each player wins or loses, fixed at the start ({} for unrated duels and for duels
+        # rated before Glicko-2).
         "stakes": {str(p.user_id): p.stakes for p, _ in rows if p.stakes is not None},
     }
 

@@ -68,6 +68,52 @@ class DuelFinished(Conflict):
     message = "The duel is over."
 
 
+class CannotChallengeSelf(DuelyError):
+    code = "cannot_challenge_self"
+    message = "You cannot challenge yourself."
+
+
+class CannotAcceptOwn(DuelyError):
+    code = "cannot_accept_own"
+    message = "You cannot accept your own challenge."
+
+
+class CannotDeclineOpen(DuelyError):
+    code = "cannot_decline_open"
+    message = "An open challenge cannot be declined; it simply expires unless someone accepts it."
+
+
+class CannotBlockSelf(DuelyError):
+    code = "cannot_block_self"
+    message = "You cannot block yourself."
+
+
+class ChallengesDisabled(Forbidden):
+    code = "challenges_disabled"
+    message = "That player does not accept challenges."
+
+
+class Blocked(Forbidden):
+    # The same answer whichever of the two blocked the other: it never says who blocked whom.
+    code = "blocked"
+    message = "You cannot challenge or play this player: one of you has blocked the other."
+
+
+class OpponentBusy(Conflict):
+    code = "opponent_busy"
+    message = "That player is playing a duel."
+
+
+class ChallengeClosed(Conflict):
+    code = "challenge_closed"
+    message = "This challenge is no longer pending (accepted, declined, canceled or expired)."
+
+
+class DuelActive(Conflict):
+    code = "duel_active"
+    message = "The duel is still going on."
+
+
 class EventsExpired(DuelyError):
     code = "events_expired"
     status = 410

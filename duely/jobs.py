@@ -19,7 +19,7 @@ from functools import partial
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 
-from duely import dispatch, duels, outage
+from duely import challenges, dispatch, duels, outage
 from duely.config import Config
 from duely.db import SCHEDULER_POOL, Database
 from duely.eventlog.store import PRUNE_INTERVAL_SECS, prune_job
@@ -56,6 +56,11 @@ def queue_expiry_job(runtime: Runtime) -> int:
     return sum(1 for uid in stale if db.run(partial(queue.expire_one, user_id=uid, ttl_secs=config.queue_ttl)))
 
 
+def challenge_expiry_job(runtime: Runtime) -> int:
+    """Expire challenges and rematch offers past their time (set-based, a batch per transaction)."""
+    return challenges.expiry_job(runtime.db)
+
+
 def woken_loops(runtime: Runtime, database_outage: outage.OutageLog) -> list[WokenLoop]:
     """The jobs run on a NOTIFY from the transaction that made work for them, and every second anyway."""
     url = runtime.db.url
@@ -76,6 +81,7 @@ def scheduled_jobs() -> list[tuple[str, Job, float]]:
     return [
         ("finish", finish_job, 1.0),
         ("queue_expiry", queue_expiry_job, 2.0),
+        ("challenge_expiry", challenge_expiry_job, 1.0),
         ("prune_events", prune_job, PRUNE_INTERVAL_SECS),
     ]
 

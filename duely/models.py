@@ -5,7 +5,8 @@ Invariants held by the schema itself (not only by code):
 - a user is a player of at most one active duel (`ux_duel_players_one_active`);
 - a submit is idempotent per (duel, user, client_temp_id) (`ux_submissions_client_temp_id`);
 - event ids are per user, `(user_id, id)` is the key and the read index; a duel's public log
-  likewise per duel, `(duel_id, id)`.
+  likewise per duel, `(duel_id, id)`;
+- a player has at most one pending rematch offer per duel (`ux_challenges_one_rematch_offer`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import uuid
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Double,
     ForeignKey,
     Index,
@@ -28,7 +30,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TIMESTAMP
 
-from duely.statuses import DuelStatus, SubmissionState
+from duely.statuses import ChallengeKind, ChallengeStatus, DuelStatus, SubmissionState
 
 TZ = TIMESTAMP(timezone=True)
 
@@ -55,6 +57,8 @@ class User(Base):
     won: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     lost: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     drawn: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    # False: nobody may challenge this player by name (docs/challenges.md, migration 0004).
+    accept_challenges: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
     # Newest event id of this user's log; bumped under the row lock (see duely/eventlog/store.py).
     last_event_id: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
     created_at: Mapped[dt.datetime] = mapped_column(TZ, nullable=False, server_default=func.now())
@@ -125,6 +129,8 @@ class Duel(Base):
     reason: Mapped[str | None] = mapped_column(Text)  # accepted | timeout | resign
     # Newest event id of this duel's public log; bumped under the row lock (duely/eventlog/store.py).
     last_event_id: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+    # False: a casual duel from a challenge; finishing it changes no rating (duels._finish).
+    rated: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
 
     __table_args__ = (Index("ix_duels_active_deadline", "deadline", postgresql_where=text(f"status = {DuelStatus.ACTIVE.sql}")),
                       Index("ix_duels_status_id", "status", text("id DESC")))
@@ -195,4 +201,50 @@ class Submission(Base):
         Index("ix_submissions_duel_submitted", "duel_id", "submitted_at"),
         Index("ix_submissions_user_submitted", "user_id", "submitted_at"),
         Index("ix_submissions_unjudged", "status", "submitted_at", postgresql_where=text(f"status <> {SubmissionState.JUDGED.sql}")),
+    )
+
+
+class Challenge(Base):
+    """A challenge (named or open) or a rematch offer; see duely/challenges.py, docs/challenges.md."""
+
+    __tablename__ = "challenges"
+    # Random, not a sequence: an open challenge is accepted by whoever has its link.
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    kind: Mapped[str] = mapped_column(Text, nullable=False, server_default=text(ChallengeKind.CHALLENGE.sql))
+    challenger_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    to_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))  # None: open
+    rated: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+    duration_secs: Mapped[int] = mapped_column(Integer, nullable=False)
+    rematch_of: Mapped[int | None] = mapped_column(ForeignKey("duels.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default=text(ChallengeStatus.PENDING.sql))
+    decline_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(TZ, nullable=False, server_default=func.now())
+    expires_at: Mapped[dt.datetime] = mapped_column(TZ, nullable=False)
+    closed_at: Mapped[dt.datetime | None] = mapped_column(TZ)
+    accepted_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    duel_id: Mapped[int | None] = mapped_column(ForeignKey("duels.id", ondelete="SET NULL"))
+
+    __table_args__ = (
+        CheckConstraint("kind IN ('challenge', 'rematch')", name="ck_challenges_kind"),
+        CheckConstraint("status IN ('pending', 'accepted', 'declined', 'canceled', 'expired')", name="ck_challenges_status"),
+        CheckConstraint("kind = 'challenge' OR (rematch_of IS NOT NULL AND to_user_id IS NOT NULL)", name="ck_challenges_rematch"),
+        Index("ix_challenges_challenger_created", "challenger_id", "created_at"),
+        Index("ix_challenges_to_pending", "to_user_id", postgresql_where=text(f"status = {ChallengeStatus.PENDING.sql}")),
+        Index("ix_challenges_pending_expiry", "expires_at", postgresql_where=text(f"status = {ChallengeStatus.PENDING.sql}")),
+        Index("ux_challenges_one_rematch_offer", "rematch_of", "challenger_id", unique=True,
+              postgresql_where=text(f"status = {ChallengeStatus.PENDING.sql} AND kind = {ChallengeKind.REMATCH.sql}")),
+    )
+
+
+class Block(Base):
+    """`blocker_id` blocked `blocked_id`: no challenges between the two, either way."""
+
+    __tablename__ = "blocks"
+    blocker_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    blocked_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(TZ, nullable=False, server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint("blocker_id <> blocked_id", name="ck_blocks_not_self"),
+        Index("ix_blocks_blocked", "blocked_id", "blocker_id"),
     )

@@ -1,4 +1,4 @@
-"""A player's rating history: one point per finished duel, read from `duel_players`.
+"""A player's rating history: one point per finished rated duel, read from `duel_players`.
 
 Each finished duel already stores every player's shown rating before and after it and the RD
 after it (`duels._finish`), so the history needs no table of its own. A user plays one duel at
@@ -21,7 +21,7 @@ def rating_history(session: Session, user_id: int, limit: int, before_id: int | 
         f"""
         SELECT p.duel_id, d.finished_at, p.rating_before, p.rating_after, p.deviation_after
         FROM duel_players p JOIN duels d ON d.id = p.duel_id
-        WHERE p.user_id = :u AND d.status = {DuelStatus.FINISHED.sql}
+        WHERE p.user_id = :u AND d.status = {DuelStatus.FINISHED.sql} AND d.rated
           AND (CAST(:before AS bigint) IS NULL OR p.duel_id < :before)
         ORDER BY p.duel_id DESC
         LIMIT :limit

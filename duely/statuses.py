@@ -37,3 +37,18 @@ class QueueStatus(SqlStatus):
     WAITING = "waiting"
     IDLE = "idle"
     IN_DUEL = "in_duel"
+
+
+class ChallengeStatus(SqlStatus):
+    """Where a challenge or rematch offer is (docs/challenges.md): pending, then closed one way."""
+
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    DECLINED = "declined"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+
+
+class ChallengeKind(SqlStatus):
+    CHALLENGE = "challenge"  # to a named player, or open (anyone with the link)
+    REMATCH = "rematch"  # offered to the opponent of a finished duel

@@ -63,10 +63,10 @@ def create_app(config: Config, db: Database | None = None, runtime: Runtime | No
     api.register_converter(IdConverter, lambda _: {"type": "integer", "minimum": 1, "maximum": ID_MAX})
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
 
-    from duely.api import accounts, duels, health, queue, spectate, stream, updates, web
+    from duely.api import accounts, challenges, duels, health, queue, spectate, stream, updates, web
 
     updates.register_event_payloads(api.spec)
-    for module in (health, accounts, updates, queue, duels, spectate, stream):
+    for module in (health, accounts, updates, queue, duels, spectate, stream, challenges):
         api.register_blueprint(module.blp)
     app.register_blueprint(web.blp)  # the page is not part of the API document
     compression.init_app(app)  # gzip both ways; its before_request runs first: 415 before anything

@@ -38,6 +38,7 @@ class ResultSchema(Schema):
 class DuelSchema(Schema):
     id = fields.Integer()
     status = fields.String(metadata={"enum": [s.value for s in DuelStatus]})
+    rated = fields.Boolean(metadata={"description": "false: a casual duel from a challenge; no rating changes, stakes {}"})
     task = fields.Nested(TaskSchema)
     players = fields.List(fields.Nested(DuelPlayerSchema))
     started_at = fields.String()

@@ -14,8 +14,10 @@ class ErrorBodySchema(Schema):
         unknown = INCLUDE  # some errors add fields (last_event_id, retry_after)
 
     code = fields.String(required=True, metadata={"description": (
-        "bad_request, validation_error (400), unauthorized (401), forbidden (403), not_found (404), "
-        "method_not_allowed (405), conflict, nickname_taken, already_in_duel, duel_finished (409), "
+        "bad_request, validation_error, cannot_challenge_self, cannot_accept_own, cannot_decline_open, "
+        "cannot_block_self (400), unauthorized (401), forbidden, challenges_disabled, blocked (403), not_found (404), "
+        "method_not_allowed (405), conflict, nickname_taken, already_in_duel, duel_finished, opponent_busy, "
+        "challenge_closed, duel_active (409), "
         "events_expired (410), payload_too_large (413), rate_limited (429), internal_error (500), "
         "unavailable (503: the database is unreachable or busy; retry after Retry-After seconds)")})
     message = fields.String(required=True)

@@ -30,6 +30,13 @@ class EventType(StrEnum):
     SUBMISSION_VERDICT = "submission_verdict"
     OPPONENT_VERDICT = "opponent_verdict"
     DUEL_FINISHED = "duel_finished"
+    CHALLENGE_CREATED = "challenge_created"
+    CHALLENGE_RECEIVED = "challenge_received"
+    REMATCH_OFFERED = "rematch_offered"
+    CHALLENGE_ACCEPTED = "challenge_accepted"
+    CHALLENGE_DECLINED = "challenge_declined"
+    CHALLENGE_CANCELED = "challenge_canceled"
+    CHALLENGE_EXPIRED = "challenge_expired"
 
 
 EVENT_TYPES = frozenset(t.value for t in EventType)
@@ -97,7 +104,8 @@ class DuelStarted(Payload):
     opponent: Opponent
     task: TaskRef
     deadline: dt.datetime
-    stakes: dict[str, PlayerStakes]  # user id (as a string: a JSON key) -> that player's stakes
+    stakes: dict[str, PlayerStakes]  # user id (as a string: a JSON key) -> that player's stakes; {} when unrated
+    rated: bool  # false: a casual duel from a challenge, no rating changes (docs/challenges.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +152,78 @@ class DuelFinished(Payload):
     winner_id: int | None
     reason: typing.Literal["accepted", "timeout", "resign"]
     rating_changes: dict[str, int]  # user id (as a string: a JSON key) -> rating change
+
+
+@dataclass(frozen=True, slots=True)
+class ChallengeView:
+    """A challenge or rematch offer as the API shows it (docs/api.md, "Challenges"): the same
+    object in `GET /api/challenges/{id}` and in every challenge event."""
+
+    id: str
+    kind: typing.Literal["challenge", "rematch"]
+    challenger: Opponent
+    to: Opponent | None  # None: an open challenge, for whoever has the link
+    rated: bool
+    duration_secs: int
+    rematch_of: int | None  # the finished duel a rematch offer is for
+    status: typing.Literal["pending", "accepted", "declined", "canceled", "expired"]
+    decline_reason: str | None
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    closed_at: dt.datetime | None
+    duel_id: int | None  # the duel it started, once accepted
+    accepted_by: Opponent | None  # who accepted it (for an open challenge: whoever came first)
+    invite_url: str | None  # open challenges only
+
+    def json(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class ChallengeCreated(Payload):
+    """The challenger's own log: other tabs and clients of the challenger learn of it."""
+
+    type: ClassVar[EventType] = EventType.CHALLENGE_CREATED
+    challenge: ChallengeView
+
+
+@dataclass(frozen=True, slots=True)
+class ChallengeReceived(Payload):
+    type: ClassVar[EventType] = EventType.CHALLENGE_RECEIVED
+    challenge: ChallengeView
+
+
+@dataclass(frozen=True, slots=True)
+class RematchOffered(Payload):
+    type: ClassVar[EventType] = EventType.REMATCH_OFFERED
+    challenge: ChallengeView
+
+
+@dataclass(frozen=True, slots=True)
+class ChallengeAccepted(Payload):
+    """Followed in the same transaction (and with the next ids) by `duel_started`."""
+
+    type: ClassVar[EventType] = EventType.CHALLENGE_ACCEPTED
+    challenge: ChallengeView
+    duel_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChallengeDeclined(Payload):
+    type: ClassVar[EventType] = EventType.CHALLENGE_DECLINED
+    challenge: ChallengeView
+
+
+@dataclass(frozen=True, slots=True)
+class ChallengeCanceled(Payload):
+    type: ClassVar[EventType] = EventType.CHALLENGE_CANCELED
+    challenge: ChallengeView
+
+
+@dataclass(frozen=True, slots=True)
+class ChallengeExpired(Payload):
+    type: ClassVar[EventType] = EventType.CHALLENGE_EXPIRED
+    challenge: ChallengeView
 
 
 PAYLOADS: dict[EventType, type[Payload]] = {cls.type: cls for cls in Payload.__subclasses__()}

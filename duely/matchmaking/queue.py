@@ -12,7 +12,7 @@ import logging
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from duely import duels, errors, eventlog
+from duely import challenges, duels, errors, eventlog
 from duely.clock import isoformat
 from duely.eventlog import presence
 from duely.eventlog.types import QueueJoined, QueueLeft, QueueLeftReason
@@ -28,14 +28,17 @@ _NOTIFY_JOIN = text(f"SELECT pg_notify('{MATCHMAKING_CHANNEL}', '')")
 
 
 def join(session: Session, user_id: int) -> dt.datetime:
-    """Put the user in the queue (idempotent); returns since when it waits. 409 while in a duel."""
-    eventlog.lock_users(session, [user_id])  # serialises with matchmaking, which locks players too
+    """Put the user in the queue (idempotent); returns since when it waits. 409 while in a duel.
+    Joining ends the user's rematch offers, both ways (docs/challenges.md)."""
+    # serialises with matchmaking, which locks players too; the partners' logs get challenge_expired
+    challenges.lock_with_rematch_partners(session, [user_id])
     if duels.active_duel_id(session, user_id) is not None:
         raise errors.AlreadyInDuel()
     presence.touch(session, user_id)  # joining counts as being present
     since = session.execute(text("SELECT joined_at FROM queue_entries WHERE user_id = :u"), {"u": user_id}).scalar()
     if since is not None:
         return since
+    challenges.end_rematch_offers(session, [user_id])
     since = session.execute(
         text("INSERT INTO queue_entries (user_id) VALUES (:u) RETURNING joined_at"), {"u": user_id}
     ).scalar_one()

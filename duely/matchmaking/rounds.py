@@ -2,8 +2,9 @@
 
 For each pair the task comes from Taski *outside* any transaction (an HTTP call must not
 hold locks); then one transaction locks both users, takes both out of the queue, creates
-the duel and writes the events. If either left meanwhile, that pair is skipped. If Taski
-is down or pausing us, the round stops and everyone stays queued.
+the duel and writes the events (duely/matchmaking/start.py, shared with challenges). If
+either left meanwhile, that pair is skipped. If Taski is down or pausing us, the round stops
+and everyone stays queued.
 """
 
 from __future__ import annotations
@@ -14,12 +15,11 @@ from functools import partial
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from duely import duels, eventlog
+from duely import challenges
 from duely.config import Config
 from duely.db import Database
-from duely.eventlog.types import QueueLeft, QueueLeftReason
 from duely.logs import kv
-from duely.matchmaking import queue
+from duely.matchmaking import queue, start
 from duely.matchmaking.pairing import Waiting, pair_players
 from duely.taski import TaskiClient, TaskiError, TaskiNotFound
 
@@ -44,23 +44,15 @@ def waiting_players(session: Session, ttl_secs: float) -> list[Waiting]:
                     deviation=r.rating_deviation) for r in rows]
 
 
-def tasks_seen(session: Session, user_ids: tuple[int, int]) -> list[str]:
-    return list(session.execute(text(
-        "SELECT DISTINCT d.task_id FROM duels d JOIN duel_players p ON p.duel_id = d.id WHERE p.user_id = ANY(:ids)"
-    ), {"ids": list(user_ids)}).scalars())
-
-
 def start_duel_for_pair(session: Session, pair: tuple[int, int], task: dict, duration_secs: float) -> int | None:
     """In one transaction: both out of the queue, the duel created, events written. None if
     either player is no longer waiting (left, expired, or matched by a concurrent round)."""
-    eventlog.lock_users(session, pair)  # join/leave/expiry take the same locks: the queue holds still
+    # join/leave/expiry take the same locks: the queue holds still (and so do their rematch offers)
+    challenges.lock_with_rematch_partners(session, pair)
     queued = session.execute(text("SELECT count(*) FROM queue_entries WHERE user_id = ANY(:ids)"), {"ids": list(pair)}).scalar_one()
     if queued != 2:
         return None
-    session.execute(text("DELETE FROM queue_entries WHERE user_id = ANY(:ids)"), {"ids": list(pair)})
-    for uid in pair:
-        eventlog.append(session, uid, QueueLeft(reason=QueueLeftReason.MATCHED))
-    return duels.create_duel(session, pair, task, duration_secs).id
+    return start.begin_duel(session, pair, task, duration_secs).id
 
 
 def run_round(db: Database, config: Config, taski: TaskiClient) -> int:
@@ -73,10 +65,8 @@ def run_round(db: Database, config: Config, taski: TaskiClient) -> int:
     ratings = {w.user_id: w.rating for w in waiting}
     started = 0
     for pair in pair_players(waiting, now):
-        with db.transaction() as session:
-            exclude = tasks_seen(session, pair)
         try:
-            task = taski.pick_task(round((ratings[pair[0]] + ratings[pair[1]]) / 2), exclude)
+            task = start.pick_task(db, taski, pair, round((ratings[pair[0]] + ratings[pair[1]]) / 2))
         except TaskiNotFound:
             log.warning("Taski has no task for this pair", extra=kv(players=f"{pair[0]},{pair[1]}"))
             continue

@@ -8,7 +8,7 @@ Depends on 0003 here: 0004 (challenges) is written on another branch at the same
 two are chained on merge (this one then revises 0004).
 
 Revision ID: 0005_duel_log
-Revises: 0003
+Revises: 0004
 """
 
 import sqlalchemy as sa
@@ -16,7 +16,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = '0005_duel_log'
-down_revision = '0003'
+down_revision = '0004'
 branch_labels = None
 depends_on = None
 

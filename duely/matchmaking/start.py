@@ -1,0 +1,61 @@
+"""Starting a duel between two players: one way for matchmaking and for challenges.
+
+Two steps, because an HTTP call must not hold locks: `pick_task` asks Taski *outside* any
+transaction for a task neither player has had; then one transaction locks the players
+(`challenges.lock_with_rematch_partners`: users in id order, the one lock order), re-checks
+what its caller needs (both still queued, both free), and `begin_duel` takes both out of the
+queue, ends their rematch offers and creates the duel with its events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from duely import challenges, duels, eventlog
+from duely.db import Database
+from duely.eventlog.types import QueueLeft, QueueLeftReason
+from duely.models import Duel
+from duely.taski import TaskiClient, TaskiNotFound
+
+
+def tasks_seen(session: Session, user_ids: Iterable[int]) -> list[str]:
+    """Every task either player has had in a duel (rated or not)."""
+    return list(session.execute(text(
+        "SELECT DISTINCT d.task_id FROM duels d JOIN duel_players p ON p.duel_id = d.id WHERE p.user_id = ANY(:ids)"
+    ), {"ids": list(user_ids)}).scalars())
+
+
+def pick_task(db: Database, taski: TaskiClient, pair: tuple[int, int], rating: int,
+              must_differ_from: Iterable[str] = (), fallback: bool = False) -> dict[str, Any]:
+    """A task from Taski for this pair at `rating`, avoiding every task either has had and
+    `must_differ_from`. With `fallback`, when Taski has none left it avoids only `must_differ_from`
+    (a challenge between two players who have seen everything still gets a duel). Call it outside
+    any transaction; raises the TaskiClient's errors (TaskiNotFound when there is none)."""
+    must_differ_from = [str(t) for t in must_differ_from]
+    with db.transaction() as session:
+        exclude = sorted(set(tasks_seen(session, pair)) | set(must_differ_from))
+    try:
+        return taski.pick_task(rating, exclude)
+    except TaskiNotFound:
+        if not fallback or exclude == sorted(set(must_differ_from)):
+            raise
+    return taski.pick_task(rating, must_differ_from)
+
+
+def begin_duel(session: Session, pair: tuple[int, int], task: dict[str, Any], duration_secs: float,
+               rated: bool = True, duel_id: int | None = None) -> Duel:
+    """Start the duel in the caller's transaction: end both players' rematch offers
+    (`challenge_expired`), take whoever is queued out of the queue (`queue_left` matched, right
+    before `duel_started`), create the duel. The caller holds the players' locks
+    (`challenges.lock_with_rematch_partners`) and has checked that both are free."""
+    challenges.end_rematch_offers(session, pair)
+    left = set(session.execute(text("DELETE FROM queue_entries WHERE user_id = ANY(:ids) RETURNING user_id"),
+                               {"ids": list(pair)}).scalars())
+    for uid in pair:
+        if uid in left:
+            eventlog.append(session, uid, QueueLeft(reason=QueueLeftReason.MATCHED))
+    return duels.create_duel(session, pair, task, duration_secs, rated=rated, duel_id=duel_id)
