@@ -524,8 +524,10 @@ def _on_duel(player: Player, expect, duel_id=None) -> str:
 
 def test_challenge_declined_and_invite_link_accepted(instant_stack, browser):
     """Bob challenges Alice from the leaderboard; she sees it live and declines with a reason,
-    which Bob is told. Then Alice creates an open challenge; its invite link, opened in Carol's
-    browser (who signs up on the way), starts the duel for both."""
+    which Bob is told. With challenges turned off, or Bob blocked on his profile, his next ones
+    are refused; unblocked, one from her profile goes through and he cancels it. Then Alice
+    creates an open challenge; its invite link, opened in Carol's browser (who signs up on the
+    way), starts the duel for both."""
     from playwright.sync_api import expect
 
     stack = instant_stack
@@ -535,7 +537,8 @@ def test_challenge_declined_and_invite_link_accepted(instant_stack, browser):
     except BaseException:
         _fail_report(stack, (alice, bob, carol))
         raise
-    for p in (alice, bob, carol):
+    assert unexpected_console(bob, ["status of 403"]) == []      # the two refused challenges
+    for p in (alice, carol):
         assert unexpected_console(p, []) == [], p.nickname
 
 
@@ -571,6 +574,42 @@ def _invite(stack, alice: Player, bob: Player, carol: Player, expect) -> None:
     expect(bob.by("toast").filter(has_text="alice declined your challenge: not now, later")).to_have_count(1)
     declined = bob.api("GET", f"/api/challenges/{challenge_id}")
     assert (declined["status"], declined["decline_reason"]) == ("declined", "later")
+
+    # Alice turns challenges off: Bob's next one is refused, and the dialog says so.
+    alice.by("accept-challenges-toggle").uncheck()
+    _until(alice, lambda: alice.api("GET", "/api/users/me/settings")["accept_challenges"] is False, "the setting saved")
+    bob.at(f"[data-testid=leaderboard-row][data-user-id='{alice.id}'] [data-testid=challenge-button]").click()
+    bob.by("challenge-send").click()
+    expect(bob.by("challenge-error")).to_be_visible()
+    expect(bob.by("challenge-error")).not_to_be_empty()
+    bob.page.keyboard.press("Escape")
+    expect(bob.by("challenge-dialog")).to_have_count(0)
+    alice.by("accept-challenges-toggle").check()
+    _until(alice, lambda: alice.api("GET", "/api/users/me/settings")["accept_challenges"] is True, "the setting saved")
+
+    # Alice blocks Bob on his profile: his challenge from hers is refused; unblocked, it goes
+    # through, and when Bob cancels it, it leaves Alice's inbox.
+    alice.page.goto(f"{stack.url}/#/users/{bob.id}")
+    alice.by("block-button").click()
+    expect(alice.by("block-button")).to_have_attribute("data-blocked", "true")
+    assert [u["user_id"] for u in alice.api("GET", "/api/users/me/blocks")["users"]] == [bob.id]
+    bob.page.goto(f"{stack.url}/#/users/{alice.id}")
+    bob.by("profile-challenge-button").click()
+    bob.by("challenge-send").click()
+    expect(bob.by("challenge-error")).to_be_visible()
+    bob.page.keyboard.press("Escape")
+    alice.by("block-button").click()
+    expect(alice.by("block-button")).to_have_attribute("data-blocked", "false")
+    assert alice.api("GET", "/api/users/me/blocks")["users"] == []
+    bob.by("profile-challenge-button").click()
+    bob.by("challenge-send").click()
+    expect(bob.by("challenge-dialog")).to_have_count(0)
+    expect(alice.by("incoming-challenge")).to_have_count(1, timeout=EVENT_MS)
+    bob.by("nav-home").click()
+    bob.by("cancel-challenge").click()
+    expect(bob.by("outgoing-challenge")).to_have_count(0)
+    expect(alice.by("incoming-challenge")).to_have_count(0, timeout=EVENT_MS)
+    alice.by("nav-home").click()
 
     # An open challenge: its invite link is shown with a copy button.
     alice.by("open-challenge-button").click()

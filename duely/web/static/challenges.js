@@ -53,8 +53,8 @@ export class Challenges {
     switch (event.type) {
       case "challenge_received":
       case "rematch_offered":
+        // No toast: the inbox under the header shows it, with its buttons, on every page.
         this.incoming.set(c.id, c);
-        this.app.notify(c.kind === "rematch" ? `${other} offers a rematch.` : `${other} challenges you to a duel.`, "info");
         break;
       case "challenge_created":
         this.outgoing.set(c.id, c);
