@@ -686,6 +686,10 @@ def _rematch(alice: Player, bob: Player, expect) -> None:
     expect(bob.by("rematch-offered")).to_have_text("alice offers a rematch", timeout=EVENT_MS)
     expect(bob.at("[data-testid=incoming-challenge][data-kind=rematch]")).to_have_count(1)
     bob.shot("11-rematch-offered")
+    # The offer survives a reload (the page takes it from GET /api/challenges, the snapshot).
+    bob.page.reload()
+    expect(bob.by("rematch-offered")).to_have_text("alice offers a rematch", timeout=UI_MS)
+    expect(alice.by("rematch-waiting")).to_be_visible()
     bob.by("accept-rematch").click()
 
     # A new duel for both, on another task, rated like the first.
@@ -729,6 +733,7 @@ def _spectate(stack, carol: Player, expect, streams: list[str]) -> None:
     expect(row).to_be_visible(timeout=UI_MS)
     expect(row).to_contain_text("alice")
     expect(row).to_contain_text("bob")
+    carol.shot("13-live-duels")
     row.get_by_test_id("watch-duel").click()
     screen = carol.by("duel-screen")
     expect(screen).to_have_attribute("data-mode", "watching", timeout=UI_MS)
@@ -752,7 +757,7 @@ def _spectate(stack, carol: Player, expect, streams: list[str]) -> None:
     expect(alices).to_have_attribute("data-verdict", "Wrong answer on test #1", timeout=EVENT_MS)
     expect(carol.by("submission-code")).to_have_count(0)
     expect(screen).to_have_attribute("data-status", "active")
-    carol.shot("13-spectator")
+    carol.shot("14-spectator")
 
     # Alice's right answer ends it: Carol sees the verdict and the result, then both codes.
     resp = alice.call("POST", f"/api/duels/{duel_id}/submit", json={"solution": "print(1)\n", "language": "python"})
@@ -765,7 +770,7 @@ def _spectate(stack, carol: Player, expect, streams: list[str]) -> None:
     expect(carol.at(f"[data-testid=duel-submission][data-user-id='{alice.id}'][data-verdict=Accepted]")).to_have_count(1)
     expect(carol.by("submission-code")).to_have_count(3)
     expect(carol.by("rematch-button")).to_have_count(0)
-    carol.shot("14-spectator-result")
+    carol.shot("15-spectator-result")
     # The page followed the duel over Server-Sent Events, authenticated by a ticket.
     assert any(f"/api/duels/{duel_id}/stream?" in url and "ticket=" in url for url in streams), streams
 
