@@ -82,9 +82,9 @@ class CreationFacts:
     opponent_in_duel: bool
     opponent_accepts_challenges: bool
     blocked: bool  # either blocked the other
-    pending_out: int  # the challenger's pending challenges (rematch offers not counted)
+    pending_out: int  # the challenger's pending challenges (rematch offers not counted: one per duel)
     secs_until_a_pending_expires: float  # when one of them frees a slot
-    created_in_window: int  # challenges created in the last RATE_WINDOW_SECS
+    created_in_window: int  # challenges and rematch offers created in the last RATE_WINDOW_SECS
     secs_until_window_frees: float  # when the oldest of them leaves the window
 
 
@@ -123,7 +123,6 @@ def creation_refusal(facts: CreationFacts, limits: Limits) -> errors.DuelyError 
 class AcceptanceFacts:
     challenger_id: int
     accepter_id: int
-    open_to_all: bool
     pending: bool  # pending and not past its expiry
     blocked: bool
     accepter_in_duel: bool
@@ -251,17 +250,17 @@ def limits_of(config: Config) -> Limits:
 
 
 def _creation_facts(session: Session, challenger_id: int, to_user: User | None) -> CreationFacts:
+    pending_challenge = f"kind = {ChallengeKind.CHALLENGE.sql} AND status = {_PENDING} AND expires_at > now()"
+    in_window = "created_at > now() - make_interval(secs => :window)"
     counts = session.execute(text(
         f"""
-        SELECT count(*) FILTER (WHERE status = {_PENDING} AND expires_at > now()) AS pending_out,
-               extract(epoch FROM min(expires_at) FILTER (WHERE status = {_PENDING} AND expires_at > now())
-                                  - now()) AS pending_frees,
-               count(*) FILTER (WHERE created_at > now() - make_interval(secs => :window)) AS in_window,
-               extract(epoch FROM min(created_at) FILTER (WHERE created_at > now() - make_interval(secs => :window))
+        SELECT count(*) FILTER (WHERE {pending_challenge}) AS pending_out,
+               extract(epoch FROM min(expires_at) FILTER (WHERE {pending_challenge}) - now()) AS pending_frees,
+               count(*) FILTER (WHERE {in_window}) AS in_window,
+               extract(epoch FROM min(created_at) FILTER (WHERE {in_window})
                                   + make_interval(secs => :window) - now()) AS window_frees
         FROM challenges
-        WHERE challenger_id = :u AND kind = {ChallengeKind.CHALLENGE.sql}
-          AND (status = {_PENDING} OR created_at > now() - make_interval(secs => :window))
+        WHERE challenger_id = :u AND (({pending_challenge}) OR {in_window})
         """
     ), {"u": challenger_id, "window": RATE_WINDOW_SECS}).one()
     return CreationFacts(
@@ -332,7 +331,6 @@ def _acceptance_facts(session: Session, challenge: Challenge, accepter_id: int) 
     return AcceptanceFacts(
         challenger_id=challenge.challenger_id,
         accepter_id=accepter_id,
-        open_to_all=challenge.to_user_id is None,
         pending=challenge.status == ChallengeStatus.PENDING and challenge.expires_at > now,
         blocked=_blocked(session, challenge.challenger_id, accepter_id),
         accepter_in_duel=_in_duel(session, accepter_id),
@@ -551,12 +549,14 @@ def offer_rematch(session: Session, config: Config, user_id: int, duel_id: int) 
         return RematchOutcome("accept", view(session, theirs[0]))
     if pending:  # at most one per duel and player (ux_challenges_one_rematch_offer)
         return RematchOutcome("existing", view(session, pending[0]))
-    if _blocked(session, user_id, opponent_id):
-        raise errors.Blocked()
-    if _in_duel(session, user_id):
-        raise errors.AlreadyInDuel()
-    if _in_duel(session, opponent_id):
-        raise errors.OpponentBusy()
+    opponent = users.get_user(session, opponent_id)
+    # The rules of a challenge, but neither the pending limit (one offer per duel and player) nor
+    # the switch (they just played): the hourly budget, both free, no block.
+    facts = dataclasses.replace(_creation_facts(session, user_id, opponent), pending_out=0,
+                                opponent_accepts_challenges=True)
+    refusal = creation_refusal(facts, limits_of(config))
+    if refusal is not None:
+        raise refusal
     length = round((duel.deadline - duel.started_at).total_seconds())
     challenge = _insert(session, ChallengeKind.REMATCH, user_id, opponent_id, duel.rated, length, config.rematch_ttl,
                         rematch_of=duel_id)

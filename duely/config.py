@@ -72,7 +72,7 @@ class Config:
     open_challenge_ttl: float = _setting(86400.0, "An open challenge (invite link) expires after this long (duration)", "duration")
     rematch_ttl: float = _setting(60.0, "A rematch offer expires after this long (duration)", "duration")
     challenge_max_pending: int = _setting(5, "Pending challenges one player may have out at once (rematch offers not counted)", "int")
-    challenge_max_per_hour: int = _setting(20, "Challenges one player may create per hour (rematch offers not counted)", "int")
+    challenge_max_per_hour: int = _setting(20, "Challenges and rematch offers one player may create per hour", "int")
     # Event log
     event_retention: float = _setting(7 * 86400.0, "Events older than this are pruned; older last_event_id gets 410 (duration)", "duration")
     sse_heartbeat: float = _setting(15.0, "An idle event stream (SSE) writes a heartbeat comment this often (duration)",

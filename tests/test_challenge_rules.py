@@ -50,7 +50,7 @@ def test_rate_limits_say_when_to_come_back():
 
 
 def test_acceptance_refusals_and_their_order():
-    ok = AcceptanceFacts(challenger_id=1, accepter_id=2, open_to_all=True, pending=True, blocked=False,
+    ok = AcceptanceFacts(challenger_id=1, accepter_id=2, pending=True, blocked=False,
                          accepter_in_duel=False, challenger_in_duel=False)
 
     def why(**changes):

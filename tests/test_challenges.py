@@ -371,6 +371,19 @@ def test_rate_limits_answer_429_with_retry_after(make_user, db):
     ok(challenge(bob, alice))  # per player
 
 
+def test_rematch_offers_share_the_hourly_budget(make_user, db, duel_between):
+    alice, bob = make_user("alice"), make_user("bob")
+    duel_id = duel_between(alice, bob)
+    ok(alice.post(f"/api/duels/{duel_id}/resign"), 202)
+    for _ in range(19):  # offer, cancel, offer again...: 19 offers and 1 challenge make the hour's 20
+        ok(alice.post(f"/api/challenges/{ok(alice.post(f'/api/duels/{duel_id}/rematch'))['id']}/cancel"), 200)
+    ok(alice.post(f"/api/challenges/{ok(challenge(alice, None))['id']}/cancel"), 200)
+    assert error_code(alice.post(f"/api/duels/{duel_id}/rematch"), 429) == "rate_limited"
+    assert error_code(challenge(alice, None), 429) == "rate_limited"
+    assert event_types(db, bob.id).count("rematch_offered") == 19
+    ok(bob.post(f"/api/duels/{duel_id}/rematch"))  # bob's own budget
+
+
 # -- expiry ----------------------------------------------------------------------------------------
 
 def test_expiry_named_open_and_rematch(make_user, db, runtime):

@@ -140,7 +140,7 @@ def accept_challenge(challenge_id: str):
 
 @blp.route("/challenges/<challenge_id>/decline", methods=["POST"])
 @login_required
-@blp.arguments(DeclineSchema)
+@blp.arguments(DeclineSchema, required=False)
 @blp.response(200, ChallengeSchema)
 @blp.doc(security=BEARER)
 def decline_challenge(body, challenge_id: str):
@@ -180,7 +180,7 @@ def get_settings():
 
 @blp.route("/users/me/settings", methods=["PATCH"])
 @login_required
-@blp.arguments(SettingsPatchSchema)
+@blp.arguments(SettingsPatchSchema, required=False)
 @blp.response(200, SettingsSchema)
 @blp.doc(security=BEARER)
 def patch_settings(body):
