@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 from sqlalchemy import text
@@ -104,11 +105,13 @@ def test_a_ticket_is_only_as_good_as_its_token_and_expires(client, config, make_
 class Server:
     """gunicorn with Duely's config and worker class, restartable on the same port."""
 
-    def __init__(self, database_url: str, secret_key: str, log_path: Path, **settings):
+    def __init__(self, database_url: str, secret_key: str, log_path: Path, gunicorn_args: str = "", **settings):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **to_environ(Config(database_url=database_url, secret_key=secret_key, port=self.port,
                                                       workers=1, log_level="WARNING", **settings))}
+        if gunicorn_args:
+            self.env["GUNICORN_CMD_ARGS"] = gunicorn_args  # gunicorn's own settings, over gunicorn_conf.py
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
 
@@ -133,8 +136,8 @@ class Server:
 def make_server(database_url, config, db, tmp_path):
     servers: list[Server] = []
 
-    def factory(**settings) -> Server:
-        server = Server(database_url, config.secret_key, tmp_path / f"gunicorn-{len(servers)}.log", **settings)
+    def factory(gunicorn_args: str = "", **settings) -> Server:
+        server = Server(database_url, config.secret_key, tmp_path / f"gunicorn-{len(servers)}.log", gunicorn_args, **settings)
         servers.append(server)
         server.start()
         return server
@@ -244,6 +247,27 @@ def test_an_idle_stream_sends_heartbeats(make_server, make_poller):
     stream = EventStream(f"{server.base}/api/stream", alice.headers)
     assert stream.next_frame() == "retry: 2000"
     assert [stream.next_frame(), stream.next_frame()] == [": heartbeat", ": heartbeat"]
+    stream.close()
+
+
+def test_a_stream_outlives_gunicorns_worker_timeout(make_server, make_poller, append_event):
+    """gunicorn's `timeout` (90 s in gunicorn_conf.py; 2 s here) is the gevent worker's heartbeat to
+    the arbiter, not a limit per request: a stream held three times as long is not cut, and its
+    worker is not restarted."""
+    server = make_server(gunicorn_args="--timeout 2", sse_heartbeat=0.5)
+    alice = make_poller()
+    stream = EventStream(f"{server.base}/api/stream", alice.headers)
+    workers = {c.pid for c in psutil.Process(server.proc.pid).children()}
+    until = time.monotonic() + 6
+    heartbeats = 0
+    while time.monotonic() < until:
+        frame = stream.next_frame()
+        assert frame is not None, "the stream was cut"
+        heartbeats += frame == ": heartbeat"
+    append_event(alice.id)
+    assert [e["id"] for e in stream.next_events(1)] == [1]
+    assert heartbeats >= 3
+    assert {c.pid for c in psutil.Process(server.proc.pid).children()} == workers
     stream.close()
 
 
