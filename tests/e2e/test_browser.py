@@ -703,24 +703,26 @@ def _rematch(alice: Player, bob: Player, expect) -> None:
     alice.shot("12-rematch-started")
 
 
-def test_spectator_watches_a_duel_end(instant_stack, browser):
+@pytest.mark.parametrize("sse", [True, False], ids=["sse", "long-polling"])
+def test_spectator_watches_a_duel_end(instant_stack, browser, sse):
     """Carol finds a duel between two bots on the Live duels page and watches it: both players'
-    verdicts as they come (never their code while it runs), then the result, then the code."""
+    verdicts as they come (never their code while it runs), then the result, then the code.
+    Over Server-Sent Events, and in a browser without EventSource, by long polling."""
     from playwright.sync_api import expect
 
     stack = instant_stack
-    carol = Player(browser, stack.url, "carol")
-    streams: list[str] = []
-    carol.page.on("request", lambda r: "/stream" in r.url and streams.append(r.url))
+    carol = Player(browser, stack.url, "carol", sse=sse)
+    requests_seen: list[str] = []
+    carol.page.on("request", lambda r: requests_seen.append(r.url))
     try:
-        _spectate(stack, carol, expect, streams)
+        _spectate(stack, carol, expect, requests_seen, sse)
     except BaseException:
         _fail_report(stack, (carol,))
         raise
     assert unexpected_console(carol, []) == []
 
 
-def _spectate(stack, carol: Player, expect, streams: list[str]) -> None:
+def _spectate(stack, carol: Player, expect, requests_seen: list[str], sse: bool) -> None:
     alice, bob = HttpPlayer(stack.url, "alice"), HttpPlayer(stack.url, "bob")
     carol.register()
     for p in (alice, bob):
@@ -771,8 +773,14 @@ def _spectate(stack, carol: Player, expect, streams: list[str]) -> None:
     expect(carol.by("submission-code")).to_have_count(3)
     expect(carol.by("rematch-button")).to_have_count(0)
     carol.shot("15-spectator-result")
-    # The page followed the duel over Server-Sent Events, authenticated by a ticket.
-    assert any(f"/api/duels/{duel_id}/stream?" in url and "ticket=" in url for url in streams), streams
+    # The page followed the duel over Server-Sent Events, authenticated by a ticket, or else by
+    # long polls on the duel's log.
+    streams = [url for url in requests_seen if f"/api/duels/{duel_id}/stream?" in url]
+    polls = [url for url in requests_seen if f"/api/duels/{duel_id}/updates?" in url]
+    if sse:
+        assert streams and all("ticket=" in url for url in streams), streams
+    else:
+        assert polls and not streams, (polls, streams)
 
 
 def test_event_stream_bad_days(make_stack, start_devtaski, browser):
