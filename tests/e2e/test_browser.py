@@ -647,8 +647,8 @@ def _invite(stack, alice: Player, bob: Player, carol: Player, expect) -> None:
 
 
 def test_rematch_offered_and_accepted(instant_stack, browser):
-    """After a duel Alice offers a rematch; Bob sees the offer on his result screen, accepts,
-    and both are in a new duel on another task."""
+    """After an unrated duel (no rating moves) Alice offers a rematch; Bob sees the offer on his
+    result screen, also after a reload, accepts, and both are in a new unrated duel on another task."""
     from playwright.sync_api import expect
 
     stack = instant_stack
@@ -666,12 +666,14 @@ def _rematch(alice: Player, bob: Player, expect) -> None:
     alice.register()
     bob.register()
     # The first duel, from a challenge (set up over the API; the UI path is tested above).
-    challenge = alice.api("POST", "/api/challenges", json={"to": "bob", "rated": True})
+    challenge = alice.api("POST", "/api/challenges", json={"to": "bob", "rated": False})
     expect(bob.by("incoming-challenge")).to_have_count(1, timeout=EVENT_MS)
     bob.by("accept-challenge").click()
     first = _on_duel(bob, expect)
     _on_duel(alice, expect, first)
     first_task = alice.by("duel-screen").get_attribute("data-task-id")
+    expect(alice.by("unrated-tag")).to_be_visible()
+    expect(alice.by("player-stakes")).to_have_count(0)
     assert bob.api("GET", f"/api/challenges/{challenge['id']}")["duel_id"] == int(first)
 
     # Alice wins at once (the instant judge accepts a solution without a verdict marker).
@@ -679,6 +681,8 @@ def _rematch(alice: Player, bob: Player, expect) -> None:
     alice.by("submit-button").click()
     for p, outcome in ((alice, "won"), (bob, "lost")):
         expect(p.by("duel-result")).to_have_attribute("data-outcome", outcome, timeout=JUDGE_MS)
+        expect(p.by("unrated-note")).to_be_visible()
+        assert p.api("GET", "/api/users/me")["rating"] == 1500
 
     # Alice offers a rematch: she waits; Bob sees the offer where the result is.
     alice.by("rematch-button").click()
@@ -692,13 +696,13 @@ def _rematch(alice: Player, bob: Player, expect) -> None:
     expect(alice.by("rematch-waiting")).to_be_visible()
     bob.by("accept-rematch").click()
 
-    # A new duel for both, on another task, rated like the first.
+    # A new duel for both, on another task, unrated like the first.
     second = _on_duel(bob, expect)
     assert second != first
     _on_duel(alice, expect, second)
     assert alice.by("duel-screen").get_attribute("data-task-id") != first_task
     duel = alice.api("GET", f"/api/duels/{second}")
-    assert duel.get("rated", True) is True
+    assert duel["rated"] is False
     expect(bob.by("incoming-challenge")).to_have_count(0)
     alice.shot("12-rematch-started")
 

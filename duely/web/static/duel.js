@@ -410,7 +410,8 @@ export class DuelView {
       h("div", { class: "result-main" },
         h("div", { class: "result-title", testid: "result-title" }, title),
         h("div", { class: "result-reason", testid: "result-reason" }, why)),
-      h("ul", { class: "rating-changes" }, duel.players.map((p) => {
+      duel.rated === false ? h("p", { class: "muted", testid: "unrated-note" }, "Unrated duel: no rating changed.") : null,
+      duel.rated === false ? null : h("ul", { class: "rating-changes" }, duel.players.map((p) => {
         const delta = duel.rating_changes?.[p.user_id] ?? 0;
         return h("li", { testid: "rating-change", dataset: { userId: String(p.user_id), delta: String(delta) } },
           h("span", { class: "rc-name" }, p.nickname), " ",

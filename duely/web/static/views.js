@@ -294,7 +294,7 @@ export class HistoryView {
         h("span", { class: "hi-title" }, duel.task?.title ?? "Task"),
         h("span", { class: "muted" }, `vs ${them?.nickname ?? "?"} (${them?.rating_before ?? "?"}) · ${dateTimeOf(duel.started_at)}`)),
       h("span", { class: `hi-delta ${delta > 0 ? "up" : delta < 0 ? "down" : "same"}` },
-        delta === undefined ? "" : signed(delta)),
+        duel.rated === false ? "unrated" : delta === undefined ? "" : signed(delta)),
       h("span", { class: "muted hi-rating" }, me?.rating_after ? `→ ${me.rating_after}` : "")));
   }
 }
