@@ -6,13 +6,17 @@
 import { dateTimeOf, fill, h } from "./dom.js";
 import { ratingText } from "./chart.js";
 
+// docs/api.md, the challenge object's decline_reason.
 export const DECLINE_REASONS = [
   ["generic", "No, thanks"],
   ["later", "Not now, later"],
   ["too_strong", "Too strong for me"],
   ["too_weak", "Too weak for me"],
+  ["duration", "Not that long / short"],
   ["casual", "Only unrated duels"],
   ["rated", "Only rated duels"],
+  ["no_bot", "No bots, please"],
+  ["only_bot", "Only bots, please"],
 ];
 export const DURATIONS = [[300, "5 minutes"], [600, "10 minutes"], [900, "15 minutes"], [1800, "30 minutes"], [3600, "1 hour"]];
 const LIFECYCLE = new Set(["challenge_accepted", "challenge_declined", "challenge_canceled", "challenge_expired"]);
