@@ -4,8 +4,8 @@ authenticates an event stream (`?ticket=`, docs/api.md "Server-Sent Events").
 A ticket is derived from the caller's bearer token: it names the token (by its keyed hash, the
 key of `auth_tokens`), carries an expiry, and is signed with SECRET_KEY. Nothing is stored.
 It expires after STREAM_TICKET_TTL or with its token, whichever comes first, and it is only as
-good as its token: every use checks the token is still known, unexpired and not revoked (the
-personal stream's reads check it in the read statement itself). It is reusable until then,
+good as its token: every read of a stream checks the token is still known, unexpired and not
+revoked, in the read statement itself (duely/eventlog/store.py). It is reusable until then,
 because EventSource reconnects with the same URL. The raw token never appears in a URL.
 """
 
@@ -59,13 +59,3 @@ def token_hash_of(ticket: str, secret_key: str) -> str:
         raise errors.Unauthorized("The stream ticket has expired; get a new one from POST /api/stream-tickets.")
     return token_hash
 
-
-def user_of_token_hash(session: Session, token_hash: str) -> int:
-    """The user a still-valid token (by hash) belongs to; Unauthorized otherwise."""
-    user_id = session.execute(
-        select(AuthToken.user_id).where(AuthToken.token_hash == token_hash, AuthToken.revoked_at.is_(None),
-                                        AuthToken.expires_at > utcnow())
-    ).scalar_one_or_none()
-    if user_id is None:
-        raise errors.Unauthorized("The token is missing, unknown, expired or revoked.")
-    return user_id

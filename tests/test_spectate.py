@@ -185,6 +185,12 @@ def test_duel_log_errors(client, db, players, make_poller):
     assert unknown.status_code == 404 and unknown.get_json()["error"]["code"] == "not_found"
     anonymous = client.get(f"/api/duels/{duel_id}/updates")
     assert anonymous.status_code == 401
+    # The token is checked by the read itself, and first: a bad token learns nothing about duels or the query.
+    stranger = {"Authorization": "Bearer not-a-token"}
+    for path in (f"/api/duels/{duel_id}/updates", f"/api/duels/{duel_id + 1000}/updates",
+                 f"/api/duels/{duel_id}/updates?limit=0"):
+        resp = client.get(path, headers=stranger)
+        assert resp.status_code == 401 and resp.get_json()["error"]["code"] == "unauthorized", path
     bad = duel_log(client, carol, duel_id, limit=0)
     assert bad.status_code == 400 and bad.get_json()["error"]["code"] == "validation_error"
     # 410 once the events after the cursor are pruned (EVENT_RETENTION), with the id to continue from.
@@ -229,16 +235,23 @@ def test_spectators_hold_no_connection_write_no_presence_and_one_notification_wa
     duel_id = start_duel(db, alice.id, bob.id)
     sid = submit(db, alice.id, duel_id)
     watchers = [make_poller() for _ in range(20)]
+    reads_before = runtime.reader().reads
     with ThreadPoolExecutor(len(watchers)) as pool:
         started = time.monotonic()
         held = [pool.submit(lambda w=w: client.get(f"/api/duels/{duel_id}/updates",
                                                    query_string={"last_event_id": 2, "timeout": 30}, headers=w.headers))
                 for w in watchers]
+        reader = runtime.reader()
+
+        def all_held() -> bool:  # every poll has had its first read and waits
+            return updates_listener.waiter_count() == len(watchers) and reader.reads >= reads_before + len(watchers) \
+                and reader.in_use == 0
+
         deadline = time.monotonic() + 15
-        while updates_listener.waiter_count() < len(watchers) and time.monotonic() < deadline:
+        while not all_held() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert updates_listener.waiter_count() == len(watchers)  # one waiter each, on the one listener
-        assert runtime.reader().in_use == 0  # held without a database connection
+        assert reader.in_use == 0  # held without a database connection
         assert updates_listener.waiting_user_ids() == []  # spectators are nobody's presence
         notifications = updates_listener.notifications
         apply(db, message(sid, 1, "verdict", "Accepted"))

@@ -6,10 +6,10 @@ from __future__ import annotations
 from flask import Response
 from marshmallow import Schema, fields, validate
 
-from duely import duels
-from duely.api.common import BEARER, ID_MAX, Blueprint, login_required, services
+from duely import auth, duels
+from duely.api.common import BEARER, ID_MAX, Blueprint, bearer_token, login_required, services
 from duely.api.duels import HistorySchema
-from duely.api.updates import UpdatesQuerySchema
+from duely.api.updates import UpdatesQuerySchema, unauthorized_before_invalid
 from duely.eventlog import poll as polling
 from duely.eventlog.types import DUEL_EVENT_TYPES, DUEL_PAYLOADS
 from duely.statuses import DuelStatus
@@ -57,7 +57,7 @@ _QUERY = UpdatesQuerySchema()
 
 
 @blp.route("/duels/<id:duel_id>/updates", methods=["GET"])
-@login_required
+@unauthorized_before_invalid
 @blp.arguments(_QUERY, location="query", as_kwargs=True)
 @blp.response(200, DuelUpdatesSchema)
 @blp.doc(security=BEARER)
@@ -65,6 +65,9 @@ def get_duel_updates(duel_id: int, last_event_id: int, timeout: float, limit: in
     """Events of a duel's public log after `last_event_id`, at once or as soon as one is
     committed (long poll; anyone signed in). The duel-log event types: duel_started,
     submission, duel_finished. 404 for an unknown duel; 400/410 as GET /api/updates."""
-    updates = polling.poll_duel(services().runtime, duel_id, last_event_id, timeout, limit)
+    svc = services()
+    # The token is checked by the poll's own read (no round trip for authentication), as for GET /api/updates.
+    token_hash = auth.hash_token(svc.config.secret_key, bearer_token() or "")
+    updates = polling.poll_duel(svc.runtime, duel_id, token_hash, last_event_id, timeout, limit)
     body = f'{{"events":{updates.events_json},"last_event_id":{updates.last_event_id}}}'
     return Response(body, 200, {"Cache-Control": "no-store"}, mimetype="application/json")

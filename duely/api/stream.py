@@ -127,9 +127,9 @@ def get_stream(last_event_id: int, ticket: str | None):
 @blp.doc(**_STREAM_DOC)
 def get_duel_stream(duel_id: int, last_event_id: int, ticket: str | None):
     """A duel's public log as Server-Sent Events (the same events as GET /api/duels/{id}/updates)."""
-    svc = services()
-    with svc.db.transaction() as session:
-        g.user_id = stream_tickets.user_of_token_hash(session, g.stream_token_hash)
-    req = PollRequest(PollKey.duel(duel_id), _after_id(last_event_id), 0, POLL_LIMIT_DEFAULT, refresh_presence=False)
-    _, first = hold(svc.runtime.reader(), svc.runtime.listener(), req, duel_id)
+    runtime = services().runtime
+    # Read as the token's holder: every read re-checks the token (revoked: the stream ends).
+    req = PollRequest(PollKey.duel(duel_id, g.stream_token_hash), _after_id(last_event_id), 0, POLL_LIMIT_DEFAULT,
+                      refresh_presence=False)
+    _, first = hold(runtime.reader(), runtime.listener(), req, duel_id)
     return _event_stream(req, duel_id, first)

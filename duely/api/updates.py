@@ -60,7 +60,7 @@ class UpdatesSchema(Schema):
     last_event_id = fields.Integer()
 
 
-def _unauthorized_before_invalid(view: Callable[..., T]) -> Callable[..., T]:
+def unauthorized_before_invalid(view: Callable[..., T]) -> Callable[..., T]:
     """Authentication is part of the poll's single read (eventlog.poll.poll), which runs after the
     query is validated; this keeps the order of `login_required` anyway: no token, or a bad
     token with a bad query, is 401 rather than 400."""
@@ -80,7 +80,7 @@ def _unauthorized_before_invalid(view: Callable[..., T]) -> Callable[..., T]:
 
 
 @blp.route("/updates", methods=["GET"])
-@_unauthorized_before_invalid
+@unauthorized_before_invalid
 @blp.arguments(UpdatesQuerySchema(), location="query", as_kwargs=True)  # an instance: no schema build per request
 @blp.response(200, UpdatesSchema)
 @blp.doc(security=BEARER)

@@ -53,18 +53,19 @@ def poll(runtime: Runtime, token_hash: str, after_id: int, timeout_secs: float,
     return user_id, updates
 
 
-def poll_duel(runtime: Runtime, duel_id: int, after_id: int, timeout_secs: float,
+def poll_duel(runtime: Runtime, duel_id: int, token_hash: str, after_id: int, timeout_secs: float,
               limit: int = POLL_LIMIT_DEFAULT) -> Updates:
-    """One long poll on duel `duel_id`'s public log (spectators): the same rules as `poll`
-    (400 ahead of the log, 410 pruned, no connection held while waiting); NotFound for an
-    unknown duel. The caller has checked who asks (anyone signed in)."""
-    request = PollRequest(PollKey.duel(duel_id), after_id, timeout_secs, limit, refresh_presence=False)
+    """One long poll on duel `duel_id`'s public log for the holder of a bearer token (anyone
+    signed in may watch): the same rules as `poll` (the token checked by the read itself, 400
+    ahead of the log, 410 pruned, no connection held while waiting); Unauthorized for a bad
+    token, then NotFound for an unknown duel. Writes no presence."""
+    request = PollRequest(PollKey.duel(duel_id, token_hash), after_id, timeout_secs, limit, refresh_presence=False)
     return hold(runtime.reader(), runtime.listener(), request, duel_id)[1]
 
 
 def wake_key(key: PollKey, owner_id: int) -> WakeKey:
     """What a poll on `key`'s log subscribes to, once its owner (user or duel id) is known."""
-    return duel_key(owner_id) if key.kind is KeyKind.DUEL else owner_id
+    return duel_key(owner_id) if key.is_duel else owner_id
 
 
 def hold(reader: BatchedReader, listener: Listener, request: PollRequest, user_id: int | None) -> tuple[int, Updates]:
@@ -84,11 +85,13 @@ def hold(reader: BatchedReader, listener: Listener, request: PollRequest, user_i
                 waiter.clear()  # a wake-up arriving during the read below triggers one more read
             row = reader.read(request.key, after_id, request.limit, presence=first and request.refresh_presence)
             if row is None:
-                if request.key.kind is KeyKind.TOKEN:
+                if request.key.kind in (KeyKind.TOKEN, KeyKind.DUEL_AS):
                     raise errors.Unauthorized("The token is missing, unknown, expired or revoked.")
                 if request.key.kind is KeyKind.DUEL:
                     raise errors.NotFound("No such duel.")
                 raise errors.NotFound("No such user.")
+            if row[1] is None:  # DUEL_AS: the token is good, the duel unknown
+                raise errors.NotFound("No such duel.")
             user_id = row[1]
             first = False
             updates = updates_from_row(row, after_id)

@@ -127,18 +127,22 @@ class BatchedReader:
     def _execute(self, conn: psycopg.Connection, batch: list[_Read]) -> None:
         self.statements += 1
         self.reads += len(batch)
-        for kind in (KeyKind.TOKEN, KeyKind.USER, KeyKind.DUEL):
+        for kind in KeyKind:
             group = [r for r in batch if r.key.kind is kind]
             for start in range(0, len(group), _BATCH_SIZES[-1]):
                 chunk = group[start:start + _BATCH_SIZES[-1]]
                 size = next(n for n in _BATCH_SIZES if n >= len(chunk))
                 pad = size - len(chunk)  # padding rows have a NULL key: they match nothing
-                params = read_params([r.key.value for r in chunk] + [None] * pad, [r.after_id for r in chunk] + [0] * pad,
-                                      [r.limit for r in chunk] + [1] * pad)
+                keys: list[Any] = [r.key.value for r in chunk]
+                tokens: list[str | None] | None = None
+                if kind is KeyKind.DUEL_AS:  # (duel id, token hash)
+                    keys, tokens = [k[0] for k in keys], [k[1] for k in keys] + [None] * pad
+                params = read_params(keys + [None] * pad, [r.after_id for r in chunk] + [0] * pad,
+                                     [r.limit for r in chunk] + [1] * pad, tokens)
                 for row in conn.execute(read_sql(kind, size), params).fetchall():
                     chunk[row[0] - 1].row = row
         # Presence for the whole batch in one upsert (throttled per user, see duely/eventlog/presence.py).
-        due = [uid for uid in {r.row[1] for r in batch if r.presence and r.row is not None and r.key.kind is not KeyKind.DUEL}
+        due = [uid for uid in {r.row[1] for r in batch if r.presence and r.row is not None and not r.key.is_duel}
                if self._throttle.claim_write(uid)]
         if due:
             conn.execute(presence.UPSERT_SQL, {"ids": sorted(due)})

@@ -46,7 +46,8 @@ PRUNE_BATCH_SIZE = 5000
 class KeyKind(StrEnum):
     USER = "user"
     TOKEN = "token"
-    DUEL = "duel"
+    DUEL = "duel"  # a duel's public log, by duel id (tests and code that need not check who reads)
+    DUEL_AS = "duel_as"  # a duel's public log for the holder of a bearer token (spectators' polls)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +68,11 @@ LOGS = (USER_LOG, DUEL_LOG)
 @dataclass(frozen=True, slots=True)
 class PollKey:
     """Whose log a read is for: a user id (code that knows the user), or the hash of a bearer
-    token (a poll, authenticated by the read itself; an unknown token matches no log)."""
+    token (a poll, authenticated by the read itself; an unknown token matches no log); or a
+    duel's log, by duel id, or by (duel id, token hash) for a spectator authenticated by the read."""
 
     kind: KeyKind
-    value: int | str
+    value: int | str | tuple[int, str]
 
     @classmethod
     def user(cls, user_id: int) -> PollKey:
@@ -81,12 +83,14 @@ class PollKey:
         return cls(KeyKind.TOKEN, token_hash)
 
     @classmethod
-    def duel(cls, duel_id: int) -> PollKey:
-        return cls(KeyKind.DUEL, duel_id)
+    def duel(cls, duel_id: int, token_hash: str | None = None) -> PollKey:
+        if token_hash is None:
+            return cls(KeyKind.DUEL, duel_id)
+        return cls(KeyKind.DUEL_AS, (duel_id, token_hash))
 
     @property
-    def log(self) -> Log:
-        return DUEL_LOG if self.kind is KeyKind.DUEL else USER_LOG
+    def is_duel(self) -> bool:
+        return self.kind in (KeyKind.DUEL, KeyKind.DUEL_AS)
 
 
 _LOCK_USERS = text("SELECT id FROM users WHERE id = ANY(:ids) ORDER BY id FOR UPDATE")
@@ -115,7 +119,7 @@ _APPEND_DUEL = text(_APPEND_SQL.format(events=DUEL_LOG.events, owners=DUEL_LOG.o
 # so the same SQL also runs on a Session (the tests' `read_since`, tests/fixtures/events.py).
 _READ_SQL = """
     SELECT q.i, u.id, u.last_event_id, e.first_id, e.last_id, e.n, e.list
-    FROM (VALUES {values}) AS q(key, after_id, lim, i)
+    FROM (VALUES {values}) AS q({columns})
     {join_user}
     CROSS JOIN LATERAL (
         SELECT min(id) AS first_id, max(id) AS last_id, count(*) AS n,
@@ -134,26 +138,37 @@ _JOIN_USER = {
     # known hash, not revoked, not expired): a poll costs no round trip for authentication.
     KeyKind.TOKEN: "JOIN auth_tokens t ON t.token_hash = q.key AND t.revoked_at IS NULL AND t.expires_at > now()"
                    " JOIN users u ON u.id = t.user_id",
-    # A duel's public log: the owner row is the duel (anyone signed in may read it; the API
-    # checked the caller before the poll).
+    # A duel's public log: the owner row is the duel.
     KeyKind.DUEL: "JOIN duels u ON u.id = q.key",
+    # ...read for a spectator: anyone signed in may, so the token is checked in the same
+    # statement, as for a personal poll; an unknown duel is a row with a NULL duel (404), an
+    # unknown token no row (401).
+    KeyKind.DUEL_AS: "JOIN auth_tokens t ON t.token_hash = q.tok AND t.revoked_at IS NULL AND t.expires_at > now()"
+                     " LEFT JOIN duels u ON u.id = q.key",
 }
-_KEY_TYPE = {KeyKind.USER: "bigint", KeyKind.TOKEN: "text", KeyKind.DUEL: "bigint"}
+_KEY_TYPE = {KeyKind.USER: "bigint", KeyKind.TOKEN: "text", KeyKind.DUEL: "bigint", KeyKind.DUEL_AS: "bigint"}
 
 
 @functools.cache
 def read_sql(kind: KeyKind, size: int) -> str:
-    """The read statement for `size` polls keyed by user id, by token hash or by duel id."""
-    values = ", ".join(f"(CAST(%(k{j})s AS {_KEY_TYPE[kind]}), CAST(%(a{j})s AS bigint), CAST(%(l{j})s AS int), {j + 1})"
+    """The read statement for `size` polls keyed by user id, by token hash or by duel id (with a
+    token hash for DUEL_AS: `read_params`' `tokens`)."""
+    with_token = kind is KeyKind.DUEL_AS
+    values = ", ".join(f"(CAST(%(k{j})s AS {_KEY_TYPE[kind]}), CAST(%(a{j})s AS bigint), CAST(%(l{j})s AS int), {j + 1}"
+                       + (f", CAST(%(t{j})s AS text))" if with_token else ")")
                        for j in range(size))
-    log = DUEL_LOG if kind is KeyKind.DUEL else USER_LOG
-    return _READ_SQL.format(values=values, join_user=_JOIN_USER[kind], events=log.events, owner_column=log.owner_column)
+    log = DUEL_LOG if kind in (KeyKind.DUEL, KeyKind.DUEL_AS) else USER_LOG
+    return _READ_SQL.format(values=values, columns="key, after_id, lim, i" + (", tok" if with_token else ""),
+                            join_user=_JOIN_USER[kind], events=log.events, owner_column=log.owner_column)
 
 
-def read_params(keys: Sequence[int | str | None], afters: Sequence[int], limits: Sequence[int]) -> dict[str, Any]:
+def read_params(keys: Sequence[int | str | None], afters: Sequence[int], limits: Sequence[int],
+                tokens: Sequence[str | None] | None = None) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for j, (key, after_id, limit) in enumerate(zip(keys, afters, limits, strict=True)):
         params[f"k{j}"], params[f"a{j}"], params[f"l{j}"] = key, after_id, limit
+    for j, token in enumerate(tokens or ()):
+        params[f"t{j}"] = token
     return params
 
 
