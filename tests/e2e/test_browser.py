@@ -1,7 +1,9 @@
 """The web page on the real stack, in a real browser: two players in two browser contexts play
 a whole duel through the UI only (register, queue, submit, a lost answer retried, a reload in
 the middle, the result, history, log out and in); then the code editor (CodeMirror) on its
-own, typed into key by key.
+own, typed into key by key; then challenges (a named one declined with a reason, an invite
+link accepted in another context), a rematch offered and accepted, and a third context
+watching a duel live to its end.
 
 Headless Debian Chromium driven by pip playwright (`playwright install` cannot download
 browsers here). Screenshots of the key steps go to test-artifacts/browser/; with
@@ -72,11 +74,14 @@ def browser():
 class Player:
     """One person with their own browser context (own localStorage), using only the page."""
 
-    def __init__(self, browser, base_url: str, nickname: str):
+    def __init__(self, browser, base_url: str, nickname: str, sse: bool = True):
         self.base_url, self.nickname = base_url, nickname
         # The clipboard: write() pastes code into the editor, as people do.
         self.context = browser.new_context(viewport=VIEWPORT, permissions=["clipboard-read", "clipboard-write"])
         self.context.add_init_script(RECORD_STATUSES)
+        if not sse:
+            # A browser without EventSource: the page follows its logs by long polling only.
+            self.context.add_init_script("delete window.EventSource;")
         self.page = self.context.new_page()
         self.console: list[str] = []
         self.submit_bodies: list[dict] = []
@@ -133,10 +138,11 @@ class Player:
         except Exception:
             raise AssertionError(f"editor text {self.code()!r}, expected {text!r}") from None
 
-    def api(self, method: str, path: str) -> dict:
+    def api(self, method: str, path: str, json: dict | None = None) -> dict:
         """The API as this player, with the token the page keeps (for checks only)."""
         token = self.page.evaluate("localStorage.getItem('duely.token')")
-        resp = requests.request(method, self.base_url + path, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        resp = requests.request(method, self.base_url + path, headers={"Authorization": f"Bearer {token}"}, json=json,
+                                timeout=30)
         assert resp.ok, resp.text
         return resp.json() if resp.content else {}
 
@@ -307,11 +313,13 @@ def _play(stack, alice: Player, bob: Player, expect) -> None:
 def test_reconnect_expired_log_resign_and_revoked_token(make_stack, devtaski, browser):
     """The event loop's bad days, forced with request routing: polls that fail (backoff, then
     on), a 410 events_expired (full resync, then on from the id in the error body), a resign
-    through the page's confirm dialog, and a token revoked elsewhere (401 logs the page out)."""
+    through the page's confirm dialog, and a token revoked elsewhere (401 logs the page out).
+    In a browser without EventSource, so the page long-polls (the fallback of its SSE loop;
+    test_event_stream_bad_days covers the stream)."""
     from playwright.sync_api import expect
 
     stack = make_stack(devtaski.url)
-    alice = Player(browser, stack.url, "alice")
+    alice = Player(browser, stack.url, "alice", sse=False)
     try:
         _bad_days(alice, HttpPlayer(stack.url, "bob"), expect)
     except BaseException:
@@ -485,7 +493,8 @@ def _edit(alice: Player, bob: HttpPlayer, expect) -> None:
 
     # Ctrl+Enter submits exactly the editor's text, in the chosen language (no blank line added).
     content.click()
-    with alice.page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/submit"), timeout=UI_MS):
+    # (Its answer, not just the request: the check below reads what the server stored.)
+    with alice.page.expect_response(lambda r: r.request.method == "POST" and r.url.endswith("/submit"), timeout=UI_MS):
         alice.page.keyboard.press("Control+Enter")
     assert alice.submit_bodies[-1]["solution"] == cpp_code == alice.code()
     assert alice.submit_bodies[-1]["language"] == "cpp"
@@ -493,3 +502,388 @@ def _edit(alice: Player, bob: HttpPlayer, expect) -> None:
     stored = alice.api("GET", f"/api/duels/{duel_id}/submissions")["submissions"]
     assert [(s["solution"], s["language"]) for s in stored] == [(cpp_code, "cpp")]
     alice.shot("7-editor")
+
+
+# -- challenges, rematch, spectating (issue 15) ------------------------------------------------
+
+
+def _fail_report(stack, players) -> None:
+    for p in players:
+        p.shot(f"failure-{p.nickname}")
+    print(stack.logs())
+    print({p.nickname: p.console for p in players})
+
+
+def _on_duel(player: Player, expect, duel_id=None) -> str:
+    screen = player.by("duel-screen")
+    expect(screen).to_have_attribute("data-status", "active", timeout=MATCH_MS)
+    if duel_id is not None:
+        expect(screen).to_have_attribute("data-duel-id", str(duel_id), timeout=EVENT_MS)
+    return screen.get_attribute("data-duel-id")
+
+
+def test_challenge_declined_and_invite_link_accepted(instant_stack, browser):
+    """Bob challenges Alice from the leaderboard; she sees it live and declines with a reason,
+    which Bob is told. With challenges turned off, or Bob blocked on his profile, his next ones
+    are refused; unblocked, one from her profile goes through and he cancels it. Then Alice
+    creates an open challenge; its invite link, opened in Carol's browser (who signs up on the
+    way), starts the duel for both."""
+    from playwright.sync_api import expect
+
+    stack = instant_stack
+    alice, bob, carol = (Player(browser, stack.url, n) for n in ("alice", "bob", "carol"))
+    try:
+        _invite(stack, alice, bob, carol, expect)
+    except BaseException:
+        _fail_report(stack, (alice, bob, carol))
+        raise
+    assert unexpected_console(bob, ["status of 403"]) == []      # the two refused challenges
+    for p in (alice, carol):
+        assert unexpected_console(p, []) == [], p.nickname
+
+
+def _invite(stack, alice: Player, bob: Player, carol: Player, expect) -> None:
+    alice.register()
+    bob.register()
+
+    # A named challenge, from the leaderboard: Alice gets it at once, on whatever page she is.
+    bob.page.reload()
+    bob.at(f"[data-testid=leaderboard-row][data-user-id='{alice.id}'] [data-testid=challenge-button]").click()
+    expect(bob.by("challenge-dialog")).to_be_visible()
+    bob.by("challenge-rated").uncheck()
+    bob.by("challenge-duration").select_option("600")
+    bob.by("challenge-send").click()
+    expect(bob.by("challenge-dialog")).to_have_count(0)
+    mine = bob.by("outgoing-challenge")
+    expect(mine).to_have_count(1)
+    expect(mine).to_contain_text("Challenge to alice")
+    expect(mine).to_contain_text("unrated · 10 min")
+    incoming = alice.by("incoming-challenge")
+    expect(incoming).to_have_count(1, timeout=EVENT_MS)
+    expect(incoming).to_contain_text("bob")
+    expect(incoming).to_contain_text("challenges you")
+    challenge_id = incoming.get_attribute("data-challenge-id")
+    assert mine.get_attribute("data-challenge-id") == challenge_id
+    alice.shot("8-challenge-received")
+
+    # Declined with a reason: gone on both sides, and Bob is told why.
+    incoming.get_by_test_id("decline-reason").select_option("later")
+    incoming.get_by_test_id("decline-challenge").click()
+    expect(alice.by("incoming-challenge")).to_have_count(0)
+    expect(bob.by("outgoing-challenge")).to_have_count(0, timeout=EVENT_MS)
+    expect(bob.by("toast").filter(has_text="alice declined your challenge: not now, later")).to_have_count(1)
+    declined = bob.api("GET", f"/api/challenges/{challenge_id}")
+    assert (declined["status"], declined["decline_reason"]) == ("declined", "later")
+
+    # Alice turns challenges off: Bob's next one is refused, and the dialog says so.
+    alice.by("accept-challenges-toggle").uncheck()
+    _until(alice, lambda: alice.api("GET", "/api/users/me/settings")["accept_challenges"] is False, "the setting saved")
+    bob.at(f"[data-testid=leaderboard-row][data-user-id='{alice.id}'] [data-testid=challenge-button]").click()
+    bob.by("challenge-send").click()
+    expect(bob.by("challenge-error")).to_be_visible()
+    expect(bob.by("challenge-error")).not_to_be_empty()
+    bob.page.keyboard.press("Escape")
+    expect(bob.by("challenge-dialog")).to_have_count(0)
+    alice.by("accept-challenges-toggle").check()
+    _until(alice, lambda: alice.api("GET", "/api/users/me/settings")["accept_challenges"] is True, "the setting saved")
+
+    # Alice blocks Bob on his profile: his challenge from hers is refused; unblocked, it goes
+    # through, and when Bob cancels it, it leaves Alice's inbox.
+    alice.page.goto(f"{stack.url}/#/users/{bob.id}")
+    alice.by("block-button").click()
+    expect(alice.by("block-button")).to_have_attribute("data-blocked", "true")
+    assert [u["user_id"] for u in alice.api("GET", "/api/users/me/blocks")["users"]] == [bob.id]
+    bob.page.goto(f"{stack.url}/#/users/{alice.id}")
+    bob.by("profile-challenge-button").click()
+    bob.by("challenge-send").click()
+    expect(bob.by("challenge-error")).to_be_visible()
+    bob.page.keyboard.press("Escape")
+    alice.by("block-button").click()
+    expect(alice.by("block-button")).to_have_attribute("data-blocked", "false")
+    assert alice.api("GET", "/api/users/me/blocks")["users"] == []
+    bob.by("profile-challenge-button").click()
+    bob.by("challenge-send").click()
+    expect(bob.by("challenge-dialog")).to_have_count(0)
+    expect(alice.by("incoming-challenge")).to_have_count(1, timeout=EVENT_MS)
+    bob.by("nav-home").click()
+    bob.by("cancel-challenge").click()
+    expect(bob.by("outgoing-challenge")).to_have_count(0)
+    expect(alice.by("incoming-challenge")).to_have_count(0, timeout=EVENT_MS)
+    alice.by("nav-home").click()
+
+    # An open challenge: its invite link is shown with a copy button.
+    alice.by("open-challenge-button").click()
+    alice.by("challenge-send").click()
+    expect(alice.by("outgoing-challenge")).to_have_count(1)
+    link = alice.by("invite-url").input_value()
+    assert re.fullmatch(re.escape(stack.url) + r"/\?challenge=[\w-]{12,}", link), link
+    alice.by("copy-invite").click()
+    assert alice.page.evaluate("navigator.clipboard.readText()") == link
+    alice.shot("9-invite-link")
+
+    # Carol opens it without an account: she signs up, and lands on the invitation.
+    carol.page.goto(link)
+    expect(carol.by("auth")).to_be_visible()
+    carol.by("auth-nickname").fill("carol")
+    carol.by("auth-password").fill(PASSWORD)
+    carol.by("register-button").click()
+    screen = carol.by("challenge-screen")
+    expect(screen).to_be_visible(timeout=UI_MS)
+    expect(screen).to_contain_text("alice")
+    expect(carol.by("challenge-status")).to_have_attribute("data-status", "pending")
+    carol.shot("10-invite-screen")
+    carol.by("accept-invite").click()
+
+    # The duel starts for both; the challenge is accepted and leads to it.
+    duel_id = _on_duel(carol, expect)
+    _on_duel(alice, expect, duel_id)
+    expect(alice.by("outgoing-challenge")).to_have_count(0)
+    duel = alice.api("GET", f"/api/duels/{duel_id}")
+    assert sorted(p["nickname"] for p in duel["players"]) == ["alice", "carol"]
+    # The link, opened again (by Bob), says it is taken.
+    bob.page.goto(link)
+    expect(bob.by("challenge-status")).to_have_attribute("data-status", "accepted", timeout=UI_MS)
+    expect(bob.by("accept-invite")).to_have_count(0)
+
+
+def test_rematch_offered_and_accepted(instant_stack, browser):
+    """After an unrated duel (no rating moves) Alice offers a rematch; Bob sees the offer on his
+    result screen, also after a reload, accepts, and both are in a new unrated duel on another task."""
+    from playwright.sync_api import expect
+
+    stack = instant_stack
+    alice, bob = Player(browser, stack.url, "alice"), Player(browser, stack.url, "bob")
+    try:
+        _rematch(alice, bob, expect)
+    except BaseException:
+        _fail_report(stack, (alice, bob))
+        raise
+    for p in (alice, bob):
+        assert unexpected_console(p, []) == [], p.nickname
+
+
+def _rematch(alice: Player, bob: Player, expect) -> None:
+    alice.register()
+    bob.register()
+    # The first duel, from a challenge (set up over the API; the UI path is tested above).
+    challenge = alice.api("POST", "/api/challenges", json={"to": "bob", "rated": False})
+    expect(bob.by("incoming-challenge")).to_have_count(1, timeout=EVENT_MS)
+    bob.by("accept-challenge").click()
+    first = _on_duel(bob, expect)
+    _on_duel(alice, expect, first)
+    first_task = alice.by("duel-screen").get_attribute("data-task-id")
+    expect(alice.by("unrated-tag")).to_be_visible()
+    expect(alice.by("player-stakes")).to_have_count(0)
+    assert bob.api("GET", f"/api/challenges/{challenge['id']}")["duel_id"] == int(first)
+
+    # Alice wins at once (the instant judge accepts a solution without a verdict marker).
+    alice.write("print(42)\n")
+    alice.by("submit-button").click()
+    for p, outcome in ((alice, "won"), (bob, "lost")):
+        expect(p.by("duel-result")).to_have_attribute("data-outcome", outcome, timeout=JUDGE_MS)
+        expect(p.by("unrated-note")).to_be_visible()
+        assert p.api("GET", "/api/users/me")["rating"] == 1500
+
+    # Alice offers a rematch: she waits; Bob sees the offer where the result is.
+    alice.by("rematch-button").click()
+    expect(alice.by("rematch-waiting")).to_have_text("Rematch offered; waiting for bob…")
+    expect(bob.by("rematch-offered")).to_have_text("alice offers a rematch", timeout=EVENT_MS)
+    expect(bob.at("[data-testid=incoming-challenge][data-kind=rematch]")).to_have_count(1)
+    bob.shot("11-rematch-offered")
+    # The offer survives a reload (the page takes it from GET /api/challenges, the snapshot).
+    bob.page.reload()
+    expect(bob.by("rematch-offered")).to_have_text("alice offers a rematch", timeout=UI_MS)
+    expect(alice.by("rematch-waiting")).to_be_visible()
+    bob.by("accept-rematch").click()
+
+    # A new duel for both, on another task, unrated like the first.
+    second = _on_duel(bob, expect)
+    assert second != first
+    _on_duel(alice, expect, second)
+    assert alice.by("duel-screen").get_attribute("data-task-id") != first_task
+    duel = alice.api("GET", f"/api/duels/{second}")
+    assert duel["rated"] is False
+    expect(bob.by("incoming-challenge")).to_have_count(0)
+    alice.shot("12-rematch-started")
+
+
+@pytest.mark.parametrize("sse", [True, False], ids=["sse", "long-polling"])
+def test_spectator_watches_a_duel_end(instant_stack, browser, sse):
+    """Carol finds a duel between two bots on the Live duels page and watches it: both players'
+    verdicts as they come (never their code while it runs), then the result, then the code.
+    Over Server-Sent Events, and in a browser without EventSource, by long polling."""
+    from playwright.sync_api import expect
+
+    stack = instant_stack
+    carol = Player(browser, stack.url, "carol", sse=sse)
+    requests_seen: list[str] = []
+    carol.page.on("request", lambda r: requests_seen.append(r.url))
+    try:
+        _spectate(stack, carol, expect, requests_seen, sse)
+    except BaseException:
+        _fail_report(stack, (carol,))
+        raise
+    assert unexpected_console(carol, []) == []
+
+
+def _spectate(stack, carol: Player, expect, requests_seen: list[str], sse: bool) -> None:
+    alice, bob = HttpPlayer(stack.url, "alice"), HttpPlayer(stack.url, "bob")
+    carol.register()
+    for p in (alice, bob):
+        assert p.call("POST", "/api/queue").status_code == 202
+    duel_id = bob.wait_for(lambda e: e["type"] == "duel_started", 90, "duel_started")["data"]["duel_id"]
+
+    # The Live duels page lists it; Watch opens it.
+    carol.by("nav-live").click()
+    row = carol.at(f"[data-testid=live-duel][data-duel-id='{duel_id}']")
+    expect(row).to_be_visible(timeout=UI_MS)
+    expect(row).to_contain_text("alice")
+    expect(row).to_contain_text("bob")
+    carol.shot("13-live-duels")
+    row.get_by_test_id("watch-duel").click()
+    screen = carol.by("duel-screen")
+    expect(screen).to_have_attribute("data-mode", "watching", timeout=UI_MS)
+    expect(carol.by("watching-tag")).to_be_visible()
+    expect(carol.by("code-editor")).to_have_count(0)
+    expect(screen).to_have_attribute("data-stream", "online", timeout=EVENT_MS)
+    subs = carol.by("duel-submission")
+    expect(subs).to_have_count(0)
+
+    # Bob's wrong answer, then Alice's: each appears with its verdict, without code.
+    wrong = "print(0)\n# verdict: Wrong answer on test #2\n"
+    resp = bob.call("POST", f"/api/duels/{duel_id}/submit", json={"solution": wrong, "language": "python"})
+    assert resp.status_code == 202, resp.text
+    bobs = carol.at(f"[data-testid=duel-submission][data-user-id='{bob.id}']")
+    expect(bobs).to_have_count(1, timeout=EVENT_MS)
+    expect(bobs).to_have_attribute("data-verdict", "Wrong answer on test #2", timeout=EVENT_MS)
+    expect(bobs.get_by_test_id("submission-player")).to_have_text("bob")
+    resp = alice.call("POST", f"/api/duels/{duel_id}/submit", json={"solution": wrong.replace("#2", "#1"), "language": "python"})
+    assert resp.status_code == 202, resp.text
+    alices = carol.at(f"[data-testid=duel-submission][data-user-id='{alice.id}']")
+    expect(alices).to_have_attribute("data-verdict", "Wrong answer on test #1", timeout=EVENT_MS)
+    expect(carol.by("submission-code")).to_have_count(0)
+    expect(screen).to_have_attribute("data-status", "active")
+    carol.shot("14-spectator")
+
+    # Alice's right answer ends it: Carol sees the verdict and the result, then both codes.
+    resp = alice.call("POST", f"/api/duels/{duel_id}/submit", json={"solution": "print(1)\n", "language": "python"})
+    assert resp.status_code == 202, resp.text
+    expect(carol.by("duel-result")).to_be_visible(timeout=JUDGE_MS)
+    expect(carol.by("result-title")).to_have_text("alice won")
+    expect(carol.by("result-reason")).to_have_text("alice was first with an Accepted solution.")
+    expect(screen).to_have_attribute("data-status", "finished")
+    expect(alices).to_have_count(2)
+    expect(carol.at(f"[data-testid=duel-submission][data-user-id='{alice.id}'][data-verdict=Accepted]")).to_have_count(1)
+    expect(carol.by("submission-code")).to_have_count(3)
+    expect(carol.by("rematch-button")).to_have_count(0)
+    carol.shot("15-spectator-result")
+    # The page followed the duel over Server-Sent Events, authenticated by a ticket, or else by
+    # long polls on the duel's log.
+    streams = [url for url in requests_seen if f"/api/duels/{duel_id}/stream?" in url]
+    polls = [url for url in requests_seen if f"/api/duels/{duel_id}/updates?" in url]
+    if sse:
+        assert streams and all("ticket=" in url for url in streams), streams
+    else:
+        assert polls and not streams, (polls, streams)
+
+
+def test_event_stream_bad_days(make_stack, start_devtaski, browser):
+    """The personal log over Server-Sent Events, and its bad days forced with request routing:
+    a stream that cannot connect (the page says it is reconnecting, and comes back by itself), a
+    stream refused with 410 (one poll learns why; full resync from the id in the error body, then
+    the stream again), events of a duel arriving over the stream, and a token revoked elsewhere
+    (the stream ends, the reconnect is refused, and the page logs out)."""
+    from playwright.sync_api import expect
+
+    taski = start_devtaski(extra_args=("--devtaski-judge", "instant"))
+    stack = make_stack(taski.url, sse_heartbeat=1)
+    alice = Player(browser, stack.url, "alice")
+    try:
+        _stream_bad_days(alice, HttpPlayer(stack.url, "bob"), expect)
+    except BaseException:
+        _fail_report(stack, (alice,))
+        raise
+    assert unexpected_console(alice, ["net::ERR_FAILED", "status of 410", "status of 401"]) == []
+
+
+def _until(player: Player, condition, what: str, within_ms: int = EVENT_MS) -> None:
+    for _ in range(within_ms // 100):
+        if condition():
+            return
+        player.page.wait_for_timeout(100)    # lets Playwright run the route handlers meanwhile
+    raise AssertionError(f"no {what} within {within_ms} ms")
+
+
+def _stream_bad_days(alice: Player, bob: HttpPlayer, expect) -> None:
+    from urllib.parse import parse_qs, urlparse
+
+    mode = {"stream": "pass", "polls": "pass"}
+    streams: list[dict] = []
+    polls: list[dict] = []
+
+    def on_stream(route):
+        streams.append(parse_qs(urlparse(route.request.url).query))
+        if mode["stream"] == "fail":
+            route.abort("failed")
+        elif mode["stream"] == "expire-once":
+            mode["stream"], mode["polls"] = "pass", "expire-once"
+            route.fulfill(status=410, json={"error": {"code": "events_expired", "message": "Events were pruned.",
+                                                      "last_event_id": 1}})
+        else:
+            route.continue_()
+
+    def on_poll(route):
+        polls.append(parse_qs(urlparse(route.request.url).query))
+        if mode["polls"] == "expire-once":
+            mode["polls"] = "pass"
+            after = int(polls[-1]["last_event_id"][0])
+            route.fulfill(status=410, json={"error": {"code": "events_expired", "message": "Events were pruned.",
+                                                      "last_event_id": after}})
+        else:
+            route.continue_()
+
+    alice.page.route(lambda url: "/api/stream?" in url, on_stream)
+    alice.page.route(lambda url: "/api/updates?" in url, on_poll)
+    alice.register()
+    # Followed over the stream, with a ticket; polls only for the first read of the log.
+    _until(alice, lambda: streams, "the event stream")
+    expect(alice.by("connection-status")).to_be_hidden()
+    assert all("ticket" in q for q in streams), streams
+    assert all(q["timeout"] == ["0"] for q in polls), polls
+
+    # The stream cannot connect: the page says so, and comes back by itself.
+    mode["stream"] = "fail"
+    alice.page.reload()
+    expect(alice.by("connection-status")).to_have_attribute("data-state", "offline", timeout=EVENT_MS)
+    mode["stream"] = "pass"
+    expect(alice.by("connection-status")).to_be_hidden(timeout=EVENT_MS)
+
+    # Refused with 410: one poll asks why (410 too), the page resyncs from the id in that answer.
+    mode["stream"] = "expire-once"
+    seen = len(polls)
+    alice.page.reload()
+    expect(alice.by("connection-status")).to_be_hidden(timeout=EVENT_MS)
+    after_reload = polls[seen:]
+    expired = next(i for i, q in enumerate(after_reload) if "limit" not in q and q["timeout"] == ["0"])
+    drain = after_reload[expired + 1]
+    assert drain["last_event_id"] == after_reload[expired]["last_event_id"] and drain["timeout"] == ["0"]
+    assert drain.get("limit"), drain                                  # the resync's drain
+    streams_before = len(streams)
+
+    # Events come over the stream again: a duel with a bot, its verdict.
+    alice.by("find-duel-button").click()
+    expect(alice.by("queue-status")).to_have_attribute("data-status", "waiting", timeout=EVENT_MS)
+    assert bob.call("POST", "/api/queue").status_code == 202
+    duel_id = bob.wait_for(lambda e: e["type"] == "duel_started", 90, "duel_started")["data"]["duel_id"]
+    expect(alice.by("duel-screen")).to_have_attribute("data-duel-id", str(duel_id), timeout=MATCH_MS)
+    resp = bob.call("POST", f"/api/duels/{duel_id}/submit", json={"solution": "# verdict: Wrong answer on test #1",
+                                                                  "language": "python"})
+    assert resp.status_code == 202, resp.text
+    expect(alice.by("opponent-verdict")).to_have_count(1, timeout=EVENT_MS)
+    assert len(streams) == streams_before and all(q["timeout"] == ["0"] for q in polls), (streams, polls)
+
+    # The token is revoked elsewhere: the stream ends, its reconnect is refused (401), and the
+    # poll that asks why logs the page out.
+    alice.api("POST", "/api/auth/logout")
+    expect(alice.by("auth")).to_be_visible(timeout=EVENT_MS)
+    expect(alice.by("toast")).to_contain_text("session has ended")

@@ -2,11 +2,12 @@
 // header, messages, and what each event of the log means for the page.
 
 import { Api, EventStream } from "./api.js";
+import { ChallengeView, Challenges } from "./challenges.js";
 import { DuelView } from "./duel.js";
 import { ratingText } from "./chart.js";
 import { clock, fill, h } from "./dom.js";
 import { UserStore } from "./store.js";
-import { AuthView, HistoryView, HomeView } from "./views.js";
+import { AuthView, HistoryView, HomeView, LiveView } from "./views.js";
 
 const TOAST_MS = 8000;
 
@@ -30,9 +31,17 @@ class App {
       rating: document.querySelector("[data-testid=current-rating]"),
     };
     this.toasts = document.querySelector("[data-testid=toasts]");
+    this.challenges = new Challenges(this);
+    this.takeInviteLink();
     document.querySelector("[data-testid=logout-button]").addEventListener("click", () => this.logout());
     window.addEventListener("hashchange", () => this.route());
     setInterval(() => this.tick(), 1000);
+  }
+
+  /** /?challenge=<id> (an invite link) becomes the page #/challenge/<id>, kept through a log-in. */
+  takeInviteLink() {
+    const id = new URLSearchParams(location.search).get("challenge");
+    if (id) history.replaceState(null, "", `/#/challenge/${encodeURIComponent(id)}`);
   }
 
   async start() {
@@ -89,6 +98,7 @@ class App {
     this.store = null;
     this.api.setToken(null);
     this.queue = { status: "idle" };
+    this.challenges.clear();
     this.renderHeader();
     if (message) this.notify(message, "info");
     this.route();
@@ -143,6 +153,7 @@ class App {
 
   async onEvent(event) {
     const d = event.data ?? {};
+    if (this.challenges.onEvent(event)) return;
     switch (event.type) {
       case "queue_joined":
         if (this.queue.status !== "in_duel") this.setQueue({ status: "waiting", since: d.since });
@@ -181,6 +192,8 @@ class App {
     this.store.forgetAllBut(q.status === "in_duel" ? q.duel_id : null);
     if (q.status === "in_duel" && this.view instanceof HomeView) location.hash = `#/duels/${q.duel_id}`;
     await this.refreshMe();
+    // A server without challenges (404) still serves the rest of the page.
+    await this.challenges.refresh().catch((err) => { if (err.status !== 404) throw err; });
     await this.view?.refresh?.();
   }
 
@@ -202,6 +215,8 @@ class App {
     if (!this.me) view = new AuthView(this);
     else if ((m = path.match(/^\/duels\/(\d+)$/))) view = new DuelView(this, Number(m[1]));
     else if (path === "/history") view = new HistoryView(this, this.me.id);
+    else if (path === "/live") view = new LiveView(this);
+    else if ((m = path.match(/^\/challenge\/([\w-]+)$/))) view = new ChallengeView(this, m[1]);
     else if ((m = path.match(/^\/users\/(\d+)$/))) view = new HistoryView(this, Number(m[1]));
     else view = new HomeView(this);
     this.view = view;

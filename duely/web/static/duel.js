@@ -1,13 +1,15 @@
 // The duel page: live for a player of an active duel (statement, countdown, editor, own
-// submissions as they are judged, the opponent's verdicts, resign), read-only otherwise
-// (result, rating changes, both players' submissions with their code).
+// submissions as they are judged, the opponent's verdicts, resign); watching for anyone else
+// while it runs (both players' submissions' public facts and verdicts as they happen, from the
+// duel's public log); read-only once finished (result, rating changes, both players'
+// submissions with their code, and for its players the rematch offer).
 //
 // Own submissions are one list of rows, matched by server id or by client_temp_id, so the
 // row drawn at Submit, the 202 answer, the submission_created event and the REST snapshot
 // all land on the same row, and a row only ever moves forward (sending → pending → testing →
 // judged).
 
-import { newClientTempId, sleep } from "./api.js";
+import { DuelLogStream, newClientTempId, sleep } from "./api.js";
 import { clock, confirmDialog, fill, h, renderMarkdown, signed, timeOf, verdictClass } from "./dom.js";
 import { CodeEditor } from "./editor.js";
 
@@ -69,6 +71,7 @@ export class DuelView {
 
   destroy() {
     this.destroyed = true;
+    this.unfollow();
     window.removeEventListener("pagehide", this.flushDraft);
     clearInterval(this.timer);
     this.saveDraft(false, true);   // leaving the duel within the save delay keeps the last keystroke
@@ -95,6 +98,36 @@ export class DuelView {
     this.tick();
     if (mode === "live") this.resendOutbox();
     if (mode === "finished" && this.mine) this.app.store.forgetDuel(this.duelId);
+    if (mode === "watching") this.follow();
+    else this.unfollow();
+  }
+
+  // -- watching: the duel's public log ----------------------------------------------------------
+
+  follow() {
+    if (this.log || this.destroyed) return;
+    this.log = new DuelLogStream(this.app.api, this.duelId, {
+      onEvent: (event) => this.onPublicEvent(event),
+      onReset: () => this.refresh(),
+      onStatus: (state) => { this.el.dataset.stream = state; },
+    }).start();
+  }
+
+  unfollow() {
+    this.log?.stop();
+    this.log = null;
+  }
+
+  onPublicEvent(event) {
+    const d = event.data ?? {};
+    if (event.type === "submission") {
+      const state = d.verdict ? "judged" : STATE_RANK[d.state] > 0 ? d.state : d.status && d.status !== "pending" ? "testing" : "pending";
+      this.upsert({ id: d.submission_id, user_id: d.user_id, language: d.language, submitted_at: d.submitted_at,
+        state, status: d.status, verdict: d.verdict });
+    } else if (event.type === "duel_finished") {
+      return this.onEvent({ ...event, data: { ...d, duel_id: this.duelId } });
+    }
+    return undefined;
   }
 
   onEvent(event) {
@@ -245,11 +278,14 @@ export class DuelView {
       side = h("div", { class: "side" },
         h("div", { class: "panel" }, h("h3", {}, "Submissions"),
           this.mode === "watching"
-            ? h("p", { class: "muted" }, "The duel is in progress; submissions are shown once it is over.")
-            : this.rowsList));
+            ? h("p", { class: "muted small" }, "Live: every submission and verdict as it happens; the code is shown once the duel is over.")
+            : null,
+          this.rowsList));
       this.opponentList = null;
     }
     const center = h("div", { class: "duel-center" }, h("span", { class: "versus" }, "vs"), this.countdown,
+      duel.rated === false ? h("span", { class: "tag", testid: "unrated-tag" }, "unrated") : null,
+      this.mode === "watching" ? h("span", { class: "tag tag-live", testid: "watching-tag" }, "watching") : null,
       this.mode === "live"
         ? h("button", { type: "button", class: "btn btn-ghost btn-danger-text", testid: "resign-button", onclick: () => this.resign() }, "Resign")
         : null);
@@ -342,7 +378,7 @@ export class DuelView {
   // What this player wins or loses, announced at the start (the same rule rates the result).
   stakesLine(userId) {
     const stake = this.duel.stakes?.[userId];
-    if (!stake || this.duel.status === "finished") return null;
+    if (!stake || this.duel.status === "finished" || this.duel.rated === false) return null;
     return h("div", { class: "muted stakes", testid: "player-stakes" },
       `win ${signed(stake.win)} · draw ${signed(stake.draw)} · loss ${signed(stake.loss)}`);
   }
@@ -374,16 +410,59 @@ export class DuelView {
       h("div", { class: "result-main" },
         h("div", { class: "result-title", testid: "result-title" }, title),
         h("div", { class: "result-reason", testid: "result-reason" }, why)),
-      h("ul", { class: "rating-changes" }, duel.players.map((p) => {
+      duel.rated === false ? h("p", { class: "muted", testid: "unrated-note" }, "Unrated duel: no rating changed.") : null,
+      duel.rated === false ? null : h("ul", { class: "rating-changes" }, duel.players.map((p) => {
         const delta = duel.rating_changes?.[p.user_id] ?? 0;
         return h("li", { testid: "rating-change", dataset: { userId: String(p.user_id), delta: String(delta) } },
           h("span", { class: "rc-name" }, p.nickname), " ",
           h("span", { class: "muted" }, `${p.rating_before} → ${p.rating_after ?? p.rating_before + delta}`), " ",
           h("strong", { class: deltaClass(delta) }, signed(delta)));
       })),
-      this.mine ? h("div", { class: "result-actions" },
-        h("button", { type: "button", class: "btn btn-primary", testid: "play-again-button", onclick: () => this.app.findDuel() }, "Find another duel"),
-        h("a", { class: "btn btn-ghost", href: "#/history" }, "History")) : null);
+      this.resultActions = this.mine ? h("div", { class: "result-actions", testid: "result-actions" }) : null);
+    this.renderRematch();
+  }
+
+  onChallenges() {
+    if (this.duel?.status === "finished") this.renderRematch();
+  }
+
+  /** After the duel: offer a rematch, or answer the opponent's offer, or wait for the answer. */
+  renderRematch() {
+    if (!this.resultActions) return;
+    const { incoming, outgoing } = this.app.challenges.rematchOf(this.duelId);
+    const them = this.theirs?.nickname ?? "Your opponent";
+    const other = [
+      h("button", { type: "button", class: "btn", testid: "play-again-button", onclick: () => this.app.findDuel() }, "Find another duel"),
+      h("a", { class: "btn btn-ghost", href: "#/history" }, "History")];
+    if (incoming) {
+      fill(this.resultActions,
+        h("span", { class: "rematch-note", testid: "rematch-offered" }, `${them} offers a rematch`),
+        h("button", { type: "button", class: "btn btn-primary", testid: "accept-rematch", onclick: () => this.app.challenges.accept(incoming) }, "Accept"),
+        h("button", { type: "button", class: "btn", testid: "decline-rematch", onclick: () => this.app.challenges.decline(incoming, "generic") }, "Decline"));
+    } else if (outgoing) {
+      fill(this.resultActions,
+        h("span", { class: "rematch-note muted", testid: "rematch-waiting" }, `Rematch offered; waiting for ${them}…`),
+        h("button", { type: "button", class: "btn btn-ghost", testid: "cancel-rematch", onclick: () => this.app.challenges.cancel(outgoing) }, "Cancel"),
+        other);
+    } else {
+      fill(this.resultActions,
+        h("button", { type: "button", class: "btn btn-primary", testid: "rematch-button", onclick: () => this.rematch() }, "Rematch"),
+        other);
+    }
+  }
+
+  async rematch() {
+    try {
+      const c = await this.app.api.post(`/api/duels/${this.duelId}/rematch`);
+      if (c.duel_id && c.status === "accepted") {
+        location.hash = `#/duels/${c.duel_id}`;
+        return;
+      }
+      this.app.challenges.outgoing.set(c.id, c);
+      this.app.challenges.changed();
+    } catch (err) {
+      this.app.failed("Could not offer a rematch", err);
+    }
   }
 
   renderRows() {
@@ -405,7 +484,8 @@ export class DuelView {
       h("div", { class: "sub-line" },
         live ? null : h("span", { class: "sub-who", testid: "submission-player" }, name(r.user_id)),
         h("span", { class: "sub-status", testid: "submission-status" }, text),
-        h("span", { class: "sub-meta muted" }, r.submitted_at ? timeOf(r.submitted_at) : "now")),
+        h("span", { class: "sub-meta muted" }, live || !r.language ? "" : `${this.languageName(r.language)} · `,
+          r.submitted_at ? timeOf(r.submitted_at) : "now")),
       r.solution ? h("details", { class: "sub-code" }, h("summary", {}, `Code · ${this.languageName(r.language)}`),
         h("pre", { testid: "submission-code" }, r.solution)) : null);
     }) : h("li", { class: "empty muted" }, live ? "Nothing submitted yet." : "No submissions."));

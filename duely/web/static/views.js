@@ -8,6 +8,8 @@ import { clock, dateTimeOf, fill, h, signed } from "./dom.js";
 const LEADERBOARD_SIZE = 20;
 const HISTORY_PAGE = 10;
 const CHART_POINTS = 100;
+const LIVE_PAGE = 20;
+const LIVE_REFRESH_MS = 15000;
 
 export class AuthView {
   constructor(app) {
@@ -73,15 +75,50 @@ export class HomeView {
   }
 
   async load() {
-    const board = await this.app.api.get(`/api/leaderboard?limit=${LEADERBOARD_SIZE}`);
+    const [board, settings] = await Promise.all([
+      this.app.api.get(`/api/leaderboard?limit=${LEADERBOARD_SIZE}`),
+      this.app.api.get("/api/users/me/settings").catch(() => null),
+    ]);
+    this.settings = settings;
     this.profile = h("section", { class: "panel profile", testid: "profile" });
     this.play = h("section", { class: "panel play", testid: "play-panel" });
+    this.challengesPanel = h("section", { class: "panel", testid: "challenges-panel" });
     this.board = h("section", { class: "panel leaderboard", testid: "leaderboard" });
-    this.el = h("div", { class: "home" }, h("div", { class: "home-left" }, this.profile, this.play), this.board);
+    this.el = h("div", { class: "home" }, h("div", { class: "home-left" }, this.profile, this.play, this.challengesPanel), this.board);
     this.renderProfile();
     this.renderPlay();
+    this.renderChallenges();
     this.renderBoard(board.users);
     return this;
+  }
+
+  onChallenges() {
+    if (this.el) this.renderChallenges();
+  }
+
+  renderChallenges() {
+    const challenges = this.app.challenges;
+    const toggle = this.settings ? h("label", { class: "check small" },
+      h("input", { type: "checkbox", checked: this.settings.accept_challenges, testid: "accept-challenges-toggle",
+        onchange: (e) => this.setAcceptChallenges(e.target) }),
+      " Others may challenge me") : null;
+    fill(this.challengesPanel,
+      h("div", { class: "panel-head" }, h("h3", {}, "Challenges"), toggle),
+      h("p", { class: "muted small" }, "Challenge a player from the leaderboard or their profile, or invite anyone with a link."),
+      h("div", { class: "challenge-buttons" },
+        h("button", { type: "button", class: "btn", testid: "open-challenge-button", onclick: () => challenges.openDialog(null) },
+          "Create an invite link"),
+        h("a", { class: "btn btn-ghost", href: "#/live", testid: "watch-link" }, "Watch live duels")),
+      challenges.outgoingList());
+  }
+
+  async setAcceptChallenges(box) {
+    try {
+      this.settings = await this.app.api.patch("/api/users/me/settings", { accept_challenges: box.checked });
+    } catch (err) {
+      box.checked = !box.checked;
+      this.app.failed("Could not change the setting", err);
+    }
   }
 
   onProfile() {
@@ -148,14 +185,18 @@ export class HomeView {
       h("h2", {}, "Leaderboard"),
       h("table", { class: "table" },
         h("thead", {}, h("tr", {}, h("th", {}, "#"), h("th", {}, "Player"), h("th", { class: "num" }, "Rating"),
-          h("th", { class: "num" }, "W / L / D"))),
+          h("th", { class: "num" }, "W / L / D"), h("th", {}, ""))),
         h("tbody", {}, users.map((u, i) => h("tr", {
           testid: "leaderboard-row", dataset: { userId: String(u.id) }, class: u.id === this.app.me.id ? "me" : null,
         },
         h("td", { class: "muted" }, String(i + 1)),
         h("td", {}, h("a", { href: `#/users/${u.id}` }, u.nickname)),
         h("td", { class: "num" }, ratingText(u.rating, u.provisional)),
-        h("td", { class: "num muted" }, `${u.duels.won} / ${u.duels.lost} / ${u.duels.drawn}`))))));
+        h("td", { class: "num muted" }, `${u.duels.won} / ${u.duels.lost} / ${u.duels.drawn}`),
+        h("td", { class: "num" }, u.id === this.app.me.id ? null : h("button", {
+          type: "button", class: "btn btn-small", testid: "challenge-button", title: `Challenge ${u.nickname}`,
+          onclick: () => this.app.challenges.openDialog(u.nickname),
+        }, "Challenge")))))));
   }
 }
 
@@ -166,19 +207,25 @@ export class HistoryView {
   }
 
   async load() {
-    const [user, page, ratings] = await Promise.all([
+    const own = this.userId === this.app.me.id;
+    const [user, page, ratings, blocks] = await Promise.all([
       this.app.api.get(`/api/users/${this.userId}`),
       this.app.api.get(`/api/users/${this.userId}/duels?limit=${HISTORY_PAGE}`),
       this.app.api.get(`/api/users/${this.userId}/rating-history?limit=${CHART_POINTS}`),
+      own ? null : this.app.api.get("/api/users/me/blocks").catch(() => null),
     ]);
-    const own = this.userId === this.app.me.id;
+    this.user = user;
+    this.blocked = Boolean(blocks?.users.some((u) => u.user_id === this.userId));
+    this.actions = h("div", { class: "profile-actions" });
+    if (!own) this.renderActions();
     this.list = h("ol", { class: "history-list", testid: "history-list" });
     this.more = h("button", { type: "button", class: "btn", testid: "history-more", onclick: () => this.loadMore() }, "Load more");
     const d = user.duels;
     this.el = h("section", { class: "history", testid: "history", dataset: { userId: String(this.userId) } },
       h("div", { class: "panel history-head" },
         h("h2", {}, own ? "Your duels" : `${user.nickname}’s duels`),
-        h("span", { class: "muted" }, `Rating ${ratingText(user.rating, user.provisional)} · ${d.played} played · ${d.won} won · ${d.lost} lost · ${d.drawn} drawn`)),
+        h("span", { class: "muted" }, `Rating ${ratingText(user.rating, user.provisional)} · ${d.played} played · ${d.won} won · ${d.lost} lost · ${d.drawn} drawn`),
+        this.actions),
       h("div", { class: "panel", testid: "rating-chart" },
         ratings.points.length ? ratingChart(ratings.points) : h("p", { class: "muted" }, "No rated duels yet."),
         h("p", { class: "muted small" }, "Rating after each duel (the last 100); the band is ± the rating deviation. "
@@ -186,6 +233,27 @@ export class HistoryView {
       h("div", { class: "panel" }, this.list, this.more));
     this.append(page);
     return this;
+  }
+
+  renderActions() {
+    fill(this.actions,
+      this.blocked ? null : h("button", { type: "button", class: "btn btn-primary btn-small", testid: "profile-challenge-button",
+        onclick: () => this.app.challenges.openDialog(this.user.nickname) }, "Challenge"),
+      h("button", { type: "button", class: "btn btn-small btn-ghost", testid: "block-button", dataset: { blocked: String(this.blocked) },
+        onclick: () => this.toggleBlock() }, this.blocked ? "Unblock" : "Block"));
+  }
+
+  async toggleBlock() {
+    const path = `/api/users/me/blocks/${this.userId}`;
+    try {
+      if (this.blocked) await this.app.api.delete(path);
+      else await this.app.api.put(path);
+      this.blocked = !this.blocked;
+      this.app.notify(this.blocked ? `${this.user.nickname} is blocked: no challenges either way.` : `${this.user.nickname} is unblocked.`, "info");
+      this.renderActions();
+    } catch (err) {
+      this.app.failed(this.blocked ? "Could not unblock" : "Could not block", err);
+    }
   }
 
   async loadMore() {
@@ -226,7 +294,75 @@ export class HistoryView {
         h("span", { class: "hi-title" }, duel.task?.title ?? "Task"),
         h("span", { class: "muted" }, `vs ${them?.nickname ?? "?"} (${them?.rating_before ?? "?"}) · ${dateTimeOf(duel.started_at)}`)),
       h("span", { class: `hi-delta ${delta > 0 ? "up" : delta < 0 ? "down" : "same"}` },
-        delta === undefined ? "" : signed(delta)),
+        duel.rated === false ? "unrated" : delta === undefined ? "" : signed(delta)),
       h("span", { class: "muted hi-rating" }, me?.rating_after ? `→ ${me.rating_after}` : "")));
+  }
+}
+
+/** #/live: the duels being played now, each with a link to watch it. */
+export class LiveView {
+  constructor(app) {
+    this.app = app;
+  }
+
+  async load() {
+    this.list = h("tbody", {});
+    this.more = h("button", { type: "button", class: "btn", testid: "live-more", hidden: true, onclick: () => this.loadMore() }, "Load more");
+    this.el = h("section", { class: "history", testid: "live-duels" },
+      h("div", { class: "panel history-head" }, h("h2", {}, "Live duels"),
+        h("button", { type: "button", class: "btn btn-small", testid: "live-refresh", onclick: () => this.refresh() }, "Refresh")),
+      h("div", { class: "panel" },
+        h("table", { class: "table" },
+          h("thead", {}, h("tr", {}, h("th", {}, "Players"), h("th", {}, "Task"), h("th", {}, ""), h("th", { class: "num" }, "Left"), h("th", {}, ""))),
+          this.list),
+        this.more));
+    await this.refresh();
+    this.timer = setInterval(() => this.refresh().catch(() => {}), LIVE_REFRESH_MS);
+    return this;
+  }
+
+  destroy() {
+    clearInterval(this.timer);
+  }
+
+  async refresh() {
+    const page = await this.app.api.get(`/api/duels?status=active&limit=${LIVE_PAGE}`);
+    this.list.replaceChildren();
+    this.append(page);
+  }
+
+  async loadMore() {
+    try {
+      this.append(await this.app.api.get(`/api/duels?status=active&limit=${LIVE_PAGE}&before_id=${this.nextBeforeId}`));
+    } catch (err) {
+      this.app.failed("Could not load more duels", err);
+    }
+  }
+
+  append(page) {
+    this.nextBeforeId = page.next_before_id;
+    this.more.hidden = !page.next_before_id;
+    if (!page.duels.length && !this.list.children.length) {
+      this.list.append(h("tr", {}, h("td", { class: "muted", colspan: "5", testid: "live-empty" }, "Nobody is playing right now.")));
+    }
+    for (const duel of page.duels) {
+      const [a, b] = duel.players;
+      const player = (p) => (p ? `${p.nickname} (${p.rating_before ?? ratingText(p.rating, p.provisional)})` : "?");
+      this.list.append(h("tr", { testid: "live-duel", dataset: { duelId: String(duel.id) } },
+        h("td", {}, `${player(a)} vs ${player(b)}`),
+        h("td", {}, duel.task?.title ?? ""),
+        h("td", { class: "muted small" }, duel.rated === false ? "unrated" : "rated"),
+        h("td", { class: "num", dataset: { deadline: duel.deadline ?? "" } }, this.left(duel.deadline)),
+        h("td", { class: "num" }, h("a", { class: "btn btn-small", href: `#/duels/${duel.id}`, testid: "watch-duel" }, "Watch"))));
+    }
+  }
+
+  left(deadline) {
+    const ms = Date.parse(deadline) - this.app.api.now();
+    return Number.isNaN(ms) ? "" : clock(ms);
+  }
+
+  tick() {
+    for (const cell of this.list.querySelectorAll("td[data-deadline]")) cell.textContent = this.left(cell.dataset.deadline);
   }
 }
