@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+import requests
 
 from tests.fixtures.proxy import FlakyProxy
 from tests.fixtures.stack import CLIENT_DIR
@@ -199,3 +200,177 @@ def _wait(predicate, within_secs: float = 30) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.05)
+
+
+# -- challenges, rematch, settings, blocks, spectating, rating history ---------------------------
+
+def _players(url: str, *names: str) -> list[Client]:
+    clients = []
+    for name in names:
+        client = Client(url)
+        client.register(name, "correct horse")
+        clients.append(client)
+    return clients
+
+
+def test_challenge_by_name_accepted_starts_the_duel_for_both(instant_stack):
+    alice, bob = _players(instant_stack.url, "alice", "bob")
+    a_updates, b_updates = alice.updates(timeout=5), bob.updates(timeout=5)
+    challenge = alice.create_challenge("BOB", rated=False, duration=600)
+    assert challenge["status"] == "pending" and challenge["to"]["user_id"] == bob.user_id
+    assert challenge["rated"] is False and challenge["duration_secs"] == 600 and challenge["invite_url"] is None
+    assert next_event(b_updates, "challenge_received")["data"]["challenge"]["id"] == challenge["id"]
+    assert [c["id"] for c in bob.challenges()["incoming"]] == [challenge["id"]]
+    assert [c["id"] for c in alice.challenges()["outgoing"]] == [challenge["id"]]
+
+    accepted = bob.accept_challenge(challenge["id"])
+    duel_id = accepted["duel"]["id"]
+    assert accepted["challenge"]["status"] == "accepted" and accepted["challenge"]["duel_id"] == duel_id
+    assert accepted["duel"]["rated"] is False
+    for updates in (a_updates, b_updates):
+        assert next_event(updates, "duel_started")["data"]["duel_id"] == duel_id
+    assert alice.challenge(challenge["id"])["status"] == "accepted"
+    assert alice.challenges() == {"incoming": [], "outgoing": []}
+    with pytest.raises(duely_client.ChallengeClosed) as closed:
+        bob.decline_challenge(challenge["id"])
+    assert closed.value.status == 409 and closed.value.code == "challenge_closed"
+
+
+def test_open_challenge_accepted_by_a_third_client(instant_stack):
+    alice, bob, carol = _players(instant_stack.url, "alice", "bob", "carol")
+    a_updates, c_updates = alice.updates(timeout=5), carol.updates(timeout=5)
+    offer = alice.create_challenge(None)
+    assert offer["to"] is None and offer["invite_url"] and offer["id"] in offer["invite_url"]
+    assert bob.challenge(offer["id"])["id"] == offer["id"]  # anyone signed in may see an open one
+    with pytest.raises(duely_client.CannotAcceptOwn) as own:
+        alice.accept_challenge(offer["id"])
+    assert own.value.status == 400 and own.value.code == "cannot_accept_own"
+    with pytest.raises(duely_client.CannotDeclineOpen):
+        bob.decline_challenge(offer["id"])
+
+    accepted = carol.accept_challenge(offer["id"])
+    assert accepted["challenge"]["accepted_by"]["user_id"] == carol.user_id
+    duel_id = accepted["duel"]["id"]
+    assert {p["user_id"] for p in accepted["duel"]["players"]} == {alice.user_id, carol.user_id}
+    assert next_event(a_updates, "duel_started")["data"]["opponent"]["user_id"] == carol.user_id
+    assert next_event(c_updates, "duel_started")["data"]["duel_id"] == duel_id
+    with pytest.raises(duely_client.ChallengeClosed):  # someone was faster
+        bob.accept_challenge(offer["id"])
+
+    mine = bob.create_challenge(None)
+    assert bob.cancel_challenge(mine["id"])["status"] == "canceled"
+    with pytest.raises(duely_client.NotFound):
+        bob.challenge("no-such-challenge")
+
+
+def test_rematch_offered_and_accepted(instant_stack):
+    alice, bob = _players(instant_stack.url, "alice", "bob")
+    a_updates, b_updates = alice.updates(timeout=5), bob.updates(timeout=5)
+    first = bob.accept_challenge(alice.create_challenge("bob", rated=False)["id"])["duel"]["id"]
+    next_event(a_updates, "duel_started")
+    with pytest.raises(duely_client.DuelActive) as active:
+        alice.rematch(first)
+    assert active.value.code == "duel_active"
+    alice.resign(first)
+    next_event(b_updates, "duel_finished")
+
+    offer = alice.rematch(first)
+    assert offer["kind"] == "rematch" and offer["rematch_of"] == first and offer["status"] == "pending"
+    assert alice.rematch(first)["id"] == offer["id"]  # a repeat answers the same offer
+    assert next_event(b_updates, "rematch_offered")["data"]["challenge"]["id"] == offer["id"]
+    accepted = bob.rematch(first)  # bob offering back accepts alice's offer
+    assert accepted["id"] == offer["id"] and accepted["status"] == "accepted"
+    second = next_event(a_updates, "duel_started")["data"]["duel_id"]
+    assert second == accepted["duel_id"] != first
+    assert next_event(b_updates, "duel_started")["data"]["duel_id"] == second
+    (carol,) = _players(instant_stack.url, "carol")
+    with pytest.raises(duely_client.Forbidden) as forbidden:
+        carol.rematch(first)
+    assert forbidden.value.status == 403 and forbidden.value.code == "forbidden"
+
+
+def test_settings_and_blocks_refusals_carry_their_codes(instant_stack):
+    alice, bob, carol = _players(instant_stack.url, "alice", "bob", "carol")
+    assert carol.settings() == {"accept_challenges": True}
+    assert carol.update_settings(accept_challenges=False) == {"accept_challenges": False}
+    assert carol.update_settings() == {"accept_challenges": False}  # nothing given, nothing changed
+    with pytest.raises(duely_client.ChallengesDisabled) as disabled:
+        alice.create_challenge("carol")
+    assert disabled.value.status == 403 and disabled.value.code == "challenges_disabled"
+    with pytest.raises(duely_client.CannotChallengeSelf) as itself:
+        alice.create_challenge("alice")
+    assert itself.value.status == 400 and itself.value.code == "cannot_challenge_self"
+
+    pending = alice.create_challenge("bob")
+    b_updates = bob.updates(timeout=5)
+    bob.block(alice.user_id)
+    bob.block(alice.user_id)  # idempotent
+    assert bob.blocks() == [{"user_id": alice.user_id, "nickname": "alice"}]
+    assert next_event(b_updates, "challenge_canceled")["data"]["challenge"]["id"] == pending["id"]
+    assert alice.challenge(pending["id"])["status"] == "canceled"
+    for who, whom in ((alice, "bob"), (bob, "alice")):  # the same answer whoever blocked whom
+        with pytest.raises(duely_client.Blocked) as blocked:
+            who.create_challenge(whom)
+        assert blocked.value.status == 403 and blocked.value.code == "blocked"
+    with pytest.raises(duely_client.CannotBlockSelf) as self_block:
+        bob.block(bob.user_id)
+    assert self_block.value.code == "cannot_block_self"
+    with pytest.raises(duely_client.NotFound):
+        bob.block(999999)
+    with pytest.raises(duely_client.ValidationError) as invalid:
+        bob.decline_challenge(alice.create_challenge(None)["id"], reason="because")
+    assert invalid.value.code == "validation_error"
+
+    bob.unblock(alice.user_id)
+    bob.unblock(alice.user_id)
+    assert bob.blocks() == []
+    assert alice.create_challenge("bob")["status"] == "pending"
+
+
+def test_duel_updates_is_a_spectators_view_to_the_finish(instant_stack):
+    alice, bob, dave = _players(instant_stack.url, "alice", "bob", "dave")
+    duel_id = bob.accept_challenge(alice.create_challenge("bob")["id"])["duel"]["id"]
+    duels, _ = dave.duels("active")
+    assert duel_id in [d["id"] for d in duels]
+
+    seen: list[dict] = []
+    watching = dave.duel_updates(duel_id, timeout=5)
+    follower = threading.Thread(target=lambda: seen.extend(watching), daemon=True)  # ends after duel_finished
+    follower.start()
+    sid = alice.submit(duel_id, WRONG)
+    _wait(lambda: any(e["type"] == "submission" and e["data"]["verdict"] for e in seen))
+    alice.resign(duel_id)
+    follower.join(30)
+    assert not follower.is_alive() and watching.ended
+
+    assert [e["id"] for e in seen] == list(range(1, len(seen) + 1))  # the whole log, in order
+    assert seen[0]["type"] == "duel_started" and seen[0]["data"]["duel_id"] == duel_id
+    submissions = [e["data"] for e in seen if e["type"] == "submission"]
+    assert {s["submission_id"] for s in submissions} == {sid}
+    assert submissions[-1]["verdict"] == "Wrong Answer on test #1"
+    assert all("solution" not in s for s in submissions)  # never code
+    finished = seen[-1]
+    assert finished["type"] == "duel_finished" and finished["data"]["winner_id"] == bob.user_id
+    assert finished["data"]["reason"] == "resign"
+    assert [e["id"] for e in dave.duel_updates(duel_id, last_event_id=finished["id"] - 1)] == [finished["id"]]
+    assert duel_id in [d["id"] for d in dave.duels("finished")[0]]
+
+    ticket = dave.stream_ticket()
+    assert ticket["ticket"] and ticket["expires_at"]
+    with requests.get(f"{instant_stack.url}/api/duels/{duel_id}/stream", params={"ticket": ticket["ticket"]},
+                      stream=True, timeout=10) as stream:
+        assert stream.status_code == 200 and stream.headers["Content-Type"].startswith("text/event-stream")
+
+
+def test_rating_history_after_a_rated_duel(instant_stack):
+    alice, bob = _players(instant_stack.url, "alice", "bob")
+    assert alice.rating_history(alice.user_id) == ([], None)
+    duel_id = bob.accept_challenge(alice.create_challenge("bob")["id"])["duel"]["id"]
+    alice.resign(duel_id)
+    points, next_before = bob.rating_history(alice.user_id)
+    assert next_before is None and [p["duel_id"] for p in points] == [duel_id]
+    lost = alice.duel(duel_id)["rating_changes"][str(alice.user_id)]
+    assert lost < 0 and points[0]["rating"] - points[0]["rating_before"] == lost
+    assert points[0]["rating"] == alice.me()["rating"]
+    with pytest.raises(duely_client.NotFound):
+        alice.rating_history(999999)

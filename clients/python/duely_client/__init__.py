@@ -11,12 +11,23 @@
 from duely_client.client import Client, Updates
 from duely_client.errors import (
     AlreadyInDuel,
+    Blocked,
+    CannotAcceptOwn,
+    CannotBlockSelf,
+    CannotChallengeSelf,
+    CannotDeclineOpen,
+    ChallengeClosed,
+    ChallengesDisabled,
+    Conflict,
     ConnectionFailed,
+    DuelActive,
     DuelFinished,
     DuelyError,
     EventsExpired,
+    Forbidden,
     NicknameTaken,
     NotFound,
+    OpponentBusy,
     RateLimited,
     ServerError,
     Unauthorized,
@@ -25,6 +36,8 @@ from duely_client.errors import (
 )
 
 __all__ = [
-    "AlreadyInDuel", "Client", "ConnectionFailed", "DuelFinished", "DuelyError", "EventsExpired", "NicknameTaken",
-    "NotFound", "RateLimited", "ServerError", "Unauthorized", "Unavailable", "Updates", "ValidationError",
+    "AlreadyInDuel", "Blocked", "CannotAcceptOwn", "CannotBlockSelf", "CannotChallengeSelf", "CannotDeclineOpen",
+    "ChallengeClosed", "ChallengesDisabled", "Client", "Conflict", "ConnectionFailed", "DuelActive", "DuelFinished",
+    "DuelyError", "EventsExpired", "Forbidden", "NicknameTaken", "NotFound", "OpponentBusy", "RateLimited",
+    "ServerError", "Unauthorized", "Unavailable", "Updates", "ValidationError",
 ]

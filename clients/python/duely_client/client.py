@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, TypedDict
+from urllib.parse import quote
 
 import requests
 
@@ -46,6 +47,7 @@ class QueueStatus(TypedDict):
 class Duel(TypedDict, total=False):
     id: int
     status: str  # active | finished
+    rated: bool
     task: dict[str, Any]  # id, title, statement, time_limit_ms
     players: list[dict[str, Any]]
     started_at: str
@@ -53,6 +55,65 @@ class Duel(TypedDict, total=False):
     finished_at: str | None
     result: dict[str, Any] | None  # outcome, winner_id, reason
     rating_changes: dict[str, int]
+    stakes: dict[str, dict[str, int]]  # per user id: win, draw, loss
+
+
+class PlayerRef(TypedDict, total=False):
+    user_id: int
+    nickname: str
+    rating: int
+    provisional: bool
+
+
+class Challenge(TypedDict, total=False):
+    id: str
+    kind: str  # challenge | rematch
+    challenger: PlayerRef
+    to: PlayerRef | None  # None: an open challenge, anyone with its id may accept it
+    rated: bool
+    duration_secs: int
+    rematch_of: int | None
+    status: str  # pending | accepted | declined | canceled | expired
+    decline_reason: str | None
+    created_at: str
+    expires_at: str
+    closed_at: str | None
+    duel_id: int | None
+    accepted_by: PlayerRef | None
+    invite_url: str | None
+
+
+class Challenges(TypedDict):
+    incoming: list[Challenge]
+    outgoing: list[Challenge]
+
+
+class Accepted(TypedDict):
+    challenge: Challenge
+    duel: Duel
+
+
+class Settings(TypedDict, total=False):
+    accept_challenges: bool
+
+
+class BlockedUser(TypedDict):
+    user_id: int
+    nickname: str
+
+
+class RatingPoint(TypedDict):
+    duel_id: int
+    finished_at: str
+    rating_before: int
+    rating: int
+    rating_deviation: int | None
+    provisional: bool
+
+
+class StreamTicket(TypedDict):
+    ticket: str
+    expires_at: str
 
 
 class Submission(TypedDict, total=False):
@@ -80,6 +141,9 @@ class Page(TypedDict):
     last_event_id: int
 
 
+# One long poll of a log: (last_event_id, timeout) -> the page after it. `Updates` follows any of them.
+PollFn = Callable[[int, float], Page]
+
 # Called after every HTTP answer (or failure): (method, route, status or 0, seconds). For metrics.
 ResponseHook = Callable[[str, str, int, float], None]
 
@@ -93,8 +157,8 @@ class Client:
     """Typed methods for every endpoint of Duely's public API.
 
     Errors are raised as `DuelyError` subclasses carrying the JSON error `code`; a request that
-    got no answer at all raises `ConnectionFailed`. Only `updates()` and `submit()` retry by
-    themselves (they can do so safely); everything else is one request.
+    got no answer at all raises `ConnectionFailed`. Only `updates()`, `duel_updates()` and
+    `submit()` retry by themselves (they can do so safely); everything else is one request.
     """
 
     def __init__(self, base_url: str, token: str | None = None, *, timeout: float = DEFAULT_TIMEOUT_SECS,
@@ -190,6 +254,38 @@ class Client:
         body = self.request("GET", f"/api/users/{int(user_id)}/duels", params=params, route="GET /api/users/{id}/duels")
         return body["duels"], body["next_before_id"]
 
+    def rating_history(self, user_id: int, limit: int = 50,
+                       before_id: int | None = None) -> tuple[list[RatingPoint], int | None]:
+        """One point per finished rated duel of a user, newest first, and the `before_id` of the next page."""
+        params: dict[str, Any] = {"limit": limit}
+        if before_id is not None:
+            params["before_id"] = before_id
+        body = self.request("GET", f"/api/users/{int(user_id)}/rating-history", params=params,
+                            route="GET /api/users/{id}/rating-history")
+        return body["points"], body["next_before_id"]
+
+    # -- settings and blocks ---------------------------------------------------------------------
+    def settings(self) -> Settings:
+        return self.request("GET", "/api/users/me/settings")
+
+    def update_settings(self, *, accept_challenges: bool | None = None) -> Settings:
+        """Change the given settings (the others stay as they are); returns all of them."""
+        body: dict[str, Any] = {}
+        if accept_challenges is not None:
+            body["accept_challenges"] = accept_challenges
+        return self.request("PATCH", "/api/users/me/settings", json=body)
+
+    def blocks(self) -> list[BlockedUser]:
+        """The players this user blocked, by nickname."""
+        return self.request("GET", "/api/users/me/blocks")["users"]
+
+    def block(self, user_id: int) -> None:
+        """Block a player (idempotent): no challenges or rematches either way; pending ones are canceled."""
+        self.request("PUT", f"/api/users/me/blocks/{int(user_id)}", route="PUT /api/users/me/blocks/{id}")
+
+    def unblock(self, user_id: int) -> None:
+        self.request("DELETE", f"/api/users/me/blocks/{int(user_id)}", route="DELETE /api/users/me/blocks/{id}")
+
     # -- queue -----------------------------------------------------------------------------------
     def join_queue(self) -> QueueStatus:
         """Wait for an opponent (idempotent). Keep `updates()` running to stay queued."""
@@ -236,8 +332,58 @@ class Client:
         """Give up: the opponent wins at once."""
         return self.request("POST", f"/api/duels/{int(duel_id)}/resign", route="POST /api/duels/{id}/resign")
 
+    def rematch(self, duel_id: int) -> Challenge:
+        """Offer the opponent of a finished duel a rematch. Returns the offer: pending (new, or the
+        one already made), or the opponent's own offer, accepted (`duel_id` set), when they offered first."""
+        return self.request("POST", f"/api/duels/{int(duel_id)}/rematch", route="POST /api/duels/{id}/rematch")
+
+    def duels(self, status: str = "active", limit: int = 20,
+              before_id: int | None = None) -> tuple[list[Duel], int | None]:
+        """Everyone's duels by status (`active` or `finished`), newest first, for watching; and the
+        `before_id` of the next page (None at the end)."""
+        params: dict[str, Any] = {"status": status, "limit": limit}
+        if before_id is not None:
+            params["before_id"] = before_id
+        body = self.request("GET", "/api/duels", params=params)
+        return body["duels"], body["next_before_id"]
+
+    # -- challenges ------------------------------------------------------------------------------
+    def create_challenge(self, to: str | None, *, rated: bool = True, duration: int | None = None) -> Challenge:
+        """Challenge a player by nickname, or make an open challenge (`to=None`: whoever has its id,
+        e.g. through its `invite_url`, may accept it). `duration` is the duel's length in seconds."""
+        body: dict[str, Any] = {"to": to, "rated": rated}
+        if duration is not None:
+            body["duration"] = duration
+        return self.request("POST", "/api/challenges", json=body)
+
+    def challenges(self) -> Challenges:
+        """The pending challenges and rematch offers, to this user (`incoming`) and from them (`outgoing`)."""
+        return self.request("GET", "/api/challenges")
+
+    def challenge(self, challenge_id: str) -> Challenge:
+        return self.request("GET", f"/api/challenges/{_segment(challenge_id)}", route="GET /api/challenges/{id}")
+
+    def accept_challenge(self, challenge_id: str) -> Accepted:
+        """Accept a challenge or rematch offer: the duel starts at once (`duel_started` follows in `updates()`)."""
+        return self.request("POST", f"/api/challenges/{_segment(challenge_id)}/accept",
+                            route="POST /api/challenges/{id}/accept")
+
+    def decline_challenge(self, challenge_id: str, reason: str | None = None) -> Challenge:
+        """Decline a challenge addressed to this user; `reason` is one of the contract's (default `generic`)."""
+        body = {"reason": reason} if reason is not None else {}
+        return self.request("POST", f"/api/challenges/{_segment(challenge_id)}/decline", json=body,
+                            route="POST /api/challenges/{id}/decline")
+
+    def cancel_challenge(self, challenge_id: str) -> Challenge:
+        return self.request("POST", f"/api/challenges/{_segment(challenge_id)}/cancel",
+                            route="POST /api/challenges/{id}/cancel")
+
     def languages(self) -> list[dict[str, str]]:
         return self.request("GET", "/api/languages")["languages"]
+
+    def stream_ticket(self) -> StreamTicket:
+        """A ticket for `?ticket=` on the Server-Sent Events streams, where no header can be sent."""
+        return self.request("POST", "/api/stream-tickets")
 
     def health(self) -> dict[str, Any]:
         """GET /healthz: {"status": "ok"}; raises Unavailable when the database does not answer."""
@@ -255,21 +401,45 @@ class Client:
         """Every event after `last_event_id`, in order, forever (until `stop` is set). See `Updates`."""
         return Updates(self, last_event_id, timeout=timeout, on_resync=on_resync, stop=stop)
 
+    def poll_duel(self, duel_id: int, last_event_id: int = 0, timeout: float = POLL_TIMEOUT_SECS,
+                  limit: int = 100) -> Page:
+        """One long poll of a duel's public log (anyone signed in may watch any duel)."""
+        return self.request("GET", f"/api/duels/{int(duel_id)}/updates",
+                            params={"last_event_id": last_event_id, "timeout": timeout, "limit": limit},
+                            timeout=timeout + self.timeout, route="GET /api/duels/{id}/updates")
+
+    def duel_updates(self, duel_id: int, last_event_id: int = 0, *, timeout: float = POLL_TIMEOUT_SECS,
+                     on_resync: Callable[[int], object] | None = None,
+                     stop: threading.Event | None = None) -> Updates:
+        """A spectator's view: every event of a duel's public log after `last_event_id` (`duel_started`,
+        `submission`, `duel_finished`; never code), with the same reconnects, waits and 410 resync
+        as `updates()` (`on_resync` is the place to re-read `duel()`). `duel_finished` is the log's
+        last event, so iteration ends after yielding it (or earlier, when `stop` is set)."""
+        duel_id = int(duel_id)
+        return Updates(self, last_event_id, timeout=timeout, on_resync=on_resync, stop=stop,
+                       poll=lambda last, wait: self.poll_duel(duel_id, last, wait), end_after="duel_finished")
+
 
 class Updates:
-    """An iterator over a user's events that long-polls from the last id it yielded.
+    """An iterator over a log's events (a user's, or with `poll` any other, such as a duel's) that
+    long-polls from the last id it yielded.
 
     It survives server restarts and outages: on connection errors and 5xx it retries with
     exponential backoff and jitter (reset after an answer); on 429 and 503 it waits
     `Retry-After`; on 410 `events_expired` it calls `on_resync(new_last_event_id)` (the place to
     re-read the REST snapshot: queue, duel, submissions) and continues from that id. Polling
     also keeps a queued player present. `last_event_id` is always the id of the last event
-    yielded. Iteration ends only when `stop` is set (checked between polls and while waiting).
+    yielded. Iteration ends when `stop` is set (checked between polls and while waiting), or
+    after yielding an event of type `end_after` (a log's known last event) when one is given.
     """
 
     def __init__(self, client: Client, last_event_id: int = 0, *, timeout: float = POLL_TIMEOUT_SECS,
-                 on_resync: Callable[[int], object] | None = None, stop: threading.Event | None = None):
+                 on_resync: Callable[[int], object] | None = None, stop: threading.Event | None = None,
+                 poll: PollFn | None = None, end_after: str | None = None):
         self.client = client
+        self._poll: PollFn = poll or client.poll  # which log: the user's own by default
+        self.end_after = end_after
+        self.ended = False
         self.last_event_id = last_event_id
         self.timeout = timeout
         self.on_resync = on_resync
@@ -281,17 +451,21 @@ class Updates:
         return self
 
     def __next__(self) -> Event:
+        if self.ended:
+            raise StopIteration
         while not self._buffer:
             if self.stop.is_set():
                 raise StopIteration
             self._buffer = self._poll_once()
         event = self._buffer.pop(0)
         self.last_event_id = event["id"]
+        if self.end_after is not None and event["type"] == self.end_after:
+            self.ended = True
         return event
 
     def _poll_once(self) -> list[Event]:
         try:
-            page = self.client.poll(self.last_event_id, self.timeout)
+            page = self._poll(self.last_event_id, self.timeout)
         except EventsExpired as exc:
             self.failures = 0
             if self.on_resync is not None:
@@ -308,3 +482,8 @@ class Updates:
             return []
         self.failures = 0
         return list(page["events"])
+
+
+def _segment(value: str) -> str:
+    """A path segment from an id the server made (challenge ids are URL-safe; quoting keeps a bad one harmless)."""
+    return quote(str(value), safe="")

@@ -19,27 +19,71 @@ class DuelyError(Exception):
 
 
 class ValidationError(DuelyError):
-    """400 `validation_error` / `bad_request`."""
+    """400 `validation_error` / `bad_request` (and the more precise 400 codes below)."""
+
+
+class CannotChallengeSelf(ValidationError):
+    """400 `cannot_challenge_self`."""
+
+
+class CannotAcceptOwn(ValidationError):
+    """400 `cannot_accept_own`: your own challenge or rematch offer."""
+
+
+class CannotDeclineOpen(ValidationError):
+    """400 `cannot_decline_open`: an open challenge has no addressee to decline it."""
+
+
+class CannotBlockSelf(ValidationError):
+    """400 `cannot_block_self`."""
 
 
 class Unauthorized(DuelyError):
     """401: missing, unknown, expired or revoked token (or wrong password at login)."""
 
 
+class Forbidden(DuelyError):
+    """403 `forbidden` (and the more precise 403 codes below)."""
+
+
+class ChallengesDisabled(Forbidden):
+    """403 `challenges_disabled`: the addressee turned challenges by name off."""
+
+
+class Blocked(Forbidden):
+    """403 `blocked`: one of the two players blocked the other (never says who)."""
+
+
 class NotFound(DuelyError):
     """404."""
 
 
-class NicknameTaken(DuelyError):
+class Conflict(DuelyError):
+    """409 `conflict` (and every more precise 409 code below)."""
+
+
+class NicknameTaken(Conflict):
     """409 `nickname_taken`."""
 
 
-class AlreadyInDuel(DuelyError):
+class AlreadyInDuel(Conflict):
     """409 `already_in_duel`."""
 
 
-class DuelFinished(DuelyError):
+class DuelFinished(Conflict):
     """409 `duel_finished`: the duel is over (or its deadline passed)."""
+
+
+class OpponentBusy(Conflict):
+    """409 `opponent_busy`: the other player is playing a duel."""
+
+
+class ChallengeClosed(Conflict):
+    """409 `challenge_closed`: no longer pending (accepted, also by someone faster; declined; canceled; expired)."""
+
+
+class DuelActive(Conflict):
+    """409 `duel_active`: a rematch of a duel that is not finished."""
 
 
 class EventsExpired(DuelyError):
@@ -69,10 +113,18 @@ class ConnectionFailed(DuelyError):
         super().__init__(0, "connection_failed", message)
 
 
-_BY_CODE = {"nickname_taken": NicknameTaken, "already_in_duel": AlreadyInDuel, "duel_finished": DuelFinished,
-            "events_expired": EventsExpired}
-_BY_STATUS = {400: ValidationError, 401: Unauthorized, 404: NotFound, 410: EventsExpired, 429: RateLimited,
-              503: Unavailable}
+_BY_CODE: dict[str, type[DuelyError]] = {
+    "nickname_taken": NicknameTaken, "already_in_duel": AlreadyInDuel, "duel_finished": DuelFinished,
+    "events_expired": EventsExpired, "cannot_challenge_self": CannotChallengeSelf,
+    "cannot_accept_own": CannotAcceptOwn, "cannot_decline_open": CannotDeclineOpen,
+    "cannot_block_self": CannotBlockSelf, "challenges_disabled": ChallengesDisabled, "blocked": Blocked,
+    "opponent_busy": OpponentBusy, "challenge_closed": ChallengeClosed, "duel_active": DuelActive,
+}
+# A code this library does not know is raised by its HTTP status (as the contract asks).
+_BY_STATUS: dict[int, type[DuelyError]] = {
+    400: ValidationError, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 410: EventsExpired,
+    429: RateLimited, 503: Unavailable,
+}
 
 
 def error_for(status: int, body: Any, retry_after_header: str | None) -> DuelyError:
