@@ -6,6 +6,9 @@
     client.join_queue()
     for event in client.updates():             # long polls, reconnects, resumes where it was
         ...
+    client.create_challenge("bob")             # or None: an open challenge; accept_challenge(id)
+    for event in client.duel_updates(duel_id): # a spectator's view of any duel, to duel_finished
+        ...
 """
 
 from duely_client.client import Client, Updates

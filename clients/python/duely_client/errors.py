@@ -9,7 +9,7 @@ class DuelyError(Exception):
     """An error answer of the API: `status` (HTTP), `code` (the JSON error code), `message`,
     `fields` (validation errors), `body` (the whole JSON error object), `retry_after` (seconds)."""
 
-    def __init__(self, status: int, code: str, message: str, *, fields: dict | None = None,
+    def __init__(self, status: int, code: str, message: str, *, fields: dict[str, Any] | None = None,
                  body: dict[str, Any] | None = None, retry_after: float | None = None):
         super().__init__(f"{status} {code}: {message}")
         self.status, self.code, self.message = status, code, message
