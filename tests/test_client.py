@@ -374,3 +374,26 @@ def test_rating_history_after_a_rated_duel(instant_stack):
     assert points[0]["rating"] == alice.me()["rating"]
     with pytest.raises(duely_client.NotFound):
         alice.rating_history(999999)
+
+
+def test_duel_updates_resync_after_410_like_updates(instant_stack, db):
+    from sqlalchemy import text
+
+    alice, bob, dave = _players(instant_stack.url, "alice", "bob", "dave")
+    duel_id = bob.accept_challenge(alice.create_challenge("bob")["id"])["duel"]["id"]
+    alice.submit(duel_id, WRONG)
+    _wait(lambda: any(e["data"].get("verdict") for e in dave.poll_duel(duel_id, 0, timeout=0)["events"]))
+    newest = dave.poll_duel(duel_id, 0, timeout=0)["last_event_id"]
+    with db.transaction() as s:  # as pruning would: the log's start is gone
+        s.execute(text("DELETE FROM duel_events WHERE duel_id = :d AND id <= 2"), {"d": duel_id})
+    resyncs: list[int] = []
+
+    def resync(cursor: int) -> None:  # a spectator re-reads duel() here; meanwhile the duel goes on
+        resyncs.append(cursor)
+        alice.resign(duel_id)
+
+    seen = list(dave.duel_updates(duel_id, 0, timeout=5, on_resync=resync))
+    assert resyncs == [newest]
+    assert [(e["id"], e["type"]) for e in seen] == [(newest + 1, "duel_finished")]
+    with pytest.raises(duely_client.NotFound):
+        next(dave.duel_updates(999999, timeout=0))  # not retried: there is nothing to wait for
