@@ -43,7 +43,9 @@ SENDS_IN_FLIGHT = 8
 DISPATCH_CHANNEL = "duely_dispatch"
 DISPATCH_SWEEP_SECS = 1.0
 
-_NOTIFY = text(f"SELECT pg_notify('{DISPATCH_CHANNEL}', '')")
+# The wake-up as an SQL expression, for a writer that folds it into a statement it runs anyway.
+WAKE_DISPATCHER_SQL = f"pg_notify('{DISPATCH_CHANNEL}', '')"
+_NOTIFY = text(f"SELECT {WAKE_DISPATCHER_SQL}")
 
 
 def wake_dispatcher(session: Session) -> None:

@@ -24,22 +24,59 @@ log = logging.getLogger(__name__)
 CLIENT_TEMP_ID_MAX_LEN = 128
 
 
+_CHECK = text(
+    """
+    WITH d AS MATERIALIZED (SELECT id, status, deadline FROM duels WHERE id = :duel FOR SHARE)
+    SELECT d.status,
+           clock_timestamp() >= d.deadline AS past_deadline,
+           EXISTS (SELECT 1 FROM duel_players p WHERE p.duel_id = d.id AND p.user_id = :user) AS is_player,
+           (SELECT s.id FROM submissions s
+             WHERE s.duel_id = d.id AND s.user_id = :user AND s.client_temp_id = :ctid) AS existing,
+           r.n AS recent,
+           extract(epoch FROM (r.oldest + make_interval(secs => :w)) - clock_timestamp())::float AS retry_after
+    FROM d CROSS JOIN LATERAL (
+        SELECT min(submitted_at) AS oldest, count(*) AS n FROM (
+            SELECT submitted_at FROM submissions
+            WHERE user_id = :user AND submitted_at > clock_timestamp() - make_interval(secs => :w)
+            ORDER BY submitted_at DESC LIMIT :n) recent
+    ) r
+    """
+)
+# The RETURNING clause also wakes the dispatchers at commit (dispatch.wake_dispatcher, in the
+# same round trip); a conflict returns no row and so wakes nobody.
+_INSERT = text(
+    f"""
+    INSERT INTO submissions (id, duel_id, user_id, language, solution, client_temp_id, submitted_at)
+    VALUES (:id, :duel, :user, :lang, :solution, :ctid, clock_timestamp())
+    ON CONFLICT (duel_id, user_id, client_temp_id) WHERE client_temp_id IS NOT NULL DO NOTHING
+    RETURNING submitted_at, {dispatch.WAKE_DISPATCHER_SQL}
+    """
+)
+
+
 def do_submit(session: Session, user_id: int, duel_id: int, language: str, solution: str,
               client_temp_id: str | None, *, max_solution_bytes: int, rate_limit: int,
               rate_window_secs: float) -> tuple[uuid.UUID, bool]:
     """Store a submission; returns (submission_id, created). A repeat with the same
     client_temp_id by the same user in the same duel returns the first id and creates nothing.
     """
-    # FOR SHARE: the finishing rule takes this row FOR UPDATE, so it sees every submission
-    # that passed the deadline check below.
-    duel, players = duels.access_duel_as_player(session, user_id, duel_id, lock="share")
-    if client_temp_id is not None:
-        existing = _by_client_temp_id(session, duel_id, user_id, client_temp_id)
-        if existing is not None:
-            return existing, False
-    if duel.status != DuelStatus.ACTIVE:
+    # One round trip for every check (a submit is the hottest write): the duel row FOR SHARE
+    # (the finishing rule takes it FOR UPDATE, so it sees every submission that passed the
+    # deadline check: the CTE takes the lock first, the outer SELECT and so clock_timestamp()
+    # run once it is held), whether the caller plays it, an earlier submission with this
+    # client_temp_id, and the caller's recent submissions for the rate limit. The checks are
+    # raised in the order the contract gives them.
+    check = session.execute(_CHECK, {"duel": duel_id, "user": user_id, "ctid": client_temp_id,
+                                     "w": rate_window_secs, "n": rate_limit}).first()
+    if check is None:
+        raise errors.NotFound("No such duel.")
+    if not check.is_player:
+        raise errors.Forbidden("Only the two players of this duel may do that.")
+    if check.existing is not None:
+        return check.existing, False
+    if check.status != DuelStatus.ACTIVE:
         raise errors.DuelFinished()
-    if session.execute(text("SELECT clock_timestamp() >= :d"), {"d": duel.deadline}).scalar_one():
+    if check.past_deadline:
         raise errors.DuelFinished("The duel's deadline has passed.")
     if language not in LANGUAGES:
         raise errors.ValidationFailed(fields={"language": [f"One of: {', '.join(LANGUAGES)} (see GET /api/languages)."]})
@@ -47,17 +84,11 @@ def do_submit(session: Session, user_id: int, duel_id: int, language: str, solut
         raise errors.ValidationFailed(fields={"solution": ["The solution is empty."]})
     if len(solution.encode("utf-8")) > max_solution_bytes:
         raise errors.PayloadTooLarge(f"The solution is larger than {max_solution_bytes} bytes.")
-    _check_rate(session, user_id, rate_limit, rate_window_secs)
+    if check.recent >= rate_limit:
+        raise errors.RateLimited(float(check.retry_after), f"At most {rate_limit} submissions per {int(rate_window_secs)} s.")
 
     submission_id = uuid.uuid4()
-    inserted = session.execute(text(
-        """
-        INSERT INTO submissions (id, duel_id, user_id, language, solution, client_temp_id, submitted_at)
-        VALUES (:id, :duel, :user, :lang, :solution, :ctid, clock_timestamp())
-        ON CONFLICT (duel_id, user_id, client_temp_id) WHERE client_temp_id IS NOT NULL DO NOTHING
-        RETURNING submitted_at
-        """
-    ), {"id": submission_id, "duel": duel_id, "user": user_id, "lang": language, "solution": solution,
+    inserted = session.execute(_INSERT, {"id": submission_id, "duel": duel_id, "user": user_id, "lang": language, "solution": solution,
         "ctid": client_temp_id}).first()
     if inserted is None:  # a concurrent duplicate committed first (only a client_temp_id can conflict)
         assert client_temp_id is not None
@@ -68,7 +99,6 @@ def do_submit(session: Session, user_id: int, duel_id: int, language: str, solut
         duel_id=duel_id, submission_id=str(submission_id), client_temp_id=client_temp_id,
         language=language, submitted_at=inserted.submitted_at,
     ))
-    dispatch.wake_dispatcher(session)  # the dispatcher sends it as soon as this commits
     log.info("submission stored", extra=kv(submission_id=submission_id, duel_id=duel_id, user_id=user_id, language=language))
     return submission_id, True
 
@@ -78,23 +108,6 @@ def _by_client_temp_id(session: Session, duel_id: int, user_id: int, client_temp
         select(Submission.id).where(Submission.duel_id == duel_id, Submission.user_id == user_id,
                                     Submission.client_temp_id == client_temp_id)
     ).scalar_one_or_none()
-
-
-def _check_rate(session: Session, user_id: int, limit: int, window_secs: float) -> None:
-    oldest_in_window = session.execute(text(
-        """
-        SELECT min(submitted_at), count(*) FROM (
-          SELECT submitted_at FROM submissions
-          WHERE user_id = :u AND submitted_at > clock_timestamp() - make_interval(secs => :w)
-          ORDER BY submitted_at DESC LIMIT :n) recent
-        """
-    ), {"u": user_id, "w": window_secs, "n": limit}).one()
-    if oldest_in_window[1] >= limit:
-        retry_after = session.execute(
-            text("SELECT extract(epoch FROM (:t + make_interval(secs => :w)) - clock_timestamp())"),
-            {"t": oldest_in_window[0], "w": window_secs},
-        ).scalar_one()
-        raise errors.RateLimited(float(retry_after), f"At most {limit} submissions per {int(window_secs)} s.")
 
 
 def list_for(session: Session, viewer_id: int, duel_id: int) -> list[dict]:

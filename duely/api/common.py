@@ -97,7 +97,7 @@ def current_user_id() -> int:
         if token is None:
             raise errors.Unauthorized("Send Authorization: Bearer <token>.")
         svc = services()
-        with svc.db.transaction() as session:
+        with svc.db.autocommit() as session:  # one statement: no transaction needed
             g.user_id = auth.authenticate(session, token, svc.config.secret_key)
     return g.user_id
 
