@@ -3,8 +3,9 @@
 Woken, not polled: the submit transaction sends `NOTIFY duely_dispatch` (delivered at its
 commit), and the scheduler's dispatch loop (duely/wakeup.py) runs a round at once; a round
 every DISPATCH_SWEEP_SECS stays as the safety net for re-sends, backoffs and missed wake-ups.
-A round sends up to SENDS_IN_FLIGHT submissions at once over the process's one keep-alive
-Taski session. Safe with several scheduler processes and with the parallel sends: each
+A round claims the due rows in batches (one transaction each: claim, send up to
+SENDS_IN_FLIGHT at once over the process's one keep-alive Taski session, record the outcomes
+set-based, commit). Safe with several scheduler processes and with the parallel sends: each
 submission is sent while its row is held `FOR UPDATE SKIP LOCKED`, so no submission is being
 sent twice at once, and nothing is forgotten after a crash (the row simply stays due). Rules of docs/taski.md:
 429 pauses every Taski call of the process (the client does that) and ends the round;
@@ -29,7 +30,6 @@ from sqlalchemy.orm import Session
 from duely import verdicts
 from duely.config import Config
 from duely.db import Database
-from duely.logs import kv
 from duely.statuses import SubmissionState
 from duely.taski import TaskiClient, TaskiRateLimited, TaskiRejected, TaskiUnavailable
 
@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 
 BACKOFF_MAX_SECS = 60.0
 ROUND_SIZE = 200
+# Due rows claimed, sent and recorded per transaction of a round: fewer transactions than one
+# per submission, and a verdict that arrives while its row is still claimed waits at most for
+# one batch of sends.
+CLAIM_SIZE = 32
 # Sends in flight at once per process (each holds its row lock and a database connection
 # during its HTTP call; requests' default keep-alive pool of the one Taski session is 10).
 SENDS_IN_FLIGHT = 8
@@ -75,76 +79,104 @@ def backoff_secs(attempts: int) -> float:
 
 @dataclass(frozen=True)
 class SendResult:
-    outcome: str  # sent | skipped | unavailable | rejected | paused
+    outcome: str  # sent | unavailable | rejected | paused | halted (not tried: the round stopped)
     message: str | None = None
 
 
-def send_one(session: Session, taski: TaskiClient, submission_id: uuid.UUID, judge_timeout_secs: float) -> SendResult:
-    """Send one due submission while holding its row; what happened is recorded in `session`."""
-    row = session.execute(text(
-        f"""
-        SELECT s.id, s.status, s.language, s.solution, s.send_attempts, d.task->'id' AS task_id,
-               extract(epoch FROM clock_timestamp() - greatest(s.sent_at, s.last_message_at)) AS silent_secs
-        FROM submissions s JOIN duels d ON d.id = s.duel_id
-        WHERE s.id = :id AND {_DUE}
-        FOR UPDATE OF s SKIP LOCKED
-        """
-    ), {"id": submission_id, "judge_timeout": judge_timeout_secs}).first()
-    if row is None:  # another dispatcher has it, or it is no longer due
-        return SendResult("skipped")
-    fields = kv(submission_id=row.id, attempt=row.send_attempts + 1)
+_CLAIM = text(
+    f"""
+    SELECT s.id, s.status, s.language, s.solution, s.send_attempts, d.task->'id' AS task_id,
+           extract(epoch FROM clock_timestamp() - greatest(s.sent_at, s.last_message_at)) AS silent_secs
+    FROM submissions s JOIN duels d ON d.id = s.duel_id
+    WHERE s.id = ANY(:ids) AND {_DUE}
+    ORDER BY s.submitted_at
+    FOR UPDATE OF s SKIP LOCKED
+    """
+)
+_SENT = text(
+    f"UPDATE submissions SET status = CASE WHEN status = {SubmissionState.PENDING.sql} "
+    f"THEN {SubmissionState.TESTING.sql} ELSE status END, "
+    "send_attempts = send_attempts + 1, sent_at = clock_timestamp(), next_attempt_at = NULL WHERE id = ANY(:ids)"
+)
+# backoff_secs(send_attempts + 1), computed from the stored count in the same statement.
+_BACK_OFF = text(
+    "UPDATE submissions SET send_attempts = send_attempts + 1, "
+    "next_attempt_at = clock_timestamp() + make_interval(secs => least(:max, power(2, send_attempts))) "
+    "WHERE id = ANY(:ids)"
+)
+
+
+def claim(session: Session, ids: list[uuid.UUID], judge_timeout_secs: float) -> list:
+    """Lock those of `ids` that are still due and that no other dispatcher holds (SKIP LOCKED):
+    this transaction's rows to send. Held until it commits, so no submission is sent twice at once."""
+    return list(session.execute(_CLAIM, {"ids": ids, "judge_timeout": judge_timeout_secs}).all())
+
+
+def send(taski: TaskiClient, row, halted: threading.Event) -> SendResult:
+    """Hand one claimed row to Taski (no database work: several run at once)."""
+    if halted.is_set() or taski.paused_for() > 0:
+        return SendResult("halted")
     try:
         taski.send_submission(str(row.id), row.task_id, row.language, row.solution)
     except TaskiRejected as exc:
-        log.warning("Taski rejected the submission", extra={"fields": {**fields["fields"], "message": repr(exc.message)}})
         return SendResult("rejected", exc.message)
     except TaskiRateLimited:
+        halted.set()
         return SendResult("paused")
     except TaskiUnavailable:
-        wait = backoff_secs(row.send_attempts + 1)
-        session.execute(text(
-            "UPDATE submissions SET send_attempts = send_attempts + 1, "
-            "next_attempt_at = clock_timestamp() + make_interval(secs => :wait) WHERE id = :id"
-        ), {"id": row.id, "wait": wait})
-        log.warning("send failed; backing off", extra={"fields": {**fields["fields"], "retry_in_secs": wait}})
+        halted.set()
         return SendResult("unavailable")
-    session.execute(text(
-        f"UPDATE submissions SET status = CASE WHEN status = {SubmissionState.PENDING.sql} "
-        f"THEN {SubmissionState.TESTING.sql} ELSE status END, "
-        "send_attempts = send_attempts + 1, sent_at = clock_timestamp(), next_attempt_at = NULL WHERE id = :id"
-    ), {"id": row.id})
-    if row.status == SubmissionState.TESTING:
-        log.warning("re-sent a stuck submission",
-                    extra={"fields": {**fields["fields"], "waited_secs": round(float(row.silent_secs or 0), 1)}})
-    else:
-        log.info("sent to Taski", extra=fields)
     return SendResult("sent")
 
 
+def record_sends(session: Session, rows: list, results: list[SendResult]) -> None:
+    """What the sends did, set-based (one statement per outcome), in the claiming transaction."""
+    by_outcome: dict[str, list] = {}
+    for row, result in zip(rows, results, strict=True):
+        by_outcome.setdefault(result.outcome, []).append(row)
+        fields = {"submission_id": row.id, "attempt": row.send_attempts + 1}
+        if result.outcome == "sent" and row.status == SubmissionState.TESTING:
+            log.warning("re-sent a stuck submission",
+                        extra={"fields": {**fields, "waited_secs": round(float(row.silent_secs or 0), 1)}})
+        elif result.outcome == "sent":
+            log.info("sent to Taski", extra={"fields": fields})
+        elif result.outcome == "unavailable":
+            log.warning("send failed; backing off",
+                        extra={"fields": {**fields, "retry_in_secs": backoff_secs(row.send_attempts + 1)}})
+        elif result.outcome == "rejected":
+            log.warning("Taski rejected the submission", extra={"fields": {**fields, "message": repr(result.message)}})
+    if by_outcome.get("sent"):
+        session.execute(_SENT, {"ids": [r.id for r in by_outcome["sent"]]})
+    if by_outcome.get("unavailable"):
+        session.execute(_BACK_OFF, {"ids": [r.id for r in by_outcome["unavailable"]], "max": BACKOFF_MAX_SECS})
+
+
 def run_round(db: Database, config: Config, taski: TaskiClient, senders: Executor | None = None) -> int:
-    """Send what is due, up to SENDS_IN_FLIGHT at once on `senders` (the process's pool, see
-    Runtime.dispatch_senders; None sends one by one); returns how many were handed over (or rejected)."""
+    """Send what is due; returns how many were handed over (or rejected).
+
+    The due rows are claimed CLAIM_SIZE at a time, each batch in one transaction: claimed
+    (FOR UPDATE SKIP LOCKED), sent up to SENDS_IN_FLIGHT at once on `senders` (the process's
+    pool, see Runtime.dispatch_senders; None sends one by one), the outcomes recorded, committed.
+    A 429 or an unavailable Taski stops the round; the rest waits for a later one."""
     if taski.paused_for() > 0:
         return 0
     with db.transaction() as session:
         ids = due_submission_ids(session, config.judge_timeout)
-    if not ids:
-        return 0
-    halted = threading.Event()  # a 429 or an unavailable Taski: the rest waits for a later round
-
-    def send(submission_id: uuid.UUID) -> bool:
-        if halted.is_set() or taski.paused_for() > 0:
-            return False
+    handed = 0
+    halted = threading.Event()
+    for start in range(0, len(ids), CLAIM_SIZE):
         with db.transaction() as session:
-            result = send_one(session, taski, submission_id, config.judge_timeout)
-        if result.outcome in ("paused", "unavailable"):
-            halted.set()
-            return False
-        if result.outcome == "rejected":
-            # Its own transaction, in the usual lock order (duel, users, submission).
-            db.run(partial(verdicts.record_verdict, submission_id=submission_id, verdict=f"Rejected: {result.message}"))
-        return result.outcome != "skipped"
-
-    if len(ids) == 1 or senders is None:
-        return sum(1 for submission_id in ids if send(submission_id))
-    return sum(senders.map(send, ids))
+            rows = claim(session, ids[start:start + CLAIM_SIZE], config.judge_timeout)
+            if not rows:
+                continue
+            go = partial(send, taski, halted=halted)
+            results = list(senders.map(go, rows)) if senders is not None and len(rows) > 1 else [go(r) for r in rows]
+            record_sends(session, rows, results)
+        for row, result in zip(rows, results, strict=True):
+            if result.outcome == "rejected":
+                # After the claim's commit, in its own transaction and the usual lock order (duel, users, submission).
+                db.run(partial(verdicts.record_verdict, submission_id=row.id, verdict=f"Rejected: {result.message}"))
+        handed += sum(1 for result in results if result.outcome in ("sent", "rejected"))
+        if halted.is_set():
+            break
+    return handed
