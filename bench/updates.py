@@ -532,6 +532,10 @@ class Bench:
                     started_at[user["id"]].append(began)
                 busy.discard(user["id"])
 
+        def cpu_secs() -> float:
+            return sum(sum(w.cpu_times()[:2]) for w in self.workers(duely))
+
+        cpu_before = cpu_secs()
         rate = self.args.events_per_sec
         rnd = random.Random(11)
         joined: dict[int, bool] = {}
@@ -553,6 +557,7 @@ class Bench:
                 time.sleep(delay)
         achieved = n / (time.monotonic() - started)
         pool.shutdown(wait=True)
+        cpu_per_action_ms = (cpu_secs() - cpu_before) / n * 1000
         client.wait(secs + 30)
         result = json.loads(out_file.read_text())
         delivered: dict[int, list[float]] = {}
@@ -578,6 +583,8 @@ class Bench:
                     f"{pct(latencies, 50):.1f} / {pct(latencies, 99):.1f} / {max(latencies, default=float('nan')):.1f} "
                     "(target p99 <= 50)")
         self.figure("4. the write requests themselves p50 / p99 (ms)", f"{pct(ms, 50):.1f} / {pct(ms, 99):.1f}")
+        self.figure("4. web workers' CPU per action, its wake-up and the poll answering it (ms; load-independent)",
+                    f"{cpu_per_action_ms:.2f}")
 
     # -- 1. idle polls ---------------------------------------------------------------------------
     def idle(self, users: list[dict], app: str, path: str, label: str) -> None:
