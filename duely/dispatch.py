@@ -66,7 +66,8 @@ _DUE = f"""
 
 
 def due_submission_ids(session: Session, judge_timeout_secs: float, limit: int = ROUND_SIZE) -> list[uuid.UUID]:
-    """Submissions to send now: pending ones, and testing ones silent for JUDGE_TIMEOUT; oldest first."""
+    """Submissions to send now: pending ones, and testing ones silent for JUDGE_TIMEOUT; oldest first.
+    (What a round claims, read without claiming: for inspection and tests.)"""
     return list(session.execute(
         text(f"SELECT s.id FROM submissions s WHERE {_DUE} ORDER BY s.submitted_at LIMIT :limit"),
         {"judge_timeout": judge_timeout_secs, "limit": limit},
@@ -83,13 +84,16 @@ class SendResult:
     message: str | None = None
 
 
+# The due rows, oldest first, that no other dispatcher holds, locked until this transaction
+# commits: claiming them is how a round finds them (no separate read of what is due).
 _CLAIM = text(
     f"""
     SELECT s.id, s.status, s.language, s.solution, s.send_attempts, d.task->'id' AS task_id,
            extract(epoch FROM clock_timestamp() - greatest(s.sent_at, s.last_message_at)) AS silent_secs
     FROM submissions s JOIN duels d ON d.id = s.duel_id
-    WHERE s.id = ANY(:ids) AND {_DUE}
+    WHERE {_DUE}
     ORDER BY s.submitted_at
+    LIMIT :limit
     FOR UPDATE OF s SKIP LOCKED
     """
 )
@@ -106,10 +110,10 @@ _BACK_OFF = text(
 )
 
 
-def claim(session: Session, ids: list[uuid.UUID], judge_timeout_secs: float) -> list:
-    """Lock those of `ids` that are still due and that no other dispatcher holds (SKIP LOCKED):
-    this transaction's rows to send. Held until it commits, so no submission is sent twice at once."""
-    return list(session.execute(_CLAIM, {"ids": ids, "judge_timeout": judge_timeout_secs}).all())
+def claim(session: Session, judge_timeout_secs: float, limit: int = CLAIM_SIZE) -> list:
+    """Lock up to `limit` due rows that no other dispatcher holds (SKIP LOCKED): this
+    transaction's rows to send. Held until it commits, so no submission is sent twice at once."""
+    return list(session.execute(_CLAIM, {"judge_timeout": judge_timeout_secs, "limit": limit}).all())
 
 
 def send(taski: TaskiClient, row, halted: threading.Event) -> SendResult:
@@ -154,29 +158,28 @@ def record_sends(session: Session, rows: list, results: list[SendResult]) -> Non
 def run_round(db: Database, config: Config, taski: TaskiClient, senders: Executor | None = None) -> int:
     """Send what is due; returns how many were handed over (or rejected).
 
-    The due rows are claimed CLAIM_SIZE at a time, each batch in one transaction: claimed
-    (FOR UPDATE SKIP LOCKED), sent up to SENDS_IN_FLIGHT at once on `senders` (the process's
+    The due rows are claimed CLAIM_SIZE at a time (up to ROUND_SIZE), each batch in one
+    transaction: claimed (FOR UPDATE SKIP LOCKED), sent up to SENDS_IN_FLIGHT at once on `senders` (the process's
     pool, see Runtime.dispatch_senders; None sends one by one), the outcomes recorded, committed.
     A 429 or an unavailable Taski stops the round; the rest waits for a later one."""
     if taski.paused_for() > 0:
         return 0
-    with db.transaction() as session:
-        ids = due_submission_ids(session, config.judge_timeout)
-    handed = 0
+    handed = claimed = 0
     halted = threading.Event()
-    for start in range(0, len(ids), CLAIM_SIZE):
+    while claimed < ROUND_SIZE and not halted.is_set():
         with db.transaction() as session:
-            rows = claim(session, ids[start:start + CLAIM_SIZE], config.judge_timeout)
+            rows = claim(session, config.judge_timeout, min(CLAIM_SIZE, ROUND_SIZE - claimed))
             if not rows:
-                continue
+                break
             go = partial(send, taski, halted=halted)
             results = list(senders.map(go, rows)) if senders is not None and len(rows) > 1 else [go(r) for r in rows]
             record_sends(session, rows, results)
+        claimed += len(rows)
         for row, result in zip(rows, results, strict=True):
             if result.outcome == "rejected":
                 # After the claim's commit, in its own transaction and the usual lock order (duel, users, submission).
                 db.run(partial(verdicts.record_verdict, submission_id=row.id, verdict=f"Rejected: {result.message}"))
         handed += sum(1 for result in results if result.outcome in ("sent", "rejected"))
-        if halted.is_set():
+        if len(rows) < CLAIM_SIZE:
             break
     return handed
