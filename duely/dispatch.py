@@ -43,7 +43,7 @@ SENDS_IN_FLIGHT = 8
 # Due rows claimed, sent and recorded per transaction of a round: one wave of parallel sends.
 # Fewer transactions than one per submission, and a verdict that arrives while its row is
 # still claimed (an instant judge answers before the send's transaction commits) waits for
-# one HTTP call, not for a queue of them: 32 per batch measured slower at 200 players.
+# one HTTP call, not for a queue of them (with 32 per batch it could wait for four waves).
 CLAIM_SIZE = SENDS_IN_FLIGHT
 DISPATCH_CHANNEL = "duely_dispatch"
 DISPATCH_SWEEP_SECS = 1.0
