@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/updates.py            # everything (about 3 minutes)
     .venv/bin/python bench/updates.py --idle 2000 --latency-secs 10 --wrk-secs 5   # quicker
+    .venv/bin/python bench/updates.py --parts latency,actions --idle 0   # 200 events/s: in the database, then via the API
 
 Reports, each as a printed figure:
  1. idle long polls held at once (target >= 10,000), server RSS per 1,000 held polls, database
@@ -10,7 +11,11 @@ Reports, each as a printed figure:
     gunicorn+gevent+Flask app whose route just sleeps (the floor for any long poll);
  2. commit-to-delivery latency p50/p99 with 1,000 held polls and 200 events/s (target p99 < 50 ms);
  3. immediate-answer GET /api/updates requests/s (wrk) against a trivial Flask route run the
-    same way, and their ratio (target >= 0.5).
+    same way, and their ratio (target >= 0.5);
+ 4. (`--parts actions`) one player's action seen by another through the API: 1,000 held polls,
+    and `--events-per-sec` actions/s made over HTTP (POST / DELETE /api/queue in turn by the
+    watched users, so the write path is measured too); request start -> event delivered p50/p99
+    (target p99 <= 50 ms at 200/s), with the write requests' own latency beside it.
 
 It starts its own embedded PostgreSQL (in a temporary directory), its own gunicorns on free
 ports and its own clients, talks to 127.0.0.1 only, and stops everything at the end. The
@@ -188,7 +193,7 @@ def client_latency(port: int, users_file: str, secs: float, out_file: str) -> No
                 continue
             answer = json.loads(body)
             for event in answer["events"]:
-                received.append((user["id"], event["id"], now))
+                received.append((user["id"], event["id"], now, event["type"]))
             after = answer["last_event_id"]
 
     greenlets = [gevent.spawn(follow, u) for u in users]
@@ -464,7 +469,7 @@ class Bench:
         client.wait(secs + 30)
         result = json.loads(out_file.read_text())
         after_commit, from_commit_start = [], []
-        for uid, eid, t in result["received"]:
+        for uid, eid, t, _ in result["received"]:
             if (uid, eid) in committed:
                 before, after = committed[(uid, eid)]
                 after_commit.append((t - after) * 1000)
@@ -482,6 +487,104 @@ class Bench:
                     f"{pct(after_commit, 50):.1f} / {pct(after_commit, 99):.1f} / {max(after_commit):.1f} (target p99 < 50)")
         self.figure("2. same, from COMMIT sent (upper bound) p50 / p99 (ms)",
                     f"{pct(from_commit_start, 50):.1f} / {pct(from_commit_start, 99):.1f}")
+
+    # -- 4. actions through the API ---------------------------------------------------------------
+    def actions(self, users: list[dict]) -> None:
+        import random
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        import requests
+
+        duely, port = self.start_gunicorn("app:app", "duely-actions")
+        self.warm_up(port, users)
+        followers = users[:1000]
+        users_file = self.tmp / "actions-users.json"
+        users_file.write_text(json.dumps(followers))
+        out_file = self.tmp / "actions-out.json"
+        secs = self.args.latency_secs
+        client = self.client("client-latency", str(port), str(users_file), str(secs + 10), str(out_file))
+        json.loads(client.stdout.readline())
+        time.sleep(2.0)  # every follower's first poll is held by now
+        base = f"http://127.0.0.1:{port}"
+        local = threading.local()
+        # Each user's actions run one after another (a user waits for its previous answer), so
+        # the k-th queue event in its log answers its k-th action.
+        started_at: dict[int, list[float]] = {u["id"]: [] for u in followers}
+        busy: set[int] = set()
+        lock = threading.Lock()
+        request_secs: list[float] = []
+        statuses: dict[int, int] = {}
+
+        def act(user: dict, joining: bool) -> None:
+            http = getattr(local, "http", None) or requests.Session()
+            local.http = http
+            began = time.monotonic()
+            try:
+                status = http.request("POST" if joining else "DELETE", base + "/api/queue",
+                                      headers={"Authorization": f"Bearer {user['token']}"}, timeout=30).status_code
+            except requests.RequestException:
+                status = 0
+            with lock:
+                request_secs.append(time.monotonic() - began)
+                statuses[status] = statuses.get(status, 0) + 1
+                if status in (202, 204):
+                    started_at[user["id"]].append(began)
+                busy.discard(user["id"])
+
+        def cpu_secs() -> float:
+            return sum(sum(w.cpu_times()[:2]) for w in self.workers(duely))
+
+        cpu_before = cpu_secs()
+        rate = self.args.events_per_sec
+        rnd = random.Random(11)
+        joined: dict[int, bool] = {}
+        pool = ThreadPoolExecutor(64)
+        started = time.monotonic()
+        n = 0
+        while time.monotonic() - started < secs:
+            user = rnd.choice(followers)
+            with lock:
+                if user["id"] in busy:
+                    continue
+                busy.add(user["id"])
+            joining = not joined.get(user["id"], False)
+            joined[user["id"]] = joining
+            pool.submit(act, user, joining)
+            n += 1
+            delay = started + n / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        achieved = n / (time.monotonic() - started)
+        pool.shutdown(wait=True)
+        cpu_per_action_ms = (cpu_secs() - cpu_before) / n * 1000
+        client.wait(secs + 30)
+        result = json.loads(out_file.read_text())
+        delivered: dict[int, list[float]] = {}
+        for uid, _, t, kind in sorted(result["received"], key=lambda r: (r[0], r[1])):
+            if kind in ("queue_joined", "queue_left"):
+                delivered.setdefault(uid, []).append(t)
+        latencies, lost = [], 0
+        for uid, starts in started_at.items():
+            got = delivered.get(uid, [])
+            latencies += [(t - b) * 1000 for b, t in zip(starts, got, strict=False)]
+            lost += max(0, len(starts) - len(got))
+        self.stop(duely)
+
+        def pct(values: list[float], p: float) -> float:
+            values = sorted(values)
+            return values[min(len(values) - 1, int(p / 100 * len(values)))] if values else float("nan")
+
+        ms = [v * 1000 for v in request_secs]
+        self.figure("4. actions made / delivered (1000 held polls)",
+                    f"{n} at {achieved:.0f}/s / {len(latencies)} (not delivered {lost}; answers {statuses}; "
+                    f"poll errors {result['stats']['errors']})")
+        self.figure("4. request start -> event delivered p50 / p99 / max (ms)",
+                    f"{pct(latencies, 50):.1f} / {pct(latencies, 99):.1f} / {max(latencies, default=float('nan')):.1f} "
+                    "(target p99 <= 50)")
+        self.figure("4. the write requests themselves p50 / p99 (ms)", f"{pct(ms, 50):.1f} / {pct(ms, 99):.1f}")
+        self.figure("4. web workers' CPU per action, its wake-up and the poll answering it (ms; load-independent)",
+                    f"{cpu_per_action_ms:.2f}")
 
     # -- 1. idle polls ---------------------------------------------------------------------------
     def idle(self, users: list[dict], app: str, path: str, label: str) -> None:
@@ -563,6 +666,8 @@ class Bench:
             self.throughput(users)
         if "latency" in self.args.parts:
             self.latency(users)
+        if "actions" in self.args.parts:
+            self.actions(users)
         if "idle" in self.args.parts:
             self.idle(users, "app:app", "/api/updates?timeout=60", "duely")
             self.idle(users, "bench_bare_app:app", "/hold?timeout=60", "bare")
@@ -590,7 +695,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--wrk-secs", type=float, default=10.0)
     parser.add_argument("--wrk-connections", type=int, default=64)
     parser.add_argument("--wrk-rounds", type=int, default=3, help="alternating wrk runs per server (best is reported)")
-    parser.add_argument("--parts", default="throughput,latency,idle", help="comma-separated subset of throughput,latency,idle")
+    parser.add_argument("--parts", default="throughput,latency,idle", help="comma-separated subset of throughput,latency,idle,actions")
     args = parser.parse_args(argv)
     args.parts = set(args.parts.split(","))
     bench = Bench(args)

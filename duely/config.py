@@ -44,8 +44,10 @@ class Config:
     port: int = _setting(5001, "Port of the API", "int")
     workers: int = _setting(2, "gunicorn gevent worker processes", "int")
     worker_connections: int = _setting(12000, "Concurrent connections per gevent worker (held long-polls included)", "int")
-    db_pool_size: int = _setting(10, "Database connections a web worker keeps open for reuse (see README, \"Database connections\")", "int")
-    db_max_overflow: int = _setting(10, "Extra database connections a web worker may open under load, beyond DB_POOL_SIZE", "int")
+    db_pool_size: int = _setting(
+        20, "Database connections a web worker opens as needed and keeps for reuse (see README, \"Database connections\")", "int")
+    db_max_overflow: int = _setting(
+        0, "Extra connections a web worker may open under load beyond DB_POOL_SIZE, closed after each use (costly)", "int")
     db_pool_timeout: float = _setting(3.0, "Wait for a free database connection, then answer 503 unavailable (duration)", "duration")
     forwarded_allow_ips: str = _setting("127.0.0.1,::1", "Proxies trusted for X-Forwarded-For (IPs/networks, comma-separated; *: any)")
     kafka_port: int = _setting(19092, "Port of the embedded broker (when KAFKA_BOOTSTRAP_SERVERS is unset)", "int")

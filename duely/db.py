@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -52,19 +53,49 @@ SCHEDULER_POOL = (4, 4)
 CONSUMER_POOL = (2, 2)
 
 
+# A pooled connection idle for longer than this is pinged before use (a restarted server
+# leaves the pool's connections dead). One busy enough to be reused within it skips the
+# round trip: pinging every checkout cost each request one more round trip per transaction.
+# A connection that dies within this window fails its statement, which invalidates the whole
+# pool (SQLAlchemy's disconnect handling) and answers 503 like any outage (duely/outage.py).
+PING_IDLE_SECS = 2.0
+
+
 def make_engine(database_url: str, pool_size: int = 10, max_overflow: int = 10,
                 pool_timeout: float = BACKGROUND_POOL_TIMEOUT_SECS) -> Engine:
-    return create_engine(
+    engine = create_engine(
         sqlalchemy_url(database_url),
         pool_size=pool_size,
         max_overflow=max_overflow,
         # When every connection is taken, a request waits this long, then is answered 503
         # (sqlalchemy.exc.TimeoutError, see duely/outage.py) instead of queueing for ever.
         pool_timeout=pool_timeout,
-        pool_pre_ping=True,
         pool_recycle=1800,
         connect_args={"connect_timeout": CONNECT_TIMEOUT_SECS},
     )
+    _ping_when_idle(engine, PING_IDLE_SECS)
+    return engine
+
+
+def _ping_when_idle(engine: Engine, idle_secs: float) -> None:
+    """pool_pre_ping, but only for connections that sat in the pool longer than `idle_secs`."""
+    @event.listens_for(engine, "connect")
+    def _connected(dbapi_connection, record) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(dbapi_connection, record) -> None:
+        if record is not None:
+            record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection, record, proxy) -> None:
+        if time.monotonic() - record.info.get("idle_since", 0.0) < idle_secs:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # the pool invalidates it and retries with a new connection
+            raise sa_exc.DisconnectionError(str(exc)) from exc
 
 
 class Database:
@@ -76,6 +107,7 @@ class Database:
         self.pool_timeout = pool_timeout  # the poll reader's connections wait as long (duely/eventlog/reader.py)
         self.engine = make_engine(database_url, pool_size, max_overflow, pool_timeout)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        self._autocommit_sessionmaker = sessionmaker(self.engine.execution_options(isolation_level="AUTOCOMMIT"))
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -83,6 +115,14 @@ class Database:
         with self.sessionmaker() as session:
             with session.begin():
                 yield session
+
+    @contextmanager
+    def autocommit(self) -> Iterator[Session]:
+        """A session without a transaction, for one read statement (no BEGIN/COMMIT round trips:
+        the token check every authenticated request makes). Never for several statements that
+        must agree, nor for writes."""
+        with self._autocommit_sessionmaker() as session:
+            yield session
 
     def run(self, fn: Callable[[Session], T], attempts: int = TRANSACTION_ATTEMPTS) -> T:
         """Run `fn(session)` in a transaction and commit; on a deadlock or serialization failure

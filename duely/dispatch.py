@@ -3,8 +3,9 @@
 Woken, not polled: the submit transaction sends `NOTIFY duely_dispatch` (delivered at its
 commit), and the scheduler's dispatch loop (duely/wakeup.py) runs a round at once; a round
 every DISPATCH_SWEEP_SECS stays as the safety net for re-sends, backoffs and missed wake-ups.
-A round sends up to SENDS_IN_FLIGHT submissions at once over the process's one keep-alive
-Taski session. Safe with several scheduler processes and with the parallel sends: each
+A round claims the due rows in batches (one transaction each: claim, send up to
+SENDS_IN_FLIGHT at once over the process's one keep-alive Taski session, record the outcomes
+set-based, commit). Safe with several scheduler processes and with the parallel sends: each
 submission is sent while its row is held `FOR UPDATE SKIP LOCKED`, so no submission is being
 sent twice at once, and nothing is forgotten after a crash (the row simply stays due). Rules of docs/taski.md:
 429 pauses every Taski call of the process (the client does that) and ends the round;
@@ -30,7 +31,6 @@ from duely import verdicts
 from duely.backoff import SUBMISSION_SEND
 from duely.config import Config
 from duely.db import Database
-from duely.logs import kv
 from duely.statuses import SubmissionState
 from duely.taski import TaskiClient, TaskiRateLimited, TaskiRejected, TaskiUnavailable
 
@@ -40,10 +40,17 @@ ROUND_SIZE = 200
 # Sends in flight at once per process (each holds its row lock and a database connection
 # during its HTTP call; requests' default keep-alive pool of the one Taski session is 10).
 SENDS_IN_FLIGHT = 8
+# Due rows claimed, sent and recorded per transaction of a round: one wave of parallel sends.
+# Fewer transactions than one per submission, and a verdict that arrives while its row is
+# still claimed (an instant judge answers before the send's transaction commits) waits for
+# one HTTP call, not for a queue of them (with 32 per batch it could wait for four waves).
+CLAIM_SIZE = SENDS_IN_FLIGHT
 DISPATCH_CHANNEL = "duely_dispatch"
 DISPATCH_SWEEP_SECS = 1.0
 
-_NOTIFY = text(f"SELECT pg_notify('{DISPATCH_CHANNEL}', '')")
+# The wake-up as an SQL expression, for a writer that folds it into a statement it runs anyway.
+WAKE_DISPATCHER_SQL = f"pg_notify('{DISPATCH_CHANNEL}', '')"
+_NOTIFY = text(f"SELECT {WAKE_DISPATCHER_SQL}")
 
 
 def wake_dispatcher(session: Session) -> None:
@@ -60,7 +67,8 @@ _DUE = f"""
 
 
 def due_submission_ids(session: Session, judge_timeout_secs: float, limit: int = ROUND_SIZE) -> list[uuid.UUID]:
-    """Submissions to send now: pending ones, and testing ones silent for JUDGE_TIMEOUT; oldest first."""
+    """Submissions to send now: pending ones, and testing ones silent for JUDGE_TIMEOUT; oldest first.
+    (What a round claims, read without claiming: for inspection and tests.)"""
     return list(session.execute(
         text(f"SELECT s.id FROM submissions s WHERE {_DUE} ORDER BY s.submitted_at LIMIT :limit"),
         {"judge_timeout": judge_timeout_secs, "limit": limit},
@@ -74,76 +82,108 @@ def backoff_secs(attempts: int) -> float:
 
 @dataclass(frozen=True)
 class SendResult:
-    outcome: str  # sent | skipped | unavailable | rejected | paused
+    outcome: str  # sent | unavailable | rejected | paused | halted (not tried: the round stopped)
     message: str | None = None
 
 
-def send_one(session: Session, taski: TaskiClient, submission_id: uuid.UUID, judge_timeout_secs: float) -> SendResult:
-    """Send one due submission while holding its row; what happened is recorded in `session`."""
-    row = session.execute(text(
-        f"""
-        SELECT s.id, s.status, s.language, s.solution, s.send_attempts, d.task->'id' AS task_id,
-               extract(epoch FROM clock_timestamp() - greatest(s.sent_at, s.last_message_at)) AS silent_secs
-        FROM submissions s JOIN duels d ON d.id = s.duel_id
-        WHERE s.id = :id AND {_DUE}
-        FOR UPDATE OF s SKIP LOCKED
-        """
-    ), {"id": submission_id, "judge_timeout": judge_timeout_secs}).first()
-    if row is None:  # another dispatcher has it, or it is no longer due
-        return SendResult("skipped")
-    fields = kv(submission_id=row.id, attempt=row.send_attempts + 1)
+# The due rows, oldest first, that no other dispatcher holds, locked until this transaction
+# commits: claiming them is how a round finds them (no separate read of what is due).
+_CLAIM = text(
+    f"""
+    SELECT s.id, s.status, s.language, s.solution, s.send_attempts, d.task->'id' AS task_id,
+           extract(epoch FROM clock_timestamp() - greatest(s.sent_at, s.last_message_at)) AS silent_secs
+    FROM submissions s JOIN duels d ON d.id = s.duel_id
+    WHERE {_DUE}
+    ORDER BY s.submitted_at
+    LIMIT :limit
+    FOR UPDATE OF s SKIP LOCKED
+    """
+)
+_SENT = text(
+    f"UPDATE submissions SET status = CASE WHEN status = {SubmissionState.PENDING.sql} "
+    f"THEN {SubmissionState.TESTING.sql} ELSE status END, "
+    "send_attempts = send_attempts + 1, sent_at = clock_timestamp(), next_attempt_at = NULL WHERE id = ANY(:ids)"
+)
+# backoff_secs(send_attempts + 1), computed from the stored count in the same statement.
+_BACK_OFF = text(
+    "UPDATE submissions SET send_attempts = send_attempts + 1, "
+    # SUBMISSION_SEND's delay after the (send_attempts + 1)-th failure, in SQL (the old value on the right)
+    "next_attempt_at = clock_timestamp() + make_interval(secs => least(:cap, :initial * power(:factor, send_attempts))) "
+    "WHERE id = ANY(:ids)"
+)
+
+
+def claim(session: Session, judge_timeout_secs: float, limit: int = CLAIM_SIZE) -> list:
+    """Lock up to `limit` due rows that no other dispatcher holds (SKIP LOCKED): this
+    transaction's rows to send. Held until it commits, so no submission is sent twice at once."""
+    return list(session.execute(_CLAIM, {"judge_timeout": judge_timeout_secs, "limit": limit}).all())
+
+
+def send(taski: TaskiClient, row, halted: threading.Event) -> SendResult:
+    """Hand one claimed row to Taski (no database work: several run at once)."""
+    if halted.is_set() or taski.paused_for() > 0:
+        return SendResult("halted")
     try:
         taski.send_submission(str(row.id), row.task_id, row.language, row.solution)
     except TaskiRejected as exc:
-        log.warning("Taski rejected the submission", extra={"fields": {**fields["fields"], "message": repr(exc.message)}})
         return SendResult("rejected", exc.message)
     except TaskiRateLimited:
+        halted.set()
         return SendResult("paused")
     except TaskiUnavailable:
-        wait = backoff_secs(row.send_attempts + 1)
-        session.execute(text(
-            "UPDATE submissions SET send_attempts = send_attempts + 1, "
-            "next_attempt_at = clock_timestamp() + make_interval(secs => :wait) WHERE id = :id"
-        ), {"id": row.id, "wait": wait})
-        log.warning("send failed; backing off", extra={"fields": {**fields["fields"], "retry_in_secs": wait}})
+        halted.set()
         return SendResult("unavailable")
-    session.execute(text(
-        f"UPDATE submissions SET status = CASE WHEN status = {SubmissionState.PENDING.sql} "
-        f"THEN {SubmissionState.TESTING.sql} ELSE status END, "
-        "send_attempts = send_attempts + 1, sent_at = clock_timestamp(), next_attempt_at = NULL WHERE id = :id"
-    ), {"id": row.id})
-    if row.status == SubmissionState.TESTING:
-        log.warning("re-sent a stuck submission",
-                    extra={"fields": {**fields["fields"], "waited_secs": round(float(row.silent_secs or 0), 1)}})
-    else:
-        log.info("sent to Taski", extra=fields)
     return SendResult("sent")
 
 
+def record_sends(session: Session, rows: list, results: list[SendResult]) -> None:
+    """What the sends did, set-based (one statement per outcome), in the claiming transaction."""
+    by_outcome: dict[str, list] = {}
+    for row, result in zip(rows, results, strict=True):
+        by_outcome.setdefault(result.outcome, []).append(row)
+        fields = {"submission_id": row.id, "attempt": row.send_attempts + 1}
+        if result.outcome == "sent" and row.status == SubmissionState.TESTING:
+            log.warning("re-sent a stuck submission",
+                        extra={"fields": {**fields, "waited_secs": round(float(row.silent_secs or 0), 1)}})
+        elif result.outcome == "sent":
+            log.info("sent to Taski", extra={"fields": fields})
+        elif result.outcome == "unavailable":
+            log.warning("send failed; backing off",
+                        extra={"fields": {**fields, "retry_in_secs": backoff_secs(row.send_attempts + 1)}})
+        elif result.outcome == "rejected":
+            log.warning("Taski rejected the submission", extra={"fields": {**fields, "message": repr(result.message)}})
+    if by_outcome.get("sent"):
+        session.execute(_SENT, {"ids": [r.id for r in by_outcome["sent"]]})
+    if by_outcome.get("unavailable"):
+        session.execute(_BACK_OFF, {"ids": [r.id for r in by_outcome["unavailable"]], "cap": SUBMISSION_SEND.cap,
+                                    "initial": SUBMISSION_SEND.initial, "factor": SUBMISSION_SEND.factor})
+
+
 def run_round(db: Database, config: Config, taski: TaskiClient, senders: Executor | None = None) -> int:
-    """Send what is due, up to SENDS_IN_FLIGHT at once on `senders` (the process's pool, see
-    Runtime.dispatch_senders; None sends one by one); returns how many were handed over (or rejected)."""
+    """Send what is due; returns how many were handed over (or rejected).
+
+    The due rows are claimed CLAIM_SIZE at a time (up to ROUND_SIZE), each batch in one
+    transaction: claimed (FOR UPDATE SKIP LOCKED), sent up to SENDS_IN_FLIGHT at once on `senders` (the process's
+    pool, see Runtime.dispatch_senders; None sends one by one), the outcomes recorded, committed.
+    A 429 or an unavailable Taski stops the round; the rest waits for a later one."""
     if taski.paused_for() > 0:
         return 0
-    with db.transaction() as session:
-        ids = due_submission_ids(session, config.judge_timeout)
-    if not ids:
-        return 0
-    halted = threading.Event()  # a 429 or an unavailable Taski: the rest waits for a later round
-
-    def send(submission_id: uuid.UUID) -> bool:
-        if halted.is_set() or taski.paused_for() > 0:
-            return False
+    handed = claimed = 0
+    halted = threading.Event()
+    while claimed < ROUND_SIZE and not halted.is_set():
         with db.transaction() as session:
-            result = send_one(session, taski, submission_id, config.judge_timeout)
-        if result.outcome in ("paused", "unavailable"):
-            halted.set()
-            return False
-        if result.outcome == "rejected":
-            # Its own transaction, in the usual lock order (duel, users, submission).
-            db.run(partial(verdicts.record_verdict, submission_id=submission_id, verdict=f"Rejected: {result.message}"))
-        return result.outcome != "skipped"
-
-    if len(ids) == 1 or senders is None:
-        return sum(1 for submission_id in ids if send(submission_id))
-    return sum(senders.map(send, ids))
+            rows = claim(session, config.judge_timeout, min(CLAIM_SIZE, ROUND_SIZE - claimed))
+            if not rows:
+                break
+            go = partial(send, taski, halted=halted)
+            results = list(senders.map(go, rows)) if senders is not None and len(rows) > 1 else [go(r) for r in rows]
+            record_sends(session, rows, results)
+        claimed += len(rows)
+        for row, result in zip(rows, results, strict=True):
+            if result.outcome == "rejected":
+                # After the claim's commit, in its own transaction and the usual lock order (duel, users, submission).
+                db.run(partial(verdicts.record_verdict, submission_id=row.id, verdict=f"Rejected: {result.message}"))
+        handed += sum(1 for result in results if result.outcome in ("sent", "rejected"))
+        if len(rows) < CLAIM_SIZE:
+            break
+    return handed

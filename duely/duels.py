@@ -156,10 +156,12 @@ def get_duel(session: Session, duel_id: int, lock: str | None = None) -> Duel:
     return duel
 
 
+_PLAYER_IDS = text("SELECT user_id FROM duel_players WHERE duel_id = :d ORDER BY user_id")
+
+
 def player_ids(session: Session, duel_id: int) -> list[int]:
-    return list(session.execute(
-        select(DuelPlayer.user_id).where(DuelPlayer.duel_id == duel_id).order_by(DuelPlayer.user_id)
-    ).scalars())
+    # Plain SQL: run for every submit, verdict and finish, and the ORM statement cost more CPU than the query.
+    return list(session.execute(_PLAYER_IDS, {"d": duel_id}).scalars())
 
 
 def access_duel_as_player(session: Session, user_id: int, duel_id: int, lock: str | None = None) -> tuple[Duel, list[int]]:

@@ -41,22 +41,59 @@ class SubmitPolicy:
                    rate_window_secs=config.submit_rate_window)
 
 
+_CHECK = text(
+    """
+    WITH d AS MATERIALIZED (SELECT id, status, deadline FROM duels WHERE id = :duel FOR UPDATE)
+    SELECT d.status,
+           clock_timestamp() >= d.deadline AS past_deadline,
+           EXISTS (SELECT 1 FROM duel_players p WHERE p.duel_id = d.id AND p.user_id = :user) AS is_player,
+           (SELECT s.id FROM submissions s
+             WHERE s.duel_id = d.id AND s.user_id = :user AND s.client_temp_id = :ctid) AS existing,
+           r.n AS recent,
+           extract(epoch FROM (r.oldest + make_interval(secs => :w)) - clock_timestamp())::float AS retry_after
+    FROM d CROSS JOIN LATERAL (
+        SELECT min(submitted_at) AS oldest, count(*) AS n FROM (
+            SELECT submitted_at FROM submissions
+            WHERE user_id = :user AND submitted_at > clock_timestamp() - make_interval(secs => :w)
+            ORDER BY submitted_at DESC LIMIT :n) recent
+    ) r
+    """
+)
+# The RETURNING clause also wakes the dispatchers at commit (dispatch.wake_dispatcher, in the
+# same round trip); a conflict returns no row and so wakes nobody.
+_INSERT = text(
+    f"""
+    INSERT INTO submissions (id, duel_id, user_id, language, solution, client_temp_id, submitted_at)
+    VALUES (:id, :duel, :user, :lang, :solution, :ctid, clock_timestamp())
+    ON CONFLICT (duel_id, user_id, client_temp_id) WHERE client_temp_id IS NOT NULL DO NOTHING
+    RETURNING submitted_at, {dispatch.WAKE_DISPATCHER_SQL}
+    """
+)
+
+
 def do_submit(session: Session, user_id: int, duel_id: int, language: str, solution: str,
               client_temp_id: str | None, policy: SubmitPolicy) -> tuple[uuid.UUID, bool]:
     """Store a submission; returns (submission_id, created). A repeat with the same
     client_temp_id by the same user in the same duel returns the first id and creates nothing.
     """
-    # FOR UPDATE: the finishing rule takes this row FOR UPDATE too, so it sees every submission
-    # that passed the deadline check below; and the duel log's append bumps this row (two
-    # submits holding it FOR SHARE would deadlock upgrading it).
-    duel, players = duels.access_duel_as_player(session, user_id, duel_id, lock="update")
-    if client_temp_id is not None:
-        existing = _by_client_temp_id(session, duel_id, user_id, client_temp_id)
-        if existing is not None:
-            return existing, False
-    if duel.status != DuelStatus.ACTIVE:
+    # One round trip for every check (a submit is the hottest write): the duel row FOR UPDATE
+    # (the finishing rule takes it FOR UPDATE too, so it sees every submission that passed the
+    # deadline check; and the duel log's append bumps this row, so two submits holding it FOR
+    # SHARE would deadlock upgrading it: the CTE takes the lock first, the outer SELECT and so
+    # clock_timestamp() run once it is held), whether the caller plays it, an earlier submission with this
+    # client_temp_id, and the caller's recent submissions for the rate limit. The checks are
+    # raised in the order the contract gives them.
+    check = session.execute(_CHECK, {"duel": duel_id, "user": user_id, "ctid": client_temp_id,
+                                     "w": policy.rate_window_secs, "n": policy.rate_limit}).first()
+    if check is None:
+        raise errors.NotFound("No such duel.")
+    if not check.is_player:
+        raise errors.Forbidden("Only the two players of this duel may do that.")
+    if check.existing is not None:
+        return check.existing, False
+    if check.status != DuelStatus.ACTIVE:
         raise errors.DuelFinished()
-    if session.execute(text("SELECT clock_timestamp() >= :d"), {"d": duel.deadline}).scalar_one():
+    if check.past_deadline:
         raise errors.DuelFinished("The duel's deadline has passed.")
     if language not in LANGUAGES:
         raise errors.ValidationFailed(fields={"language": [f"One of: {', '.join(LANGUAGES)} (see GET /api/languages)."]})
@@ -64,17 +101,12 @@ def do_submit(session: Session, user_id: int, duel_id: int, language: str, solut
         raise errors.ValidationFailed(fields={"solution": ["The solution is empty."]})
     if len(solution.encode("utf-8")) > policy.max_solution_bytes:
         raise errors.PayloadTooLarge(f"The solution is larger than {policy.max_solution_bytes} bytes.")
-    _check_rate(session, user_id, policy.rate_limit, policy.rate_window_secs)
+    if check.recent >= policy.rate_limit:
+        raise errors.RateLimited(float(check.retry_after),
+                                 f"At most {policy.rate_limit} submissions per {int(policy.rate_window_secs)} s.")
 
     submission_id = uuid.uuid4()
-    inserted = session.execute(text(
-        """
-        INSERT INTO submissions (id, duel_id, user_id, language, solution, client_temp_id, submitted_at)
-        VALUES (:id, :duel, :user, :lang, :solution, :ctid, clock_timestamp())
-        ON CONFLICT (duel_id, user_id, client_temp_id) WHERE client_temp_id IS NOT NULL DO NOTHING
-        RETURNING submitted_at
-        """
-    ), {"id": submission_id, "duel": duel_id, "user": user_id, "lang": language, "solution": solution,
+    inserted = session.execute(_INSERT, {"id": submission_id, "duel": duel_id, "user": user_id, "lang": language, "solution": solution,
         "ctid": client_temp_id}).first()
     if inserted is None:  # a concurrent duplicate committed first (only a client_temp_id can conflict)
         assert client_temp_id is not None
@@ -89,7 +121,6 @@ def do_submit(session: Session, user_id: int, duel_id: int, language: str, solut
         submission_id=str(submission_id), user_id=user_id, language=language, submitted_at=inserted.submitted_at,
         state=SubmissionState.PENDING, status=SubmissionState.PENDING, verdict=None,
     ))
-    dispatch.wake_dispatcher(session)  # the dispatcher sends it as soon as this commits
     log.info("submission stored", extra=kv(submission_id=submission_id, duel_id=duel_id, user_id=user_id, language=language))
     return submission_id, True
 
@@ -99,23 +130,6 @@ def _by_client_temp_id(session: Session, duel_id: int, user_id: int, client_temp
         select(Submission.id).where(Submission.duel_id == duel_id, Submission.user_id == user_id,
                                     Submission.client_temp_id == client_temp_id)
     ).scalar_one_or_none()
-
-
-def _check_rate(session: Session, user_id: int, limit: int, window_secs: float) -> None:
-    oldest_in_window = session.execute(text(
-        """
-        SELECT min(submitted_at), count(*) FROM (
-          SELECT submitted_at FROM submissions
-          WHERE user_id = :u AND submitted_at > clock_timestamp() - make_interval(secs => :w)
-          ORDER BY submitted_at DESC LIMIT :n) recent
-        """
-    ), {"u": user_id, "w": window_secs, "n": limit}).one()
-    if oldest_in_window[1] >= limit:
-        retry_after = session.execute(
-            text("SELECT extract(epoch FROM (:t + make_interval(secs => :w)) - clock_timestamp())"),
-            {"t": oldest_in_window[0], "w": window_secs},
-        ).scalar_one()
-        raise errors.RateLimited(float(retry_after), f"At most {limit} submissions per {int(window_secs)} s.")
 
 
 def list_for(session: Session, viewer_id: int, duel_id: int) -> list[dict]:

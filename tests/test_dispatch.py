@@ -220,3 +220,58 @@ def test_woken_parallel_dispatchers_never_send_one_submission_twice(db, config, 
         attempts = s.execute(text("SELECT send_attempts FROM submissions")).scalars().all()
     assert sorted(attempts) == [1] * len(sids) == [1] * 24
     assert sum(loop.runs for loop in loops) > 2
+
+
+def _pending_rows(db, duel_id: int, user_ids: tuple[int, int], count: int) -> list[str]:
+    """`count` pending submissions written straight into the table (past the per-user rate limit)."""
+    with db.transaction() as s:
+        return [str(i) for i in s.execute(text(
+            "INSERT INTO submissions (id, duel_id, user_id, language, solution, submitted_at) "
+            "SELECT gen_random_uuid(), :d, CASE WHEN g % 2 = 0 THEN :a ELSE :b END, 'python', 'print(1)', "
+            "clock_timestamp() FROM generate_series(1, :n) g RETURNING id"
+        ), {"d": duel_id, "a": user_ids[0], "b": user_ids[1], "n": count}).scalars()]
+
+
+def test_dispatchers_claiming_batches_never_send_one_submission_twice(db, config, devtaski, make_user, duel_between):
+    """More than two claim batches of due rows, three dispatchers each sending in parallel: every
+    submission is handed over exactly once (a claimed row is skipped by the others, a sent one is
+    no longer due), and the rounds together report each once."""
+    alice, bob = make_user("alice"), make_user("bob")
+    duel_id = duel_between(alice, bob, task=devtaski.get("/api/tasks/1").json())
+    sids = _pending_rows(db, duel_id, (alice.id, bob.id), 2 * dispatch.CLAIM_SIZE + 7)
+    devtaski.set_faults({"slow": {"delay_ms": 20}})  # sends overlap in time
+    pools = [ThreadPoolExecutor(dispatch.SENDS_IN_FLIGHT) for _ in range(3)]
+    barrier = threading.Barrier(3)
+    handed: list[int] = []
+
+    def dispatcher(pool):
+        barrier.wait()
+        handed.append(dispatch.run_round(db, config, TaskiClient(devtaski.url, timeout_secs=5), pool))
+
+    threads = [threading.Thread(target=dispatcher, args=(pool,)) for pool in pools]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        for pool in pools:
+            pool.shutdown()
+    with db.transaction() as s:
+        rows = s.execute(text("SELECT status, send_attempts FROM submissions WHERE id = ANY(CAST(:ids AS uuid[]))"),
+                         {"ids": sids}).all()
+    assert len(rows) == len(sids)
+    assert all(r.status == "testing" and r.send_attempts == 1 for r in rows)
+    assert sum(handed) == len(sids)
+
+
+def test_a_429_within_a_batch_leaves_the_unsent_rows_untouched(db, config, taski, devtaski, make_user, duel_between):
+    alice, bob = make_user("alice"), make_user("bob")
+    duel_id = duel_between(alice, bob, task=devtaski.get("/api/tasks/1").json())
+    sids = _pending_rows(db, duel_id, (alice.id, bob.id), 5)
+    devtaski.set_faults({"rate_limit": {"count": 1, "retry_after": 1}})
+    assert dispatch.run_round(db, config, taski) == 0  # one by one: the first call is refused, the rest not tried
+    assert all(row(db, sid).status == "pending" and row(db, sid).send_attempts == 0 for sid in sids)
+    time.sleep(taski.paused_for() + 0.05)
+    assert dispatch.run_round(db, config, taski) == 5
+    assert all(row(db, sid).status == "testing" and row(db, sid).send_attempts == 1 for sid in sids)

@@ -105,7 +105,8 @@ def current_user_id() -> int:
         if token is None:
             raise errors.Unauthorized("Send Authorization: Bearer <token>.")
         svc = services()
-        g.user_id = svc.db.read(lambda s: auth.authenticate(s, token, svc.config.secret_key))
+        with svc.db.autocommit() as session:  # one statement: no transaction needed
+            g.user_id = auth.authenticate(session, token, svc.config.secret_key)
     return g.user_id
 
 

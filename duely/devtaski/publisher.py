@@ -1,7 +1,12 @@
 """Publishing judging progress to Kafka, surviving the broker.
 
 One thread sends the messages in the order they were published (so one submission's messages
-keep their order), each acknowledged by the broker (acks=all) before the next. Any failure -
+keep their order), in batches of what has queued up meanwhile: a batch is sent in order over
+one connection with one request in flight, and every message of it is acknowledged by the
+broker (acks=all) before the next batch. (One message at a time, with its ack and topic check,
+capped the instant judge at a few dozen messages a second on a loaded box: the swarm benchmark
+then measured this queue, not Duely.) A batch that fails is sent again whole: a message sent
+twice is harmless, Duely's intake ignores a `seq` it has seen. Any failure -
 broker down, restarted empty (the development tansu keeps nothing, the topic is gone), a
 producer gone stale - drops the producer; the thread then re-creates the topic and a producer
 and sends the same message again, with a growing pause, until it goes through. `publish` never
@@ -33,6 +38,7 @@ log = logging.getLogger(__name__)
 TOPIC_PARTITIONS = 1
 BROKER_TIMEOUT_MS = 5000
 SEND_TIMEOUT_SECS = 15
+PUBLISH_BATCH_MAX = 500
 _STOP = object()
 
 
@@ -92,22 +98,32 @@ class Publisher:
     def _run(self) -> None:
         self._connect_at_start()
         while True:
-            message = self._queue.get()
-            if message is _STOP:
+            batch = [self._queue.get()]
+            while batch[-1] is not _STOP and len(batch) < PUBLISH_BATCH_MAX:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            messages = [m for m in batch if m is not _STOP]
+            if messages:
+                self._deliver(messages)
+            if batch[-1] is _STOP:
                 return
-            self._deliver(message)
 
-    def _deliver(self, message: dict) -> None:
+    def _deliver(self, messages: list[dict]) -> None:
+        message = messages[0]  # named in the logs
         sid = message["submission_id"]
-        value = json.dumps(message, separators=(",", ":")).encode()
+        encoded = [(m["submission_id"].encode(), json.dumps(m, separators=(",", ":")).encode()) for m in messages]
         retry = KAFKA_PUBLISH.start()
         while True:
             try:
                 producer = self._producer or self._connect()
-                producer.send(self.topic, key=sid.encode(), value=value).get(timeout=SEND_TIMEOUT_SECS)
+                futures = [producer.send(self.topic, key=key, value=value) for key, value in encoded]
+                for future in futures:
+                    future.get(timeout=SEND_TIMEOUT_SECS)
                 if not topic_exists(self._admin, self.topic):
-                    raise TopicMissing(self.topic)  # the broker restarted empty: that write went nowhere
-                self.sent += 1
+                    raise TopicMissing(self.topic)  # the broker restarted empty: those writes went nowhere
+                self.sent += len(messages)
                 return
             except Exception as exc:  # any broker trouble: start over with a fresh topic and producer
                 delay = retry.next()
@@ -115,7 +131,8 @@ class Publisher:
                                                                          error=type(exc).__name__, in_secs=delay))
                 self._drop_producer()
             if self._give_up_at is not None and time.monotonic() + delay > self._give_up_at:
-                log.warning("stopping: message dropped", extra=logs.kv(submission_id=sid, seq=message["seq"]))
+                log.warning("stopping: message dropped", extra=logs.kv(submission_id=sid, seq=message["seq"],
+                                                                        messages=len(messages)))
                 return
             time.sleep(delay)
 

@@ -24,7 +24,14 @@ log = logging.getLogger(__name__)
 # A join wakes the matchmaking loop (duely/wakeup.py) at its commit; the sweep pairs anyway.
 MATCHMAKING_CHANNEL = "duely_matchmaking"
 MATCHMAKING_SWEEP_SECS = 1.0
-_NOTIFY_JOIN = text(f"SELECT pg_notify('{MATCHMAKING_CHANNEL}', '')")
+_JOIN = text(
+    f"""
+    INSERT INTO queue_entries (user_id)
+    SELECT :u WHERE NOT EXISTS (SELECT 1 FROM duel_players WHERE user_id = :u AND is_active)
+    ON CONFLICT (user_id) DO NOTHING
+    RETURNING joined_at, pg_notify('{MATCHMAKING_CHANNEL}', '')
+    """
+)
 
 
 def join(session: Session, user_id: int) -> dt.datetime:
@@ -32,20 +39,21 @@ def join(session: Session, user_id: int) -> dt.datetime:
     Joining ends the user's rematch offers, both ways (docs/challenges.md)."""
     # serialises with matchmaking, which locks players too; the partners' logs get challenge_expired
     challenges.lock_with_rematch_partners(session, [user_id])
-    if duels.active_duel_id(session, user_id) is not None:
-        raise errors.AlreadyInDuel()
-    presence.touch(session, user_id)  # joining counts as being present
-    since = session.execute(text("SELECT joined_at FROM queue_entries WHERE user_id = :u"), {"u": user_id}).scalar()
-    if since is not None:
+    # The usual case in one round trip: not playing, not yet queued -> queued, and the NOTIFY
+    # that runs a matchmaking round as soon as this commits.
+    joined = session.execute(_JOIN, {"u": user_id}).first()
+    if joined is None:  # playing, or already waiting
+        if duels.active_duel_id(session, user_id) is not None:
+            raise errors.AlreadyInDuel()
+        presence.touch(session, user_id)  # joining counts as being present
+        since: dt.datetime = session.execute(
+            text("SELECT joined_at FROM queue_entries WHERE user_id = :u"), {"u": user_id}).scalar_one()
         return since
+    presence.touch(session, user_id)
     challenges.end_rematch_offers(session, [user_id])
-    since = session.execute(
-        text("INSERT INTO queue_entries (user_id) VALUES (:u) RETURNING joined_at"), {"u": user_id}
-    ).scalar_one()
-    eventlog.append(session, user_id, QueueJoined(since=since))
-    session.execute(_NOTIFY_JOIN)  # a round runs as soon as this commits
+    eventlog.append(session, user_id, QueueJoined(since=joined.joined_at))
     log.info("queue joined", extra=kv(user_id=user_id))
-    return since
+    return joined.joined_at
 
 
 def leave(session: Session, user_id: int, reason: QueueLeftReason = QueueLeftReason.LEFT) -> bool:

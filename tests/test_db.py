@@ -1,0 +1,26 @@
+"""The connection pool: a pooled connection that died while idle is replaced before use."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import text
+
+from duely import db as dbmod
+from duely.db import Database
+
+
+def test_a_connection_killed_while_idle_is_replaced_before_use(database_url):
+    database = Database(database_url, pool_size=1, max_overflow=0)
+    try:
+        with database.transaction() as s:
+            first_pid = s.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with Database(database_url, pool_size=1, max_overflow=0).transaction() as other:
+            assert other.execute(text("SELECT pg_terminate_backend(:p)"), {"p": first_pid}).scalar_one()
+        time.sleep(dbmod.PING_IDLE_SECS + 0.2)  # idle long enough to be pinged at its next checkout
+        with database.transaction() as s:  # no error: the ping found it dead and the pool reconnected
+            assert s.execute(text("SELECT pg_backend_pid()")).scalar_one() != first_pid
+        with database.autocommit() as s:  # the transaction-less session uses the same pool
+            assert s.execute(text("SELECT 1")).scalar_one() == 1
+    finally:
+        database.dispose()
