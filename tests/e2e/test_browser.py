@@ -862,9 +862,18 @@ def _stream_bad_days(alice: Player, bob: HttpPlayer, expect) -> None:
     mode["stream"] = "expire-once"
     seen = len(polls)
     alice.page.reload()
+
+    def why_then_drain() -> int | None:  # the index of the poll that learns of the 410, once the drain followed it
+        after = polls[seen:]
+        why = next((i for i, q in enumerate(after) if "limit" not in q and q["timeout"] == ["0"]), None)
+        return why if why is not None and len(after) > why + 1 else None
+
+    # Waited for, not assumed: right after the reload the status is hidden before the page even asks.
+    _until(alice, lambda: why_then_drain() is not None, "the poll that learns of the 410, then the resync's drain")
     expect(alice.by("connection-status")).to_be_hidden(timeout=EVENT_MS)
     after_reload = polls[seen:]
-    expired = next(i for i, q in enumerate(after_reload) if "limit" not in q and q["timeout"] == ["0"])
+    expired = why_then_drain()
+    assert expired is not None
     drain = after_reload[expired + 1]
     assert drain["last_event_id"] == after_reload[expired]["last_event_id"] and drain["timeout"] == ["0"]
     assert drain.get("limit"), drain                                  # the resync's drain
