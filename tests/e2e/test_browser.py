@@ -860,7 +860,7 @@ def _stream_bad_days(alice: Player, bob: HttpPlayer, expect) -> None:
 
     # Refused with 410: one poll asks why (410 too), the page resyncs from the id in that answer.
     mode["stream"] = "expire-once"
-    seen = len(polls)
+    seen, streams_seen = len(polls), len(streams)
     alice.page.reload()
 
     def why_then_drain() -> int | None:  # the index of the poll that learns of the 410, once the drain followed it
@@ -877,6 +877,9 @@ def _stream_bad_days(alice: Player, bob: HttpPlayer, expect) -> None:
     drain = after_reload[expired + 1]
     assert drain["last_event_id"] == after_reload[expired]["last_event_id"] and drain["timeout"] == ["0"]
     assert drain.get("limit"), drain                                  # the resync's drain
+    # The refused stream, then the one opened after the resync: from then on events come over it.
+    _until(alice, lambda: len(streams) >= streams_seen + 2, "the stream opened again after the resync")
+    expect(alice.by("connection-status")).to_be_hidden(timeout=EVENT_MS)
     streams_before = len(streams)
 
     # Events come over the stream again: a duel with a bot, its verdict.
