@@ -77,16 +77,20 @@ class Stats:
         self.gaps = 0
         self.errors: dict[str, int] = defaultdict(int)
         self.healthz: list[float] = []
+        self.requests: dict[str, int] = defaultdict(int)  # route -> requests made within the window
 
     def on_response(self, method: str, route: str, status: int, secs: float) -> None:
         self.statuses[status] += 1
-        if self.window_open and method != "GET":
-            self.endpoint[route].append(secs)
+        if self.window_open:
+            self.requests[route] += 1
+            if method != "GET":
+                self.endpoint[route].append(secs)
 
 
 class Player:
-    def __init__(self, url: str, index: int, stats: Stats, stop: gevent.event.Event):
+    def __init__(self, url: str, index: int, stats: Stats, stop: gevent.event.Event, think_secs: float = 0.0):
         self.client = Client(url, on_response=stats.on_response, timeout=30)
+        self.think_secs = think_secs
         self.nickname = f"swarm{index}"
         self.stats, self.stop = stats, stop
         self.rng = random.Random(index)
@@ -107,6 +111,14 @@ class Player:
             self.last_id = event["id"]
             self.on_event(event)
 
+    def later(self, action, *args) -> None:
+        """Do `action` after a think time (uniform in [0.5, 1.5] x --think), off the event loop of
+        this player's updates, so events keep being read meanwhile."""
+        if self.think_secs <= 0:
+            self.act(action, *args)
+        else:
+            gevent.spawn_later(self.think_secs * self.rng.uniform(0.5, 1.5), self.act, action, *args)
+
     def act(self, action, *args) -> None:
         if self.stop.is_set() or not self.stats.window_open:
             return
@@ -119,9 +131,12 @@ class Player:
         self.joined_at = time.monotonic()
         self.client.join_queue()
 
-    def submit(self) -> None:
+    def submit(self, duel_id: int | None = None) -> None:
+        duel_id = self.duel_id if duel_id is None else duel_id
+        if duel_id != self.duel_id:  # the duel ended while this player was thinking
+            return
         began = time.monotonic()
-        sid = self.client.submit(self.duel_id, WRONG if self.rng.random() < P_WRONG else ACCEPTED)
+        sid = self.client.submit(duel_id, WRONG if self.rng.random() < P_WRONG else ACCEPTED)
         self.stats.submitted[sid] = began
         self.stats.submits_in_window += 1
 
@@ -135,7 +150,7 @@ class Player:
             if self.rng.random() < P_RESIGN:
                 self.act(self.client.resign, self.duel_id)
             else:
-                self.act(self.submit)
+                self.later(self.submit, self.duel_id)
         elif kind == "submission_verdict":
             sid = data["submission_id"]
             self.stats.verdict_events[sid] += 1
@@ -145,10 +160,10 @@ class Player:
                 if self.stats.window_open:
                     self.stats.verdicts_in_window += 1
             if data["verdict"] != "Accepted" and data["duel_id"] == self.duel_id:
-                self.act(self.submit)
+                self.later(self.submit, self.duel_id)
         elif kind == "duel_finished" and data["duel_id"] == self.duel_id:
             self.duel_id = None
-            self.act(self.join)
+            self.later(self.join)
         elif kind == "queue_left" and data.get("reason") == "expired":
             self.act(self.join)
 
@@ -183,6 +198,43 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout_secs: float = 180) ->
     raise SystemExit("the stack did not come up")
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_part(data_dir: Path) -> dict[str, float]:
+    """CPU seconds used so far by each part of the stack, read from /proc: the supervisor's
+    children (found through `run.log`'s "started process=NAME pid=PID" lines, with all their
+    descendants), PostgreSQL (every `postgres` process), this process (the players), the rest."""
+    roots: dict[int, str] = {}
+    for line in (data_dir / "run.log").read_text(errors="replace").splitlines():
+        if "started process=" in line and " pid=" in line:
+            fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
+            roots[int(fields["pid"])] = fields["process"]
+    parents: dict[int, int] = {}
+    usage: dict[int, tuple[str, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        rest = stat[stat.rindex(")") + 2:].split()
+        parents[int(entry)] = int(rest[1])
+        usage[int(entry)] = (comm, (int(rest[11]) + int(rest[12])) / CLOCK_TICKS)
+    totals: dict[str, float] = defaultdict(float)
+    for pid, (comm, secs) in usage.items():
+        part, walk = None, pid
+        while walk > 1 and part is None:
+            part = roots.get(walk)
+            walk = parents.get(walk, 0)
+        if part is None:
+            part = "postgres" if comm == "postgres" else "players (this process)" if pid == os.getpid() else "rest of the box"
+        totals[part] += secs
+    return totals
+
+
 def sample_healthz(url: str, stats: Stats, stop: gevent.event.Event) -> None:
     client = Client(url, timeout=10)
     while not stop.is_set():
@@ -199,6 +251,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--players", type=int, default=200)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of the measured window")
+    parser.add_argument("--think", type=float, default=0.0,
+                        help="mean seconds a player thinks before each submission and queue join (0: none, a closed loop)")
     parser.add_argument("--keep", action="store_true", help="keep the data directory (logs) afterwards")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -214,7 +268,7 @@ def main() -> None:
     try:
         wait_healthy(url, proc)
         print(f"stack up at {url} (data in {data_dir}); registering {args.players} players", flush=True)
-        players = [Player(url, i, stats, stop) for i in range(args.players)]
+        players = [Player(url, i, stats, stop, args.think) for i in range(args.players)]
         began = time.monotonic()
         gevent.pool.Pool(16).map(lambda p: p.register(), players)
         print(f"registered in {time.monotonic() - began:.1f} s; playing for {args.duration:.0f} s", flush=True)
@@ -225,9 +279,11 @@ def main() -> None:
         measuring.set()
         sampler = gevent.spawn(sample_healthz, url, stats, stop)
         window_began = time.monotonic()
+        cpu_before = cpu_by_part(data_dir)
         gevent.sleep(args.duration)
         stats.window_open = False
         window = time.monotonic() - window_began
+        cpu_after = cpu_by_part(data_dir)
         drain_until = time.monotonic() + DRAIN_SECS
         while time.monotonic() < drain_until and any(stats.verdict_events.get(s, 0) == 0 for s in list(stats.submitted)):
             gevent.sleep(0.2)
@@ -246,7 +302,7 @@ def main() -> None:
     lost = sum(1 for s in stats.submitted if stats.verdict_events.get(s, 0) == 0)
     doubled = sum(1 for s in stats.submitted if stats.verdict_events.get(s, 0) > 1)
     five_xx = sum(n for status, n in stats.statuses.items() if status >= 500)
-    print(f"\nplayers {args.players}, window {window:.0f} s (machine load shared with other work)")
+    print(f"\nplayers {args.players}, think {args.think:g} s, window {window:.0f} s (machine load shared with other work)")
     print(f"submissions/s sustained: {stats.submits_in_window / window:.1f} submitted, "
           f"{stats.verdicts_in_window / window:.1f} verdicts seen within the window")
     print(f"submit -> own verdict event: p50 {ms(quantile(stats.submit_to_verdict, 0.5))}, "
@@ -257,6 +313,13 @@ def main() -> None:
         print(f"  {route}: p50 {ms(quantile(values, 0.5))}, p99 {ms(quantile(values, 0.99))} ({len(values)} calls)")
     print(f"baseline GET /healthz under the same load: p50 {ms(quantile(stats.healthz, 0.5))}, "
           f"p99 {ms(quantile(stats.healthz, 0.99))}")
+    print("requests per submission: " + ", ".join(
+        f"{route} {n / max(1, stats.submits_in_window):.2f}" for route, n in sorted(stats.requests.items(), key=lambda item: -item[1])))
+    cpu = {part: cpu_after[part] - cpu_before.get(part, 0.0) for part in cpu_after}
+    submits = max(1, stats.submits_in_window)
+    print(f"CPU per submission (ms; share of the box's {os.cpu_count()} cores over the window): " + ", ".join(
+        f"{part} {secs * 1000 / submits:.1f} ({secs / window / (os.cpu_count() or 1):.0%})"
+        for part, secs in sorted(cpu.items(), key=lambda item: -item[1]) if secs > 0))
     print(f"lost {lost}, doubled {doubled}, gaps {stats.gaps}, 5xx {five_xx}, no answer "
           f"{stats.statuses.get(0, 0)}; other errors {dict(stats.errors) or 'none'}")
 
