@@ -5,13 +5,17 @@ notification arrives (writers send them inside their transactions, so they arriv
 and at least every `sweep_secs` anyway: a missed notification (connection lost, listener
 restarting) only delays work until the next sweep, it never loses it, because the job reads
 what to do from the rows. Notifications that arrive while the job runs are folded into one
-more run. Several loops on several hosts are safe because every job is (row locks / SKIP LOCKED).
+more run; a loop given `min_gap_secs` also lets that long pass between the starts of woken
+runs, so a burst of wake-ups (say, a hundred queue joins a second) makes a few larger runs
+instead of a hundred small ones, each of which would read all its rows again. Several loops
+on several hosts are safe because every job is (row locks / SKIP LOCKED).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import psycopg
@@ -28,9 +32,11 @@ MAX_BACK_TO_BACK_RUNS = 20
 
 class WokenLoop:
     def __init__(self, database_url: str, channel: str, job: Callable[[], object], sweep_secs: float,
-                 name: str, more: Callable[[object], bool] = lambda result: False):
+                 name: str, more: Callable[[object], bool] = lambda result: False, min_gap_secs: float = 0.0):
         self.url = psycopg_url(database_url)
         self.channel, self.job, self.sweep_secs, self.name, self.more = channel, job, sweep_secs, name, more
+        self.min_gap_secs = min_gap_secs
+        self._last_run_started = float("-inf")
         self.stop_event = threading.Event()
         self.listening = threading.Event()
         self.runs = 0
@@ -52,6 +58,7 @@ class WokenLoop:
             if self.stop_event.is_set():
                 return
             self.runs += 1
+            self._last_run_started = time.monotonic()
             try:
                 result = self.job()
             except Exception:  # the job's rows stay as they are; the next run tries again
@@ -76,7 +83,10 @@ class WokenLoop:
                     self._run_job()  # whatever was announced while we were not listening
                     while not self.stop_event.is_set():
                         woken = any(True for _ in conn.notifies(timeout=self.sweep_secs, stop_after=1))
-                        if woken:  # fold what else is already waiting into this run
+                        if woken:  # fold what else is already waiting (or comes within the gap) into this run
+                            gap_left = self.min_gap_secs - (time.monotonic() - self._last_run_started)
+                            if gap_left > 0 and self.stop_event.wait(gap_left):
+                                break
                             for _ in conn.notifies(timeout=0.001):
                                 pass
                             self.woken_runs += 1

@@ -26,6 +26,11 @@ from duely.taski import TaskiClient, TaskiError, TaskiNotFound
 
 log = logging.getLogger(__name__)
 
+# Queue joins wake a round at once, but woken rounds start at least this far apart: under a
+# burst of joins one round pairs many players (and pairs them better: the pairing is global)
+# instead of a round per join each reading the whole queue. A lone join still waits at most this.
+WOKEN_MIN_GAP_SECS = 0.1
+
 
 def waiting_players(session: Session, ttl_secs: float) -> list[Waiting]:
     """Everyone queued and still polling, with their rating, its deviation and their last opponent."""
