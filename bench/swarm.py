@@ -49,7 +49,7 @@ WRONG = "print(0)\n# verdict: Wrong Answer on test #1\n"
 P_WRONG = 0.6  # each submission is wrong with this probability...
 P_RESIGN = 0.05  # ...and at the start of a duel a player resigns instead with this one
 DRAIN_SECS = 30.0
-POLL_TIMEOUT_SECS = 5.0
+POLL_TIMEOUT_SECS = 25.0  # what the web page and the client library use; idle players cost a poll per this
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -104,7 +104,10 @@ class Player:
     def play(self, measuring: gevent.event.Event) -> None:
         updates = self.client.updates(0, timeout=POLL_TIMEOUT_SECS, stop=self.stop)
         measuring.wait()
-        self.act(self.join)
+        if self.think_secs > 0:  # players arrive spread over one think time, not all in the same instant
+            gevent.spawn_later(self.rng.uniform(0, self.think_secs), self.act, self.join)
+        else:
+            self.act(self.join)
         for event in updates:
             if event["id"] != self.last_id + 1:
                 self.stats.gaps += 1
@@ -289,7 +292,8 @@ def main() -> None:
             gevent.sleep(0.2)
         gevent.sleep(1.0)  # a doubled verdict would arrive now
         stop.set()
-        gevent.joinall(greenlets + [sampler], timeout=POLL_TIMEOUT_SECS + 35)
+        gevent.joinall(greenlets + [sampler], timeout=5)
+        gevent.killall(greenlets, timeout=10)  # the polls still held
     finally:
         proc.send_signal(signal.SIGINT)
         try:

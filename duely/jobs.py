@@ -33,7 +33,7 @@ ScheduledJob = Callable[[Runtime], object]
 
 
 def matchmaking_job(runtime: Runtime) -> int:
-    return rounds.run_round(runtime.db, runtime.config, runtime.taski())
+    return rounds.run_round(runtime.db, runtime.config, runtime.taski(), runtime.duel_starters())
 
 
 def dispatch_job(runtime: Runtime) -> int:

@@ -10,6 +10,7 @@ What it holds, each made on first use:
 - `presence`: the per-process presence write throttle (duely/eventlog/presence.py);
 - `token_users`: token hash -> user id, so a poll subscribes to the right user before its first read;
 - `dispatch_senders()`: the scheduler's threads for parallel sends to Taski (duely/dispatch.py);
+- `duel_starters()`: the scheduler's threads for starting a matchmaking round's duels at once (duely/matchmaking/rounds.py);
 - `taski()`: the one Taski client, whose 429 pause must cover every call the process makes;
 - logging, set up once when the runtime is built for a named process.
 
@@ -53,6 +54,7 @@ class Runtime:
         self._listener: Listener | None = None
         self._taski: TaskiClient | None = None
         self._senders: ThreadPoolExecutor | None = None
+        self._starters: ThreadPoolExecutor | None = None
         self.presence = PresenceThrottle()
         self.token_users: dict[str, int] = {}
 
@@ -107,13 +109,22 @@ class Runtime:
             self._senders = ThreadPoolExecutor(max_workers=SENDS_IN_FLIGHT, thread_name_prefix="dispatch-send")
         return self._senders
 
+    def duel_starters(self) -> ThreadPoolExecutor:
+        """The scheduler's threads for starting a matchmaking round's duels at once (rounds.STARTS_IN_FLIGHT)."""
+        if self._starters is None:
+            from duely.matchmaking.rounds import STARTS_IN_FLIGHT
+
+            self._starters = ThreadPoolExecutor(max_workers=STARTS_IN_FLIGHT, thread_name_prefix="duel-start")
+        return self._starters
+
     # -- tests and scripts -----------------------------------------------------------------
     def close(self, wait: bool = False) -> None:
         """Stop the listener and close the reader's connections (a server process just exits)."""
-        listener, reader, senders = self._listener, self._reader, self._senders
-        self._listener = self._reader = self._senders = None
-        if senders is not None:
-            senders.shutdown(wait=wait)
+        listener, reader, senders, starters = self._listener, self._reader, self._senders, self._starters
+        self._listener = self._reader = self._senders = self._starters = None
+        for pool in (senders, starters):
+            if pool is not None:
+                pool.shutdown(wait=wait)
         if listener is not None:
             listener.stop(timeout=5.0 if wait else 0.0)
         if reader is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import text
@@ -78,6 +79,34 @@ def test_taski_down_leaves_both_queued(make_user, db, config):
     assert alice.get("/api/queue").get_json()["status"] == bob.get("/api/queue").get_json()["status"] == "waiting"
 
 
+def test_taski_down_during_a_parallel_round_leaves_everyone_queued(make_user, db, config):
+    from duely.infra import free_port
+
+    users = [make_user(f"player{i}") for i in range(8)]
+    queue_up(*users)
+    dead = TaskiClient(f"http://127.0.0.1:{free_port()}", timeout_secs=1, retry_delays_secs=(0.05,))
+    with ThreadPoolExecutor(rounds.STARTS_IN_FLIGHT) as starters:
+        assert rounds.run_round(db, config, dead, starters) == 0
+    assert active_duels(db) == {}
+    assert {u.get("/api/queue").get_json()["status"] for u in users} == {"waiting"}
+
+
+def test_a_parallel_round_starts_every_pair_once_on_an_unseen_task(make_user, db, config, taski, devtaski):
+    users = [make_user(f"player{i}") for i in range(12)]
+    had = devtaski.get("/api/tasks/1").json()
+    for a, b in zip(users[0::2], users[1::2], strict=True):  # everyone has had task 1 already
+        duel_id = start_duel(db, a.id, b.id, task=had)
+        assert a.post(f"/api/duels/{duel_id}/resign").status_code == 202
+    queue_up(*users)
+    with ThreadPoolExecutor(rounds.STARTS_IN_FLIGHT) as starters:
+        assert rounds.run_round(db, config, taski, starters) == 6
+    duels = active_duels(db)
+    assert len(duels) == 12 and len(set(duels.values())) == 6
+    for u in users:
+        assert event_types(db, u.id).count("duel_started") == 2  # the old duel and this round's one
+        assert u.get(f"/api/duels/{duels[u.id]}").get_json()["task"]["id"] != had["id"]
+
+
 def test_taski_rate_limit_pauses_and_leaves_both_queued(make_user, db, config, taski, devtaski):
     alice, bob = make_user("alice"), make_user("bob")
     queue_up(alice, bob)
@@ -99,6 +128,7 @@ def test_players_who_stopped_polling_are_not_paired(make_user, db, config, taski
 
 
 def test_concurrent_rounds_never_put_a_user_in_two_duels(make_user, db, config, devtaski):
+    """Three schedulers' rounds at once, each starting its pairs' duels in parallel."""
     users = [make_user(f"player{i}") for i in range(10)]
     queue_up(*users)
     errors: list[BaseException] = []
@@ -107,7 +137,8 @@ def test_concurrent_rounds_never_put_a_user_in_two_duels(make_user, db, config, 
     def round_():
         try:
             barrier.wait()
-            rounds.run_round(db, config, TaskiClient(devtaski.url, timeout_secs=5))
+            with ThreadPoolExecutor(rounds.STARTS_IN_FLIGHT) as starters:
+                rounds.run_round(db, config, TaskiClient(devtaski.url, timeout_secs=5), starters)
         except BaseException as exc:  # collected and asserted below
             errors.append(exc)
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
+from concurrent.futures import Executor
 from functools import partial
 
 from sqlalchemy import text
@@ -30,6 +32,9 @@ log = logging.getLogger(__name__)
 # burst of joins one round pairs many players (and pairs them better: the pairing is global)
 # instead of a round per join each reading the whole queue. A lone join still waits at most this.
 WOKEN_MIN_GAP_SECS = 0.1
+# Duels of one round started at once (each holds a database connection for its transaction;
+# SCHEDULER_POOL in duely/db.py has room for them next to dispatch and the periodic jobs).
+STARTS_IN_FLIGHT = 4
 
 
 def waiting_players(session: Session, ttl_secs: float) -> list[Waiting]:
@@ -61,26 +66,39 @@ def start_duel_for_pair(session: Session, pair: tuple[int, int], task: dict, dur
     return start.begin_duel(session, pair, task, duration_secs).id
 
 
-def run_round(db: Database, config: Config, taski: TaskiClient) -> int:
-    """Pair whoever can be paired now; returns the number of duels started."""
+def run_round(db: Database, config: Config, taski: TaskiClient, starters: Executor | None = None) -> int:
+    """Pair whoever can be paired now; returns the number of duels started.
+
+    The pairs' duels start up to STARTS_IN_FLIGHT at once on `starters` (the process's pool,
+    Runtime.duel_starters; None starts them one by one): each pair's Taski call and transaction
+    is mostly waiting, and one at a time a burst of joins waited in line for them."""
     def read(session: Session) -> tuple[list[Waiting], dt.datetime]:
         return waiting_players(session, config.queue_ttl), session.execute(text("SELECT now()")).scalar_one()
 
     waiting, now = db.read(read)
     if len(waiting) < 2:
         return 0
+    pairs = pair_players(waiting, now)
+    if not pairs:
+        return 0
     ratings = {w.user_id: w.rating for w in waiting}
-    started = 0
-    for pair in pair_players(waiting, now):
+    seen = db.read(partial(start.tasks_seen_by, user_ids=[uid for pair in pairs for uid in pair]))
+    halted = threading.Event()  # Taski is down or pausing us: the pairs not yet started stay queued
+
+    def start_pair(pair: tuple[int, int]) -> bool:
+        if halted.is_set():
+            return False
         try:
-            task = start.pick_task(db, taski, pair, round((ratings[pair[0]] + ratings[pair[1]]) / 2))
+            task = start.choose_task(taski, round((ratings[pair[0]] + ratings[pair[1]]) / 2), seen[pair[0]] | seen[pair[1]])
         except TaskiNotFound:
             log.warning("Taski has no task for this pair", extra=kv(players=f"{pair[0]},{pair[1]}"))
-            continue
+            return False
         except TaskiError as exc:
-            log.warning("no task from Taski; players stay queued", extra=kv(problem=exc))
-            break
-        duel_id = db.run(partial(start_duel_for_pair, pair=pair, task=task, duration_secs=config.duel_duration))
-        if duel_id is not None:
-            started += 1
-    return started
+            if not halted.is_set():
+                log.warning("no task from Taski; players stay queued", extra=kv(problem=exc))
+            halted.set()
+            return False
+        return db.run(partial(start_duel_for_pair, pair=pair, task=task, duration_secs=config.duel_duration)) is not None
+
+    started = starters.map(start_pair, pairs) if starters is not None and len(pairs) > 1 else map(start_pair, pairs)
+    return sum(1 for ok in started if ok)

@@ -25,9 +25,19 @@ from duely.taski import TaskiClient, TaskiNotFound
 
 def tasks_seen(session: Session, user_ids: Iterable[int]) -> list[str]:
     """Every task either player has had in a duel (rated or not)."""
-    return list(session.execute(text(
-        "SELECT DISTINCT d.task_id FROM duels d JOIN duel_players p ON p.duel_id = d.id WHERE p.user_id = ANY(:ids)"
-    ), {"ids": list(user_ids)}).scalars())
+    return sorted({task for tasks in tasks_seen_by(session, user_ids).values() for task in tasks})
+
+
+def tasks_seen_by(session: Session, user_ids: Iterable[int]) -> dict[int, set[str]]:
+    """Every task each of these players has had in a duel (rated or not), in one query: a
+    matchmaking round reads it once for all its pairs."""
+    ids = list(user_ids)
+    seen: dict[int, set[str]] = {uid: set() for uid in ids}
+    for user_id, task_id in session.execute(text(
+        "SELECT DISTINCT p.user_id, d.task_id FROM duels d JOIN duel_players p ON p.duel_id = d.id WHERE p.user_id = ANY(:ids)"
+    ), {"ids": ids}):
+        seen[user_id].add(task_id)
+    return seen
 
 
 def pick_task(db: Database, taski: TaskiClient, pair: tuple[int, int], rating: int,
@@ -36,8 +46,14 @@ def pick_task(db: Database, taski: TaskiClient, pair: tuple[int, int], rating: i
     `must_differ_from`. With `fallback`, when Taski has none left it avoids only `must_differ_from`
     (a challenge between two players who have seen everything still gets a duel). Call it outside
     any transaction; raises the TaskiClient's errors (TaskiNotFound when there is none)."""
+    return choose_task(taski, rating, db.read(partial(tasks_seen, user_ids=pair)), must_differ_from, fallback)
+
+
+def choose_task(taski: TaskiClient, rating: int, seen: Iterable[str], must_differ_from: Iterable[str] = (),
+                fallback: bool = False) -> dict[str, Any]:
+    """`pick_task` for a caller that has read the players' `seen` tasks already (no database work)."""
     must_differ_from = [str(t) for t in must_differ_from]
-    exclude = sorted(set(db.read(partial(tasks_seen, user_ids=pair))) | set(must_differ_from))
+    exclude = sorted(set(seen) | set(must_differ_from))
     try:
         return taski.pick_task(rating, exclude)
     except TaskiNotFound:
