@@ -66,6 +66,7 @@ def ms(value: float) -> str:
 class Stats:
     def __init__(self) -> None:
         self.window_open = False
+        self.closed = False
         self.endpoint: dict[str, list[float]] = defaultdict(list)
         self.statuses: dict[int, int] = defaultdict(int)
         self.submit_to_verdict: list[float] = []
@@ -80,6 +81,8 @@ class Stats:
         self.requests: dict[str, int] = defaultdict(int)  # route -> requests made within the window
 
     def on_response(self, method: str, route: str, status: int, secs: float) -> None:
+        if self.closed:  # the polls still held when the run ends are cut off: not a failure of the stack
+            return
         self.statuses[status] += 1
         if self.window_open:
             self.requests[route] += 1
@@ -293,6 +296,7 @@ def main() -> None:
         gevent.sleep(1.0)  # a doubled verdict would arrive now
         stop.set()
         gevent.joinall(greenlets + [sampler], timeout=5)
+        stats.closed = True
         gevent.killall(greenlets, timeout=10)  # the polls still held
     finally:
         proc.send_signal(signal.SIGINT)

@@ -43,12 +43,12 @@ def make_submissions(db: Database, count: int) -> list[str]:
 
         def act(s, a=a, b=b):
             eventlog.lock_users(s, (a, b))
-            duel = duels.create_duel(s, (a, b), task, 3600)
+            duel_id = duels.create_duel(s, (a, b), task, 3600)
             out = []
             for uid in (a, b):
                 sid = uuid.uuid4()
                 s.execute(text("INSERT INTO submissions (id, duel_id, user_id, language, solution, status) "
-                               "VALUES (:i, :d, :u, 'python', 'print(1)', 'testing')"), {"i": sid, "d": duel.id, "u": uid})
+                               "VALUES (:i, :d, :u, 'python', 'print(1)', 'testing')"), {"i": sid, "d": duel_id, "u": uid})
                 out.append(str(sid))
             return out
 

@@ -374,11 +374,11 @@ def accept_with_task(session: Session, user_id: int, plan: AcceptPlan, task: dic
     shown = dataclasses.replace(view(session, challenge), duel_id=duel_id)
     accepted = ChallengeAccepted(challenge=shown, duel_id=duel_id)
     _notify(session, challenge, accepted, accepted)
-    duel = start.begin_duel(session, plan.pair, task, challenge.duration_secs, rated=challenge.rated, duel_id=duel_id)
+    start.begin_duel(session, plan.pair, task, challenge.duration_secs, rated=challenge.rated, duel_id=duel_id)
     challenge.duel_id = duel_id
     session.flush()
     log.info("challenge accepted", extra=kv(challenge_id=challenge.id, accepted_by=user_id, duel_id=duel_id))
-    return shown, duels.duel_json(session, duel)
+    return shown, duels.duel_json(session, duels.get_duel(session, duel_id))
 
 
 def accept(db: Database, taski: TaskiClient, user_id: int, challenge_id: str) -> tuple[ChallengeView, dict]:

@@ -8,8 +8,9 @@ rows in id order (`eventlog.lock_users`), then submission rows. Every finish goe
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
@@ -33,17 +34,44 @@ from duely.statuses import DuelStatus
 log = logging.getLogger(__name__)
 
 
+# The players as the duel starts (their rows are locked by the caller), with the transaction's time.
+_START_LOAD = text(
+    "SELECT id, nickname, rating, rating_exact, rating_deviation, rating_volatility, rated_at, establishing, now() AS now "
+    "FROM users WHERE id = ANY(:ids)"
+)
+# The duel and both player rows in one statement (plain SQL: a matchmaking round runs it for every
+# pair, and the ORM's flushes cost more CPU than the database work).
+_START_INSERT = text(
+    """
+    WITH duel AS (
+        INSERT INTO duels (id, task_id, task, started_at, deadline, rated)
+        VALUES (coalesce(CAST(:id AS bigint), nextval(pg_get_serial_sequence('duels', 'id'))), :task_id,
+                CAST(:task AS jsonb), :now, :deadline, :rated)
+        RETURNING id
+    ), players AS (
+        INSERT INTO duel_players (duel_id, user_id, rating_before, stakes, outcomes)
+        SELECT duel.id, v.uid, v.rating_before, v.stakes, v.outcomes
+        FROM duel, unnest(CAST(:uids AS bigint[]), CAST(:ratings AS integer[]), CAST(:stakes AS jsonb[]),
+                          CAST(:outcomes AS jsonb[])) AS v(uid, rating_before, stakes, outcomes)
+    )
+    SELECT id FROM duel
+    """
+)
+
+
 def create_duel(session: Session, player_ids: tuple[int, int], task: dict[str, Any], duration_secs: float,
-                rated: bool = True, duel_id: int | None = None) -> Duel:
-    """Start a duel between two players on `task`, with `duel_started` events for both.
+                rated: bool = True, duel_id: int | None = None) -> int:
+    """Start a duel between two players on `task`, with `duel_started` events for both; returns its id.
 
     The caller holds both users' row locks and has removed them from the queue in this
     transaction; the unique index on active duel players rejects a user already playing.
     An unrated duel (`rated=False`) has no stakes and changes no rating when it finishes.
     `duel_id`: an id the caller took from the sequence (`next_duel_id`) to announce it first.
     """
-    users = {u.id: u for u in session.execute(select(User).where(User.id.in_(player_ids))).scalars()}
-    now = session.execute(text("SELECT now()")).scalar_one()
+    rows = session.execute(_START_LOAD, {"ids": list(player_ids)}).all()
+    users = {row.id: row for row in rows}
+    now = rows[0].now
+    deadline = now + dt.timedelta(seconds=duration_secs)
     stakes: dict[int, dict[str, int]] = {}
     outcomes: dict[int, dict[str, rating.Glicko]] = {}
     if rated:
@@ -52,45 +80,37 @@ def create_duel(session: Session, player_ids: tuple[int, int], task: dict[str, A
                                          idle_days(users[uid], now), histories.get(uid))
                     for uid in player_ids}
         stakes = {uid: rating.stakes_of(glicko_of(users[uid]), outcomes[uid]) for uid in player_ids}
-    duel = Duel(
-        task_id=str(task["id"]),
-        task={k: task.get(k) for k in ("id", "title", "statement", "time_limit_ms", "difficulty")},
-        started_at=now,
-        deadline=now + dt.timedelta(seconds=duration_secs),
-        rated=rated,
-    )
-    if duel_id is not None:
-        duel.id = duel_id
-    session.add(duel)
-    session.flush()
-    for uid in player_ids:
-        session.add(DuelPlayer(duel_id=duel.id, user_id=uid, rating_before=users[uid].rating, stakes=stakes.get(uid),
-                               outcomes={k: [g.rating, g.deviation, g.volatility] for k, g in outcomes[uid].items()}
-                               if rated else None))
-    session.flush()
+    duel_id = session.execute(_START_INSERT, {
+        "id": duel_id, "task_id": str(task["id"]), "now": now, "deadline": deadline, "rated": rated,
+        "task": json.dumps({k: task.get(k) for k in ("id", "title", "statement", "time_limit_ms", "difficulty")}),
+        "uids": list(player_ids), "ratings": [users[uid].rating for uid in player_ids],
+        "stakes": [json.dumps(stakes[uid]) if rated else None for uid in player_ids],
+        "outcomes": [json.dumps({k: [g.rating, g.deviation, g.volatility] for k, g in outcomes[uid].items()}) if rated else None
+                     for uid in player_ids],
+    }).scalar_one()
     for uid in player_ids:
         opponent = users[_other(player_ids, uid)]
         eventlog.append(session, uid, DuelStarted(
-            duel_id=duel.id,
+            duel_id=duel_id,
             opponent=Opponent(user_id=opponent.id, nickname=opponent.nickname, rating=opponent.rating,
                               provisional=glicko_of(opponent).provisional),
             task=TaskRef(id=task["id"], title=task.get("title")),
-            deadline=duel.deadline,
+            deadline=deadline,
             stakes={str(p): PlayerStakes(**stakes[p]) for p in player_ids if p in stakes},
             rated=rated,
         ))
     # The public log (spectators); the new duel row is this transaction's own, so its lock is free.
-    eventlog.append_duel(session, duel.id, DuelLogStarted(
-        duel_id=duel.id,
+    eventlog.append_duel(session, duel_id, DuelLogStarted(
+        duel_id=duel_id,
         players=[Player(user_id=u.id, nickname=u.nickname, rating=u.rating, provisional=glicko_of(u).provisional)
                  for u in sorted((users[p] for p in player_ids), key=lambda u: u.id)],
         task=TaskRef(id=task["id"], title=task.get("title")),
         rated=rated,
-        started_at=duel.started_at, deadline=duel.deadline,
+        started_at=now, deadline=deadline,
     ))
-    log.info("duel started", extra=kv(duel_id=duel.id, players=f"{player_ids[0]},{player_ids[1]}", task_id=duel.task_id,
+    log.info("duel started", extra=kv(duel_id=duel_id, players=f"{player_ids[0]},{player_ids[1]}", task_id=task["id"],
                                       rated=rated))
-    return duel
+    return duel_id
 
 
 def next_duel_id(session: Session) -> int:
@@ -128,11 +148,20 @@ def establishing_histories(session: Session, user_ids: list[int]) -> dict[int, l
     return histories
 
 
-def glicko_of(user: User) -> rating.Glicko:
+class RatedUser(Protocol):
+    """A user's rating state: a `User`, or a row of plain SQL with the same columns."""
+
+    rating_exact: float
+    rating_deviation: float
+    rating_volatility: float
+    rated_at: dt.datetime | None
+
+
+def glicko_of(user: RatedUser) -> rating.Glicko:
     return rating.Glicko(user.rating_exact, user.rating_deviation, user.rating_volatility)
 
 
-def idle_days(user: User, duel_started_at: dt.datetime) -> float | None:
+def idle_days(user: RatedUser, duel_started_at: dt.datetime) -> float | None:
     """Days from the user's previous rated duel to the start of this one (None before the first).
 
     Measured to the start, not the finish, so that the stakes shown when the duel starts are

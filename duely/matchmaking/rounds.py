@@ -63,7 +63,7 @@ def start_duel_for_pair(session: Session, pair: tuple[int, int], task: dict, dur
     queued = session.execute(text("SELECT count(*) FROM queue_entries WHERE user_id = ANY(:ids)"), {"ids": list(pair)}).scalar_one()
     if queued != 2:
         return None
-    return start.begin_duel(session, pair, task, duration_secs).id
+    return start.begin_duel(session, pair, task, duration_secs)
 
 
 def run_round(db: Database, config: Config, taski: TaskiClient, starters: Executor | None = None) -> int:

@@ -4,7 +4,7 @@ Two steps, because an HTTP call must not hold locks: `pick_task` asks Taski *out
 transaction for a task neither player has had; then one transaction locks the players
 (`challenges.lock_with_rematch_partners`: users in id order, the one lock order), re-checks
 what its caller needs (both still queued, both free), and `begin_duel` takes both out of the
-queue, ends their rematch offers and creates the duel with its events.
+queue, ends their rematch offers and creates the duel with its events (returning its id).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session
 from duely import challenges, duels, eventlog
 from duely.db import Database
 from duely.eventlog.types import QueueLeft, QueueLeftReason
-from duely.models import Duel
 from duely.taski import TaskiClient, TaskiNotFound
 
 
@@ -63,7 +62,7 @@ def choose_task(taski: TaskiClient, rating: int, seen: Iterable[str], must_diffe
 
 
 def begin_duel(session: Session, pair: tuple[int, int], task: dict[str, Any], duration_secs: float,
-               rated: bool = True, duel_id: int | None = None) -> Duel:
+               rated: bool = True, duel_id: int | None = None) -> int:
     """Start the duel in the caller's transaction: end both players' rematch offers
     (`challenge_expired`), take whoever is queued out of the queue (`queue_left` matched, right
     before `duel_started`), create the duel. The caller holds the players' locks
