@@ -92,8 +92,13 @@ class _Conn:
         self.buf = b""
 
     def get(self, path: str, token: str | None = None) -> tuple[int, bytes]:
+        return self.request("GET", path, token)
+
+    def request(self, method: str, path: str, token: str | None = None) -> tuple[int, bytes]:
+        """One request without a body (Content-Length: 0 for POST/DELETE) and its answer."""
         auth = f"Authorization: Bearer {token}\r\n" if token else ""
-        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n{auth}\r\n".encode())
+        length = "" if method == "GET" else "Content-Length: 0\r\n"
+        self.sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n{auth}{length}\r\n".encode())
         while b"\r\n\r\n" not in self.buf:
             self._recv()
         head, _, self.buf = self.buf.partition(b"\r\n\r\n")
@@ -202,6 +207,59 @@ def client_latency(port: int, users_file: str, secs: float, out_file: str) -> No
     Path(out_file).write_text(json.dumps({"received": received, "stats": stats}))
     print(json.dumps({"done": len(received)}), flush=True)
     os._exit(0)  # the held polls need not be answered
+
+
+def client_actions(port: int, users_file: str, rate: float, secs: float, out_file: str) -> None:
+    """Queue joins and leaves at `rate` per second for `secs`, by randomly chosen users, each
+    user's actions one after another on its own keep-alive connection (so the k-th queue event
+    in its log answers its k-th action). A load generator as lean as the followers' client: with
+    requests and threads in the orchestrator it took a good part of a core from the server.
+    Writes (user id, start, seconds, status) per action, CLOCK_MONOTONIC like the followers."""
+    _gevent_client_setup()
+    import random
+
+    import gevent
+
+    users = json.loads(Path(users_file).read_text())
+    conns: dict[int, _Conn] = {}
+    busy: set[int] = set()
+    joined: dict[int, bool] = {}
+    done: list[tuple[int, float, float, int]] = []
+
+    def act(user: dict, joining: bool) -> None:
+        began = time.monotonic()
+        try:
+            conn = conns.get(user["id"]) or conns.setdefault(user["id"], _Conn(port))
+            status, _ = conn.request("POST" if joining else "DELETE", "/api/queue", user["token"])
+        except Exception:
+            conns.pop(user["id"], None)
+            status = 0
+        done.append((user["id"], began, time.monotonic() - began, status))
+        busy.discard(user["id"])
+
+    rnd = random.Random(11)
+    print(json.dumps({"ready": len(users)}), flush=True)
+    started = time.monotonic()
+    n = 0
+    while time.monotonic() - started < secs:
+        user = rnd.choice(users)
+        if user["id"] in busy:
+            continue
+        busy.add(user["id"])
+        joining = not joined.get(user["id"], False)
+        joined[user["id"]] = joining
+        gevent.spawn(act, user, joining)
+        n += 1
+        delay = started + n / rate - time.monotonic()
+        if delay > 0:
+            gevent.sleep(delay)
+    achieved = n / (time.monotonic() - started)
+    deadline = time.monotonic() + 30
+    while busy and time.monotonic() < deadline:
+        gevent.sleep(0.05)
+    Path(out_file).write_text(json.dumps({"actions": done, "achieved_per_sec": achieved}))
+    print(json.dumps({"done": len(done)}), flush=True)
+    os._exit(0)
 
 
 # =============================================================================================
@@ -490,74 +548,37 @@ class Bench:
 
     # -- 4. actions through the API ---------------------------------------------------------------
     def actions(self, users: list[dict]) -> None:
-        import random
-        import threading
-        from concurrent.futures import ThreadPoolExecutor
-
-        import requests
-
         duely, port = self.start_gunicorn("app:app", "duely-actions")
         self.warm_up(port, users)
         followers = users[:1000]
         users_file = self.tmp / "actions-users.json"
         users_file.write_text(json.dumps(followers))
         out_file = self.tmp / "actions-out.json"
+        actions_file = self.tmp / "actions-made.json"
         secs = self.args.latency_secs
         client = self.client("client-latency", str(port), str(users_file), str(secs + 10), str(out_file))
         json.loads(client.stdout.readline())
         time.sleep(2.0)  # every follower's first poll is held by now
-        base = f"http://127.0.0.1:{port}"
-        local = threading.local()
-        # Each user's actions run one after another (a user waits for its previous answer), so
-        # the k-th queue event in its log answers its k-th action.
-        started_at: dict[int, list[float]] = {u["id"]: [] for u in followers}
-        busy: set[int] = set()
-        lock = threading.Lock()
-        request_secs: list[float] = []
-        statuses: dict[int, int] = {}
-
-        def act(user: dict, joining: bool) -> None:
-            http = getattr(local, "http", None) or requests.Session()
-            local.http = http
-            began = time.monotonic()
-            try:
-                status = http.request("POST" if joining else "DELETE", base + "/api/queue",
-                                      headers={"Authorization": f"Bearer {user['token']}"}, timeout=30).status_code
-            except requests.RequestException:
-                status = 0
-            with lock:
-                request_secs.append(time.monotonic() - began)
-                statuses[status] = statuses.get(status, 0) + 1
-                if status in (202, 204):
-                    started_at[user["id"]].append(began)
-                busy.discard(user["id"])
 
         def cpu_secs() -> float:
             return sum(sum(w.cpu_times()[:2]) for w in self.workers(duely))
 
         cpu_before = cpu_secs()
-        rate = self.args.events_per_sec
-        rnd = random.Random(11)
-        joined: dict[int, bool] = {}
-        pool = ThreadPoolExecutor(64)
-        started = time.monotonic()
-        n = 0
-        while time.monotonic() - started < secs:
-            user = rnd.choice(followers)
-            with lock:
-                if user["id"] in busy:
-                    continue
-                busy.add(user["id"])
-            joining = not joined.get(user["id"], False)
-            joined[user["id"]] = joining
-            pool.submit(act, user, joining)
-            n += 1
-            delay = started + n / rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-        achieved = n / (time.monotonic() - started)
-        pool.shutdown(wait=True)
-        cpu_per_action_ms = (cpu_secs() - cpu_before) / n * 1000
+        maker = self.client("client-actions", str(port), str(users_file), str(self.args.events_per_sec), str(secs),
+                            str(actions_file))
+        json.loads(maker.stdout.readline())
+        maker.wait(secs + 60)
+        made = json.loads(actions_file.read_text())
+        n, achieved = len(made["actions"]), made["achieved_per_sec"]
+        cpu_per_action_ms = (cpu_secs() - cpu_before) / max(1, n) * 1000
+        started_at: dict[int, list[float]] = {u["id"]: [] for u in followers}
+        request_secs: list[float] = []
+        statuses: dict[int, int] = {}
+        for uid, began, took, status in sorted(made["actions"], key=lambda a: a[1]):
+            request_secs.append(took)
+            statuses[status] = statuses.get(status, 0) + 1
+            if status in (202, 204):
+                started_at[uid].append(began)
         client.wait(secs + 30)
         result = json.loads(out_file.read_text())
         delivered: dict[int, list[float]] = {}
@@ -680,6 +701,10 @@ def main(argv: list[str]) -> None:
     if argv and argv[0] == "client-idle":
         port, tokens_file, count, path, rate, max_secs = argv[1:7]
         client_idle(int(port), tokens_file, int(count), path, float(rate), float(max_secs))
+        return
+    if argv and argv[0] == "client-actions":
+        port, users_file, rate, secs, out_file = argv[1:6]
+        client_actions(int(port), users_file, float(rate), float(secs), out_file)
         return
     if argv and argv[0] == "client-latency":
         port, users_file, secs, out_file = argv[1:5]
