@@ -110,6 +110,33 @@ _APPEND_SQL = """
     """
 _APPEND = text(_APPEND_SQL.format(events=USER_LOG.events, owners=USER_LOG.owners, owner_column=USER_LOG.owner_column))
 _APPEND_DUEL = text(_APPEND_SQL.format(events=DUEL_LOG.events, owners=DUEL_LOG.owners, owner_column=DUEL_LOG.owner_column))
+# Many events in one statement (the consumer applies a poll batch at once): the caller gives
+# each row its rank `k` among the batch's rows of the same owner (1, 2, ...) and each owner's
+# count; the UPDATE bumps every owner's counter once and the INSERT numbers the rows from the
+# old value, so ids stay gapless and in the batch's order per log. One NOTIFY per owner.
+# Unlike one-row appends, a multi-row UPDATE takes the owners' row locks in the plan's order:
+# callers hold those locks already (`lock_users` / the duel row lock), so it never waits.
+_APPEND_MANY_SQL = """
+    WITH bumped AS (
+        UPDATE {owners} o SET last_event_id = o.last_event_id + c.n
+        FROM unnest(CAST(:owners AS bigint[]), CAST(:counts AS integer[])) AS c(owner, n)
+        WHERE o.id = c.owner
+        RETURNING o.id, o.last_event_id - c.n AS base
+    ), inserted AS (
+        INSERT INTO {events} ({owner_column}, id, type, data, created_at)
+        SELECT b.owner, bumped.base + b.k, b.type, CAST(b.data AS jsonb), clock_timestamp()
+        FROM unnest(CAST(:row_owners AS bigint[]), CAST(:ks AS integer[]), CAST(:types AS text[]), CAST(:datas AS text[]))
+             AS b(owner, k, type, data)
+        JOIN bumped ON bumped.id = b.owner
+        ORDER BY b.owner, b.k
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM inserted) AS n, count(pg_notify(:ch, w)) AS notified
+    FROM unnest(CAST(:wake_keys AS text[])) AS w
+    """
+_APPEND_MANY = text(_APPEND_MANY_SQL.format(events=USER_LOG.events, owners=USER_LOG.owners, owner_column=USER_LOG.owner_column))
+_APPEND_MANY_DUEL = text(_APPEND_MANY_SQL.format(events=DUEL_LOG.events, owners=DUEL_LOG.owners,
+                                                 owner_column=DUEL_LOG.owner_column))
 # A read is one statement, so one snapshot: the newest id and the events after the cursor agree.
 # PostgreSQL renders the events as the API's JSON (keys in the contract's order, created_at as
 # duely.clock.isoformat does), so the hot path neither decodes nor re-encodes them. One statement
@@ -224,9 +251,8 @@ def append(session: Session, user_id: int, payload: Payload) -> int:
     gaps (a rolled-back id is given out again). The NOTIFY is transactional too: PostgreSQL
     delivers it only if and when the caller commits.
     """
-    if not isinstance(payload, Payload) or PAYLOADS.get(payload.type) is not type(payload):
-        raise ValueError(f"not an event payload: {payload!r}")
-    data = json.dumps(payload.data(), separators=(",", ":"))
+    _check_payload(payload)
+    data = _encode(payload)
     event_id: int = session.execute(_APPEND, {"owner": user_id, "wake_key": str(user_id), "type": payload.type.value,
                                               "data": data, "ch": NOTIFY_CHANNEL}).scalar_one()
     return event_id
@@ -241,12 +267,85 @@ def append_duel(session: Session, duel_id: int, payload: DuelPayload) -> int:
     lock before any user row lock (docs/lifecycle.md, lock order), so this never waits while
     holding a user's lock.
     """
-    if not isinstance(payload, DuelPayload) or DUEL_PAYLOADS.get(payload.type) is not type(payload):
-        raise ValueError(f"not a duel-log payload: {payload!r}")
-    data = json.dumps(payload.data(), separators=(",", ":"))
+    _check_duel_payload(payload)
+    data = _encode(payload)
     event_id: int = session.execute(_APPEND_DUEL, {"owner": duel_id, "wake_key": duel_key(duel_id), "type": payload.type.value,
                                                    "data": data, "ch": NOTIFY_CHANNEL}).scalar_one()
     return event_id
+
+
+def _encode(payload: Payload | DuelPayload) -> str:
+    return json.dumps(payload.data(), separators=(",", ":"))
+
+
+def _check_payload(payload: Payload) -> None:
+    if not isinstance(payload, Payload) or PAYLOADS.get(payload.type) is not type(payload):
+        raise ValueError(f"not an event payload: {payload!r}")
+
+
+def _check_duel_payload(payload: DuelPayload) -> None:
+    if not isinstance(payload, DuelPayload) or DUEL_PAYLOADS.get(payload.type) is not type(payload):
+        raise ValueError(f"not a duel-log payload: {payload!r}")
+
+
+class EventBatch:
+    """Events for personal and duel logs, collected in order and appended by `flush` with one
+    statement per log, whatever their number (`append` costs one statement per event).
+
+    The same rules as `append`/`append_duel`: in the caller's transaction, ids gapless and in
+    the order the events were added (per log), NOTIFY at commit. The caller must already hold
+    the row locks of every user (`lock_users`) and duel it adds events for (see _APPEND_MANY_SQL).
+    """
+
+    __slots__ = ("_duel", "_user")
+
+    def __init__(self) -> None:
+        self._user: list[tuple[int, str, str]] = []
+        self._duel: list[tuple[int, str, str]] = []
+
+    def user(self, user_id: int, payload: Payload) -> None:
+        _check_payload(payload)
+        self._user.append((user_id, payload.type.value, _encode(payload)))
+
+    def duel(self, duel_id: int, payload: DuelPayload) -> None:
+        _check_duel_payload(payload)
+        self._duel.append((duel_id, payload.type.value, _encode(payload)))
+
+    def __len__(self) -> int:
+        return len(self._user) + len(self._duel)
+
+    def flush(self, session: Session) -> None:
+        """Append the collected events (at most two statements) and start empty again."""
+        if self._user:
+            _append_rows(session, _APPEND_MANY, self._user, str)
+            self._user = []
+        if self._duel:
+            _append_rows(session, _APPEND_MANY_DUEL, self._duel, duel_key)
+            self._duel = []
+
+
+def _append_rows(session: Session, statement: Any, rows: list[tuple[int, str, str]], wake_key: Any) -> None:
+    counts: dict[int, int] = {}
+    ks: list[int] = []
+    for owner, _, _ in rows:
+        counts[owner] = k = counts.get(owner, 0) + 1
+        ks.append(k)
+    owners = sorted(counts)
+    inserted = session.execute(statement, {
+        "owners": owners, "counts": [counts[o] for o in owners],
+        "row_owners": [r[0] for r in rows], "ks": ks, "types": [r[1] for r in rows], "datas": [r[2] for r in rows],
+        "ch": NOTIFY_CHANNEL, "wake_keys": [wake_key(o) for o in owners],
+    }).one().n
+    if inserted != len(rows):  # an owner that does not exist: like `append`, fail rather than drop events
+        raise ValueError(f"appended {inserted} of {len(rows)} events: unknown log owner among {owners}")
+
+
+def append_many(session: Session, events: Iterable[tuple[int, Payload]]) -> None:
+    """Append (user id, payload) events to personal logs in order, in one statement (`EventBatch`)."""
+    batch = EventBatch()
+    for user_id, payload in events:
+        batch.user(user_id, payload)
+    batch.flush(session)
 
 
 def updates_from_row(row: Sequence[Any], after_id: int) -> Updates:
