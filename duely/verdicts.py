@@ -114,13 +114,17 @@ _LOCK_DUELS = text(
     FOR UPDATE OF d
     """
 )
-# Every submission of those duels (the finishing rule needs all of them), read after the duel
-# locks are held: nobody else judges them meanwhile. One row even without any, for the clock.
-_LOAD_SUBMISSIONS = text(
+# Then the players' user rows, locked in id order, and with them every submission of those duels
+# (the finishing rule needs all of them): one statement, read after the duel locks are held, so
+# nobody else judges them meanwhile. At least one row per player (for the clock).
+_LOCK_USERS_LOAD_SUBMISSIONS = text(
     """
     SELECT clock_timestamp() AS now, s.id, s.duel_id, s.user_id, s.language, s.submitted_at, s.status, s.progress,
            s.verdict, s.last_seq
-    FROM submissions s WHERE s.duel_id = ANY(:duels)
+    FROM users u LEFT JOIN submissions s ON s.user_id = u.id AND s.duel_id = ANY(:duels)
+    WHERE u.id = ANY(:players)
+    ORDER BY u.id
+    FOR UPDATE OF u
     """
 )
 # The newest state of each submission the batch changed, in one statement. The status guard is
@@ -147,7 +151,8 @@ def apply_messages(session: Session, messages: Sequence[TaskiMessage]) -> list[b
     progress message applied gets its `submission_update` event (even when a newer one follows
     in the batch), a verdict is final, and after each verdict the duel is finished when that is
     now certain (`duely.outcome.decide`, written by `duels.finish`). The events are appended in
-    the messages' order (two statements, `eventlog.EventBatch`), then the submissions written.
+    the messages' order (one statement, `eventlog.EventBatch`), then the submissions written:
+    four statements in all, plus two per duel finished.
     """
     if not messages:
         return []
@@ -156,11 +161,11 @@ def apply_messages(session: Session, messages: Sequence[TaskiMessage]) -> list[b
         return [None] * len(messages)
     duel_of = {r.id: duels.LockedDuel(r.id, r.status, r.deadline, r.rated, r.started_at) for r in locked}
     players_of = {r.id: list(r.players) for r in locked}
-    eventlog.lock_users(session, (p for r in locked for p in r.players))
-    rows = session.execute(_LOAD_SUBMISSIONS, {"duels": list(duel_of)}).all()
-    now = rows[0].now
+    rows = session.execute(_LOCK_USERS_LOAD_SUBMISSIONS, {
+        "duels": list(duel_of), "players": sorted({p for r in locked for p in r.players})}).all()
+    now = max(r.now for r in rows)
     subs = {r.id: _Submission(r.id, r.duel_id, r.user_id, r.language, r.submitted_at, r.status, r.progress, r.verdict,
-                              r.last_seq) for r in rows}
+                              r.last_seq) for r in rows if r.id is not None}
     of_duel: dict[int, list[_Submission]] = {}
     for row in subs.values():
         of_duel.setdefault(row.duel_id, []).append(row)

@@ -110,33 +110,38 @@ _APPEND_SQL = """
     """
 _APPEND = text(_APPEND_SQL.format(events=USER_LOG.events, owners=USER_LOG.owners, owner_column=USER_LOG.owner_column))
 _APPEND_DUEL = text(_APPEND_SQL.format(events=DUEL_LOG.events, owners=DUEL_LOG.owners, owner_column=DUEL_LOG.owner_column))
-# Many events in one statement (the consumer applies a poll batch at once): the caller gives
-# each row its rank `k` among the batch's rows of the same owner (1, 2, ...) and each owner's
-# count; the UPDATE bumps every owner's counter once and the INSERT numbers the rows from the
-# old value, so ids stay gapless and in the batch's order per log. One NOTIFY per owner.
-# Unlike one-row appends, a multi-row UPDATE takes the owners' row locks in the plan's order:
-# callers hold those locks already (`lock_users` / the duel row lock), so it never waits.
-_APPEND_MANY_SQL = """
-    WITH bumped AS (
+# Many events, of both kinds of log, in one statement (the consumer applies a poll batch at
+# once). Per log, the caller gives each row its rank `k` among the rows of the same owner
+# (1, 2, ...) and each owner's count; the UPDATE bumps every owner's counter once and the
+# INSERT numbers the rows from the old value, so ids stay gapless and in the batch's order per
+# log. One NOTIFY per owner. Unlike one-row appends, a multi-row UPDATE takes the owners' row
+# locks in the plan's order: callers hold those locks already (`lock_users`, the duel row
+# lock), so it never waits. Empty arrays leave a log untouched.
+_APPEND_MANY_CTES = """
+    {p}bumped AS (
         UPDATE {owners} o SET last_event_id = o.last_event_id + c.n
-        FROM unnest(CAST(:owners AS bigint[]), CAST(:counts AS integer[])) AS c(owner, n)
+        FROM unnest(CAST(:{p}owners AS bigint[]), CAST(:{p}counts AS integer[])) AS c(owner, n)
         WHERE o.id = c.owner
         RETURNING o.id, o.last_event_id - c.n AS base
-    ), inserted AS (
+    ), {p}inserted AS (
         INSERT INTO {events} ({owner_column}, id, type, data, created_at)
-        SELECT b.owner, bumped.base + b.k, b.type, CAST(b.data AS jsonb), clock_timestamp()
-        FROM unnest(CAST(:row_owners AS bigint[]), CAST(:ks AS integer[]), CAST(:types AS text[]), CAST(:datas AS text[]))
-             AS b(owner, k, type, data)
-        JOIN bumped ON bumped.id = b.owner
+        SELECT b.owner, {p}bumped.base + b.k, b.type, CAST(b.data AS jsonb), clock_timestamp()
+        FROM unnest(CAST(:{p}row_owners AS bigint[]), CAST(:{p}ks AS integer[]), CAST(:{p}types AS text[]),
+                    CAST(:{p}datas AS text[])) AS b(owner, k, type, data)
+        JOIN {p}bumped ON {p}bumped.id = b.owner
         ORDER BY b.owner, b.k
         RETURNING 1
-    )
-    SELECT (SELECT count(*) FROM inserted) AS n, count(pg_notify(:ch, w)) AS notified
+    )"""
+_APPEND_MANY = text(
+    "WITH"
+    + _APPEND_MANY_CTES.format(p="u_", events=USER_LOG.events, owners=USER_LOG.owners, owner_column=USER_LOG.owner_column)
+    + ","
+    + _APPEND_MANY_CTES.format(p="d_", events=DUEL_LOG.events, owners=DUEL_LOG.owners, owner_column=DUEL_LOG.owner_column)
+    + """
+    SELECT (SELECT count(*) FROM u_inserted) + (SELECT count(*) FROM d_inserted) AS n, count(pg_notify(:ch, w)) AS notified
     FROM unnest(CAST(:wake_keys AS text[])) AS w
     """
-_APPEND_MANY = text(_APPEND_MANY_SQL.format(events=USER_LOG.events, owners=USER_LOG.owners, owner_column=USER_LOG.owner_column))
-_APPEND_MANY_DUEL = text(_APPEND_MANY_SQL.format(events=DUEL_LOG.events, owners=DUEL_LOG.owners,
-                                                 owner_column=DUEL_LOG.owner_column))
+)
 # A read is one statement, so one snapshot: the newest id and the events after the cursor agree.
 # PostgreSQL renders the events as the API's JSON (keys in the contract's order, created_at as
 # duely.clock.isoformat does), so the hot path neither decodes nor re-encodes them. One statement
@@ -290,11 +295,11 @@ def _check_duel_payload(payload: DuelPayload) -> None:
 
 class EventBatch:
     """Events for personal and duel logs, collected in order and appended by `flush` with one
-    statement per log, whatever their number (`append` costs one statement per event).
+    statement, whatever their number (`append` costs one statement per event).
 
     The same rules as `append`/`append_duel`: in the caller's transaction, ids gapless and in
     the order the events were added (per log), NOTIFY at commit. The caller must already hold
-    the row locks of every user (`lock_users`) and duel it adds events for (see _APPEND_MANY_SQL).
+    the row locks of every user (`lock_users`) and duel it adds events for (see _APPEND_MANY_CTES).
     """
 
     __slots__ = ("_duel", "_user")
@@ -315,29 +320,26 @@ class EventBatch:
         return len(self._user) + len(self._duel)
 
     def flush(self, session: Session) -> None:
-        """Append the collected events (at most two statements) and start empty again."""
-        if self._user:
-            _append_rows(session, _APPEND_MANY, self._user, str)
-            self._user = []
-        if self._duel:
-            _append_rows(session, _APPEND_MANY_DUEL, self._duel, duel_key)
-            self._duel = []
-
-
-def _append_rows(session: Session, statement: Any, rows: list[tuple[int, str, str]], wake_key: Any) -> None:
-    counts: dict[int, int] = {}
-    ks: list[int] = []
-    for owner, _, _ in rows:
-        counts[owner] = k = counts.get(owner, 0) + 1
-        ks.append(k)
-    owners = sorted(counts)
-    inserted = session.execute(statement, {
-        "owners": owners, "counts": [counts[o] for o in owners],
-        "row_owners": [r[0] for r in rows], "ks": ks, "types": [r[1] for r in rows], "datas": [r[2] for r in rows],
-        "ch": NOTIFY_CHANNEL, "wake_keys": [wake_key(o) for o in owners],
-    }).one().n
-    if inserted != len(rows):  # an owner that does not exist: like `append`, fail rather than drop events
-        raise ValueError(f"appended {inserted} of {len(rows)} events: unknown log owner among {owners}")
+        """Append the collected events (one statement) and start empty again."""
+        if not self._user and not self._duel:
+            return
+        params: dict[str, Any] = {"ch": NOTIFY_CHANNEL, "wake_keys": []}
+        for prefix, rows, wake_key in (("u_", self._user, str), ("d_", self._duel, duel_key)):
+            counts: dict[int, int] = {}
+            ks: list[int] = []
+            for owner, _, _ in rows:
+                counts[owner] = k = counts.get(owner, 0) + 1
+                ks.append(k)
+            owners = sorted(counts)
+            params |= {f"{prefix}owners": owners, f"{prefix}counts": [counts[o] for o in owners],
+                       f"{prefix}row_owners": [r[0] for r in rows], f"{prefix}ks": ks,
+                       f"{prefix}types": [r[1] for r in rows], f"{prefix}datas": [r[2] for r in rows]}
+            params["wake_keys"] += [wake_key(o) for o in owners]
+        expected = len(self)
+        inserted = session.execute(_APPEND_MANY, params).one().n
+        if inserted != expected:  # an owner that does not exist: like `append`, fail rather than drop events
+            raise ValueError(f"appended {inserted} of {expected} events: unknown log owner")
+        self._user, self._duel = [], []
 
 
 def append_many(session: Session, events: Iterable[tuple[int, Payload]]) -> None:
