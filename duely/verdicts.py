@@ -127,9 +127,9 @@ _LOCK_USERS_LOAD_SUBMISSIONS = text(
     FOR UPDATE OF u
     """
 )
-# The newest state of each submission the batch changed, in one statement. The status guard is
-# a safety net: under the duel locks no other transaction judges these submissions.
-_WRITE_SUBMISSIONS = text(
+# The newest state of each submission the batch changed (run as a CTE of the events' statement).
+# The status guard is a safety net: under the duel locks no other transaction judges these submissions.
+_WRITE_SUBMISSIONS = (
     f"""
     UPDATE submissions s SET status = v.status, progress = v.progress, verdict = v.verdict, last_seq = v.last_seq,
            last_message_at = CASE WHEN v.touched THEN clock_timestamp() ELSE s.last_message_at END,
@@ -138,6 +138,7 @@ _WRITE_SUBMISSIONS = text(
                 CAST(:seqs AS integer[]), CAST(:toucheds AS boolean[]), CAST(:judgeds AS boolean[]))
          AS v(id, status, progress, verdict, last_seq, touched, judged)
     WHERE s.id = v.id AND s.status <> {SubmissionState.JUDGED.sql}
+    RETURNING 1
     """
 )
 
@@ -151,8 +152,8 @@ def apply_messages(session: Session, messages: Sequence[TaskiMessage]) -> list[b
     progress message applied gets its `submission_update` event (even when a newer one follows
     in the batch), a verdict is final, and after each verdict the duel is finished when that is
     now certain (`duely.outcome.decide`, written by `duels.finish`). The events are appended in
-    the messages' order (one statement, `eventlog.EventBatch`), then the submissions written:
-    four statements in all, plus two per duel finished.
+    the messages' order (`eventlog.EventBatch`) with the submissions' newest state in the same
+    statement: three statements in all, plus two per duel finished.
     """
     if not messages:
         return []
@@ -188,16 +189,18 @@ def apply_messages(session: Session, messages: Sequence[TaskiMessage]) -> list[b
             _apply_progress(events, sub, m)
         else:
             _apply_verdict(session, events, sub, m, duel_of[sub.duel_id], players_of[sub.duel_id], of_duel[sub.duel_id], now)
-    events.flush(session)
-    if changed:
-        written = session.connection().execute(_WRITE_SUBMISSIONS, {
-            "ids": list(changed), "statuses": [s.status for s in changed.values()],
-            "progresses": [s.progress for s in changed.values()], "verdicts": [s.verdict for s in changed.values()],
-            "seqs": [s.last_seq for s in changed.values()], "toucheds": [s.touched for s in changed.values()],
-            "judgeds": [s.judged for s in changed.values()],
-        }).rowcount
-        if written != len(changed):  # cannot happen under the duel locks; never write half a batch
-            raise RuntimeError(f"wrote {written} of {len(changed)} submissions: judged meanwhile")
+    if not changed:
+        events.flush(session)  # nothing applied, so nothing to append: kept for safety, a no-op
+        return results
+    # the events, then the submissions' newest state, in one statement
+    written = events.flush(session, also=_WRITE_SUBMISSIONS, also_params={
+        "ids": list(changed), "statuses": [s.status for s in changed.values()],
+        "progresses": [s.progress for s in changed.values()], "verdicts": [s.verdict for s in changed.values()],
+        "seqs": [s.last_seq for s in changed.values()], "toucheds": [s.touched for s in changed.values()],
+        "judgeds": [s.judged for s in changed.values()],
+    })
+    if written != len(changed):  # cannot happen under the duel locks; never write half a batch
+        raise RuntimeError(f"wrote {written} of {len(changed)} submissions: judged meanwhile")
     return results
 
 

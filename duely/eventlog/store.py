@@ -132,16 +132,29 @@ _APPEND_MANY_CTES = """
         ORDER BY b.owner, b.k
         RETURNING 1
     )"""
-_APPEND_MANY = text(
+_APPEND_MANY_SQL = (
     "WITH"
     + _APPEND_MANY_CTES.format(p="u_", events=USER_LOG.events, owners=USER_LOG.owners, owner_column=USER_LOG.owner_column)
     + ","
     + _APPEND_MANY_CTES.format(p="d_", events=DUEL_LOG.events, owners=DUEL_LOG.owners, owner_column=DUEL_LOG.owner_column)
+    + "{also}"
     + """
-    SELECT (SELECT count(*) FROM u_inserted) + (SELECT count(*) FROM d_inserted) AS n, count(pg_notify(:ch, w)) AS notified
+    SELECT (SELECT count(*) FROM u_inserted) + (SELECT count(*) FROM d_inserted) AS n, {also_n} AS also_n,
+           count(pg_notify(:ch, w)) AS notified
     FROM unnest(CAST(:wake_keys AS text[])) AS w
     """
 )
+
+
+@functools.cache
+def _append_many_statement(also: str | None) -> Any:
+    """The batch append, with the caller's own write riding along as the CTE `also` (which must
+    return a row per row it changed)."""
+    if also is None:
+        return text(_APPEND_MANY_SQL.format(also="", also_n="NULL"))
+    return text(_APPEND_MANY_SQL.format(also=f", also AS ({also})", also_n="(SELECT count(*) FROM also)"))
+
+
 # A read is one statement, so one snapshot: the newest id and the events after the cursor agree.
 # PostgreSQL renders the events as the API's JSON (keys in the contract's order, created_at as
 # duely.clock.isoformat does), so the hot path neither decodes nor re-encodes them. One statement
@@ -319,11 +332,17 @@ class EventBatch:
     def __len__(self) -> int:
         return len(self._user) + len(self._duel)
 
-    def flush(self, session: Session) -> None:
-        """Append the collected events (one statement) and start empty again."""
-        if not self._user and not self._duel:
-            return
-        params: dict[str, Any] = {"ch": NOTIFY_CHANNEL, "wake_keys": []}
+    def flush(self, session: Session, also: str | None = None, also_params: dict[str, Any] | None = None) -> int | None:
+        """Append the collected events (one statement) and start empty again.
+
+        `also`: another data-modifying statement of the caller (a constant string, with
+        `RETURNING` one row per row it changes) run in the same statement, to save a round trip;
+        returns how many rows it changed (None without it). It runs even with no events. Its
+        parameters (`also_params`) must not clash with the append's (`u_*`, `d_*`, `ch`, `wake_keys`).
+        """
+        if not self._user and not self._duel and also is None:
+            return None
+        params: dict[str, Any] = {**(also_params or {}), "ch": NOTIFY_CHANNEL, "wake_keys": []}
         for prefix, rows, wake_key in (("u_", self._user, str), ("d_", self._duel, duel_key)):
             counts: dict[int, int] = {}
             ks: list[int] = []
@@ -336,10 +355,11 @@ class EventBatch:
                        f"{prefix}types": [r[1] for r in rows], f"{prefix}datas": [r[2] for r in rows]}
             params["wake_keys"] += [wake_key(o) for o in owners]
         expected = len(self)
-        inserted = session.execute(_APPEND_MANY, params).one().n
-        if inserted != expected:  # an owner that does not exist: like `append`, fail rather than drop events
-            raise ValueError(f"appended {inserted} of {expected} events: unknown log owner")
+        row = session.execute(_append_many_statement(also), params).one()
+        if row.n != expected:  # an owner that does not exist: like `append`, fail rather than drop events
+            raise ValueError(f"appended {row.n} of {expected} events: unknown log owner")
         self._user, self._duel = [], []
+        return None if also is None else int(row.also_n)
 
 
 def append_many(session: Session, events: Iterable[tuple[int, Payload]]) -> None:
