@@ -6,7 +6,9 @@ some duels finish on the way), then measures in the same run:
   baseline  raw kafka-python read rate of those messages (no database);
   consumer  duely.verdicts.consume applying them (one transaction per poll batch, events included).
 Prints messages/s, verdicts/s, the process CPU per message (the consumer's cost; the database
-server's CPU is not included) and the ratio consumer/baseline.
+server's CPU is not included) and the ratio consumer/baseline; then, in process, statements and
+client CPU per submission when each batch is one submission's messages (the instant judge's
+pattern: a submission's messages arrive together, so the swarm's batches are small).
 
     .venv/bin/python bench/verdicts.py [--submissions 2000] [--updates 3]
 """
@@ -25,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's duely, not an installed one
 
 from kafka import KafkaConsumer, KafkaProducer  # noqa: E402
-from sqlalchemy import text  # noqa: E402
+from sqlalchemy import event, text  # noqa: E402
 
 from duely import duels, eventlog, verdicts  # noqa: E402
 from duely.config import Config  # noqa: E402
@@ -36,14 +38,15 @@ from duely.migrate import upgrade  # noqa: E402
 UPDATES_PER_SUBMISSION = 3  # the default; the swarm's instant judge averages ~5 messages per submission
 
 
-def make_submissions(db: Database, count: int) -> list[str]:
+def make_submissions(db: Database, count: int, prefix: str = "u") -> list[str]:
     ids: list[str] = []
     with db.transaction() as s:
-        s.execute(text("INSERT INTO users (nickname, password_hash) SELECT 'u' || g, 'x' FROM generate_series(1, :n) g"),
-                  {"n": count})
+        users = sorted(s.execute(text(
+            "INSERT INTO users (nickname, password_hash) SELECT :p || g, 'x' FROM generate_series(1, :n) g RETURNING id"),
+            {"n": count, "p": prefix}).scalars())
     task = {"id": 1, "title": "t", "statement": "s"}
     for pair in range(count // 2):
-        a, b = 2 * pair + 1, 2 * pair + 2
+        a, b = users[2 * pair], users[2 * pair + 1]
 
         def act(s, a=a, b=b):
             eventlog.lock_users(s, (a, b))
@@ -60,21 +63,47 @@ def make_submissions(db: Database, count: int) -> list[str]:
     return ids
 
 
+def messages_of(i: int, sid: str, updates: int) -> list[bytes]:
+    """The i-th submission's messages: `updates` progress messages, then its verdict (1 in 10 Accepted)."""
+    out = [json.dumps({"submission_id": sid, "seq": seq, "type": "update", "status": f"Test #{seq} passed"}).encode()
+           for seq in range(1, updates + 1)]
+    verdict = "Accepted" if i % 10 == 0 else "Wrong Answer on test #4"
+    out.append(json.dumps({"submission_id": sid, "seq": updates + 1, "type": "verdict", "verdict": verdict}).encode())
+    return out
+
+
 def publish(bootstrap: str, topic: str, submission_ids: list[str], updates: int) -> int:
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     sent = 0
     for i, sid in enumerate(submission_ids):
-        for seq in range(1, updates + 1):
-            producer.send(topic, key=sid.encode(), value=json.dumps(
-                {"submission_id": sid, "seq": seq, "type": "update", "status": f"Test #{seq} passed"}).encode())
+        for value in messages_of(i, sid, updates):
+            producer.send(topic, key=sid.encode(), value=value)
             sent += 1
-        verdict = "Accepted" if i % 10 == 0 else "Wrong Answer on test #4"
-        producer.send(topic, key=sid.encode(), value=json.dumps(
-            {"submission_id": sid, "seq": updates + 1, "type": "verdict", "verdict": verdict}).encode())
-        sent += 1
     producer.flush()
     producer.close()
     return sent
+
+
+def small_batches(db: Database, count: int, updates: int) -> tuple[float, float]:
+    """In process, no broker: `count` fresh submissions, each one's messages applied as one batch
+    (what the consumer gets from the instant judge: a submission's messages arrive together).
+    Returns statements and client CPU seconds (this thread; the database server's not included)
+    per submission."""
+    ids = make_submissions(db, count, prefix="v")
+    statements = 0
+
+    def counted(*_args) -> None:
+        nonlocal statements
+        statements += 1
+
+    event.listen(db.engine, "before_cursor_execute", counted)
+    cpu = time.thread_time()
+    for i, sid in enumerate(ids):
+        batch = [(value, f"bench@{i}") for value in messages_of(i, sid, updates)]
+        db.run(lambda s, batch=batch: verdicts.apply_batch(s, batch))
+    cpu = time.thread_time() - cpu
+    event.remove(db.engine, "before_cursor_execute", counted)
+    return statements / count, cpu / count
 
 
 def raw_read_rate(bootstrap: str, topic: str, expected: int) -> tuple[float, float]:
@@ -148,6 +177,9 @@ def main() -> None:
                   f"  CPU {cpu * 1e3:.3f} ms/message")
             print(f"ratio consumer/baseline: {msg_rate / baseline:.3f}")
             print(f"duels finished on the way: {finished}; events written: {event_count}")
+            per_statements, per_cpu = small_batches(db, min(args.submissions, 400), args.updates)
+            print(f"one submission's messages per batch (in process): {per_statements:.1f} statements/submission,"
+                  f"  client CPU {per_cpu * 1e3:.2f} ms/submission")
             db.dispose()
         finally:
             broker.terminate()
