@@ -5,15 +5,18 @@ its result certain; and two consumers applying overlapping batches at once give 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import random
 import threading
 import uuid
 from dataclasses import dataclass
 
+import pytest
 from sqlalchemy import text
 
-from duely import verdicts
+from duely import eventlog, verdicts
+from duely.eventlog.types import DuelLogSubmission, QueueJoined
 from tests.fixtures.stack import start_duel
 
 UPDATES = 4  # progress messages per submission before its verdict (seq 1..4, verdict seq 5)
@@ -294,3 +297,42 @@ def test_two_consumers_applying_overlapping_batches_at_once_give_each_event_once
     subs, results, _ = outcome_of(db, world)
     assert results == [("finished", "win", "accepted", 1), ("active", None, None, None), ("finished", "win", "accepted", 6)]
     assert [v for _, _, v, _ in subs] == list(VERDICTS.values())
+
+
+def test_an_event_batch_appends_in_order_per_log_and_refuses_an_unknown_owner(db):
+    (world,) = make_worlds(db, 1)
+    u0, u1 = world.users[0], world.users[1]
+    d0 = world.duels[0]
+    at = [dt.datetime(2026, 1, 1, 0, 0, i, tzinfo=dt.UTC) for i in range(5)]
+
+    def act(s):
+        eventlog.lock_users(s, (u0, u1))
+        batch = eventlog.EventBatch()
+        for i, uid in enumerate((u0, u1, u0, u0, u1)):
+            batch.user(uid, QueueJoined(since=at[i]))
+        batch.duel(d0, DuelLogSubmission(submission_id=world.subs[0][0], user_id=u0, language="python",
+                                         submitted_at=at[0], state="testing", status="Test #9 passed", verdict=None))
+        batch.flush(s)
+        assert len(batch) == 0
+
+    db.run(act)
+    users, duels, newest = logs(db, world)
+    assert_gapless(users, duels, newest)
+    assert [data["since"] for _, kind, data in users["u0"] if kind == "queue_joined"] == [
+        "2026-01-01T00:00:00Z", "2026-01-01T00:00:02Z", "2026-01-01T00:00:03Z"]
+    assert [data["since"] for _, kind, data in users["u1"] if kind == "queue_joined"] == [
+        "2026-01-01T00:00:01Z", "2026-01-01T00:00:04Z"]
+    assert duels["d0"][-1][2]["status"] == "Test #9 passed"
+
+    def unknown(s):
+        batch = eventlog.EventBatch()
+        batch.user(u0, QueueJoined(since=at[0]))
+        batch.user(10**12, QueueJoined(since=at[0]))
+        batch.flush(s)
+
+    with pytest.raises(ValueError, match="unknown log owner"):
+        db.run(unknown)
+    assert logs(db, world)[0]["u0"] == users["u0"]  # nothing written
+    with pytest.raises(ValueError, match="not an event payload"):
+        eventlog.EventBatch().user(u0, DuelLogSubmission(submission_id="x", user_id=u0, language="python",
+                                                         submitted_at=at[0], state="testing", status="x", verdict=None))
