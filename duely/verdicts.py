@@ -189,8 +189,7 @@ def apply_messages(session: Session, messages: Sequence[TaskiMessage]) -> list[b
             _apply_progress(events, sub, m)
         else:
             _apply_verdict(session, events, sub, m, duel_of[sub.duel_id], players_of[sub.duel_id], of_duel[sub.duel_id], now)
-    if not changed:
-        events.flush(session)  # nothing applied, so nothing to append: kept for safety, a no-op
+    if not changed:  # nothing applied, so no events either
         return results
     # the events, then the submissions' newest state, in one statement
     written = events.flush(session, also=_WRITE_SUBMISSIONS, also_params={
