@@ -5,41 +5,48 @@ publishes for each submission 3 `update` messages and a final `verdict` (a few A
 some duels finish on the way), then measures in the same run:
   baseline  raw kafka-python read rate of those messages (no database);
   consumer  duely.verdicts.consume applying them (one transaction per poll batch, events included).
-Prints messages/s, verdicts/s and the ratio consumer/baseline.
+Prints messages/s, verdicts/s, the process CPU per message (the consumer's cost; the database
+server's CPU is not included) and the ratio consumer/baseline; then, in process, statements and
+client CPU per submission when each batch is one submission's messages (the instant judge's
+pattern: a submission's messages arrive together, so the swarm's batches are small).
 
-    .venv/bin/python bench/verdicts.py [--submissions 2000]
+    .venv/bin/python bench/verdicts.py [--submissions 2000] [--updates 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import threading
 import time
 import uuid
 from pathlib import Path
 
-from kafka import KafkaConsumer, KafkaProducer
-from sqlalchemy import text
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's duely, not an installed one
 
-from duely import duels, eventlog, verdicts
-from duely.config import Config
-from duely.db import Database
-from duely.infra import free_port, start_broker, start_embedded_postgres, stop_embedded_postgres
-from duely.migrate import upgrade
+from kafka import KafkaConsumer, KafkaProducer  # noqa: E402
+from sqlalchemy import event, text  # noqa: E402
 
-UPDATES_PER_SUBMISSION = 3
+from duely import duels, eventlog, verdicts  # noqa: E402
+from duely.config import Config  # noqa: E402
+from duely.db import Database  # noqa: E402
+from duely.infra import free_port, start_broker, start_embedded_postgres, stop_embedded_postgres  # noqa: E402
+from duely.migrate import upgrade  # noqa: E402
+
+UPDATES_PER_SUBMISSION = 3  # the default; the swarm's instant judge averages ~5 messages per submission
 
 
-def make_submissions(db: Database, count: int) -> list[str]:
+def make_submissions(db: Database, count: int, prefix: str = "u") -> list[str]:
     ids: list[str] = []
     with db.transaction() as s:
-        s.execute(text("INSERT INTO users (nickname, password_hash) SELECT 'u' || g, 'x' FROM generate_series(1, :n) g"),
-                  {"n": count})
+        users = sorted(s.execute(text(
+            "INSERT INTO users (nickname, password_hash) SELECT :p || g, 'x' FROM generate_series(1, :n) g RETURNING id"),
+            {"n": count, "p": prefix}).scalars())
     task = {"id": 1, "title": "t", "statement": "s"}
     for pair in range(count // 2):
-        a, b = 2 * pair + 1, 2 * pair + 2
+        a, b = users[2 * pair], users[2 * pair + 1]
 
         def act(s, a=a, b=b):
             eventlog.lock_users(s, (a, b))
@@ -56,46 +63,74 @@ def make_submissions(db: Database, count: int) -> list[str]:
     return ids
 
 
-def publish(bootstrap: str, topic: str, submission_ids: list[str]) -> int:
+def messages_of(i: int, sid: str, updates: int) -> list[bytes]:
+    """The i-th submission's messages: `updates` progress messages, then its verdict (1 in 10 Accepted)."""
+    out = [json.dumps({"submission_id": sid, "seq": seq, "type": "update", "status": f"Test #{seq} passed"}).encode()
+           for seq in range(1, updates + 1)]
+    verdict = "Accepted" if i % 10 == 0 else "Wrong Answer on test #4"
+    out.append(json.dumps({"submission_id": sid, "seq": updates + 1, "type": "verdict", "verdict": verdict}).encode())
+    return out
+
+
+def publish(bootstrap: str, topic: str, submission_ids: list[str], updates: int) -> int:
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     sent = 0
     for i, sid in enumerate(submission_ids):
-        for seq in range(1, UPDATES_PER_SUBMISSION + 1):
-            producer.send(topic, key=sid.encode(), value=json.dumps(
-                {"submission_id": sid, "seq": seq, "type": "update", "status": f"Test #{seq} passed"}).encode())
+        for value in messages_of(i, sid, updates):
+            producer.send(topic, key=sid.encode(), value=value)
             sent += 1
-        verdict = "Accepted" if i % 10 == 0 else "Wrong Answer on test #4"
-        producer.send(topic, key=sid.encode(), value=json.dumps(
-            {"submission_id": sid, "seq": UPDATES_PER_SUBMISSION + 1, "type": "verdict", "verdict": verdict}).encode())
-        sent += 1
     producer.flush()
     producer.close()
     return sent
 
 
-def raw_read_rate(bootstrap: str, topic: str, expected: int) -> float:
+def small_batches(db: Database, count: int, updates: int) -> tuple[float, float]:
+    """In process, no broker: `count` fresh submissions, each one's messages applied as one batch
+    (what the consumer gets from the instant judge: a submission's messages arrive together).
+    Returns statements and client CPU seconds (this thread; the database server's not included)
+    per submission."""
+    ids = make_submissions(db, count, prefix="v")
+    statements = 0
+
+    def counted(*_args) -> None:
+        nonlocal statements
+        statements += 1
+
+    event.listen(db.engine, "before_cursor_execute", counted)
+    cpu = time.thread_time()
+    for i, sid in enumerate(ids):
+        batch = [(value, f"bench@{i}") for value in messages_of(i, sid, updates)]
+        db.run(lambda s, batch=batch: verdicts.apply_batch(s, batch))
+    cpu = time.thread_time() - cpu
+    event.remove(db.engine, "before_cursor_execute", counted)
+    return statements / count, cpu / count
+
+
+def raw_read_rate(bootstrap: str, topic: str, expected: int) -> tuple[float, float]:
     consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"raw-{uuid.uuid4().hex[:6]}",
                              auto_offset_reset="earliest", enable_auto_commit=False, session_timeout_ms=6000,
                              heartbeat_interval_ms=1000)
-    got, started = 0, None
+    got, started, cpu = 0, None, 0.0
     deadline = time.monotonic() + 120
     while got < expected and time.monotonic() < deadline:
         for records in consumer.poll(timeout_ms=500, max_records=200).values():
             if started is None:
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), time.process_time()
             got += len(records)
         if got:
             consumer.commit()
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     consumer.close()
-    return got / elapsed
+    return got / elapsed, cpu / got
 
 
-def consumer_rate(db: Database, config: Config, submission_ids: list[str], messages: int) -> tuple[float, float]:
+def consumer_rate(db: Database, config: Config, submission_ids: list[str], messages: int) -> tuple[float, float, float]:
+    """Messages/s, verdicts/s, and process CPU seconds per message (the consumer thread, its
+    broker client and this watching loop: ~all of it the consumer's) from the first change on."""
     stop = threading.Event()
     thread = threading.Thread(target=verdicts.consume, args=(db, config, stop), daemon=True)
     thread.start()
-    started = None
+    started, cpu = None, 0.0
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         with db.transaction() as s:
@@ -103,19 +138,20 @@ def consumer_rate(db: Database, config: Config, submission_ids: list[str], messa
                 "SELECT count(*) FILTER (WHERE status = 'judged'), count(*) FILTER (WHERE last_seq > 0) FROM submissions"
             )).one()
         if touched and started is None:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
         if judged == len(submission_ids):
             break
         time.sleep(0.05)
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     stop.set()
     thread.join(30)
-    return messages / elapsed, len(submission_ids) / elapsed
+    return messages / elapsed, len(submission_ids) / elapsed, cpu / messages
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--submissions", type=int, default=2000)
+    parser.add_argument("--updates", type=int, default=UPDATES_PER_SUBMISSION, help="progress messages per submission")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = start_embedded_postgres(Path(tmp) / "pg", cleanup_mode=None)
@@ -127,18 +163,23 @@ def main() -> None:
             db = Database(url)
             topic = "taski.bench"
             ids = make_submissions(db, args.submissions)
-            messages = publish(bootstrap, topic, ids)
-            baseline = raw_read_rate(bootstrap, topic, messages)
+            messages = publish(bootstrap, topic, ids, args.updates)
+            baseline, baseline_cpu = raw_read_rate(bootstrap, topic, messages)
             config = Config(database_url=url, kafka_bootstrap_servers=bootstrap, taski_topic=topic, duely_consumer_group="bench")
-            msg_rate, verdict_rate = consumer_rate(db, config, ids, messages)
+            msg_rate, verdict_rate, cpu = consumer_rate(db, config, ids, messages)
             with db.transaction() as s:
                 finished = s.execute(text("SELECT count(*) FROM duels WHERE status = 'finished'")).scalar_one()
                 event_count = s.execute(text("SELECT count(*) FROM events")).scalar_one()
-            print(f"submissions: {len(ids)}, messages: {messages} ({UPDATES_PER_SUBMISSION} updates + 1 verdict each)")
-            print(f"baseline  raw Kafka read (no database):     {baseline:10.0f} messages/s")
-            print(f"consumer  applied with events, txn per batch:{msg_rate:10.0f} messages/s  = {verdict_rate:.0f} verdicts/s")
+            print(f"submissions: {len(ids)}, messages: {messages} ({args.updates} updates + 1 verdict each)")
+            print(f"baseline  raw Kafka read (no database):     {baseline:10.0f} messages/s"
+                  f"  CPU {baseline_cpu * 1e3:.3f} ms/message")
+            print(f"consumer  applied with events, txn per batch:{msg_rate:10.0f} messages/s  = {verdict_rate:.0f} verdicts/s"
+                  f"  CPU {cpu * 1e3:.3f} ms/message")
             print(f"ratio consumer/baseline: {msg_rate / baseline:.3f}")
             print(f"duels finished on the way: {finished}; events written: {event_count}")
+            per_statements, per_cpu = small_batches(db, min(args.submissions, 400), args.updates)
+            print(f"one submission's messages per batch (in process): {per_statements:.1f} statements/submission,"
+                  f"  client CPU {per_cpu * 1e3:.2f} ms/submission")
             db.dispose()
         finally:
             broker.terminate()

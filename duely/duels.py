@@ -1,8 +1,9 @@
 """Duels: creation, access, the finishing rule with ratings, resignation and history.
 
 Lock order everywhere a duel and its players change together: the duel row, then the users
-rows in id order (`eventlog.lock_users`), then submission rows. Every finish goes through
-`try_finish`, which applies the contract's "who wins" rule (`duely.outcome.decide`).
+rows in id order (`eventlog.lock_users`), then submission rows. Every result is decided by the
+contract's "who wins" rule (`duely.outcome.decide`: `finish_if_certain`, or the verdict intake on
+its batch's state) and written by `finish`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sqlalchemy import select, text
@@ -208,6 +210,30 @@ def active_duel_id(session: Session, user_id: int) -> int | None:
     ).scalar_one_or_none()
 
 
+@dataclass(slots=True)
+class LockedDuel:
+    """What finishing needs of a duel whose row this transaction holds FOR UPDATE (plain SQL:
+    the finish runs for every verdict, and loading the ORM object cost more CPU than the query)."""
+
+    id: int
+    status: str
+    deadline: dt.datetime
+    rated: bool
+    started_at: dt.datetime
+
+
+_LOCK_DUEL = "SELECT id, status, deadline, rated, started_at FROM duels WHERE id = :d FOR UPDATE"
+_LOCK_DUEL_NOWAIT = text(_LOCK_DUEL + " SKIP LOCKED")
+_LOCK_DUEL_WAIT = text(_LOCK_DUEL)
+
+
+def lock_duel(session: Session, duel_id: int, skip_locked: bool = False) -> LockedDuel | None:
+    """Take the duel's row lock; None when there is no such duel (or, `skip_locked`, another
+    transaction holds it)."""
+    row = session.execute(_LOCK_DUEL_NOWAIT if skip_locked else _LOCK_DUEL_WAIT, {"d": duel_id}).first()
+    return None if row is None else LockedDuel(*row)
+
+
 def try_finish(session: Session, duel_id: int, resigned_by: int | None = None, skip_locked: bool = False) -> bool:
     """Finish the duel if its result is certain now; returns True when it finished here.
 
@@ -215,16 +241,15 @@ def try_finish(session: Session, duel_id: int, resigned_by: int | None = None, s
     transaction. Safe to call from any process at any time: the duel row lock serialises it
     (`skip_locked`: give up at once if another transaction holds the duel).
     """
-    if skip_locked:
-        duel = session.execute(select(Duel).where(Duel.id == duel_id).with_for_update(skip_locked=True)).scalar_one_or_none()
-        if duel is None:
+    duel = lock_duel(session, duel_id, skip_locked)
+    if duel is None:
+        if skip_locked:
             return False
-    else:
-        duel = get_duel(session, duel_id, lock="update")
+        raise errors.NotFound("No such duel.")
     return finish_if_certain(session, duel, player_ids(session, duel_id), resigned_by)
 
 
-def finish_if_certain(session: Session, duel: Duel, players: list[int], resigned_by: int | None = None) -> bool:
+def finish_if_certain(session: Session, duel: LockedDuel, players: list[int], resigned_by: int | None = None) -> bool:
     """`try_finish` for a caller that already holds the duel row lock and knows the players."""
     if duel.status != DuelStatus.ACTIVE:
         return False
@@ -235,7 +260,7 @@ def finish_if_certain(session: Session, duel: Duel, players: list[int], resigned
     )
     if decision is None:
         return False
-    _finish(session, duel, players, decision, now)
+    finish(session, duel, players, decision, now)
     return True
 
 
@@ -250,18 +275,60 @@ def _now_and_submissions(session: Session, duel_id: int) -> tuple[dt.datetime, l
 
 _OUTCOME_OF_SCORE = {1.0: "win", 0.5: "draw", 0.0: "loss"}
 
+# The players' rating state and stored outcomes, their user rows locked in id order (lock order:
+# duel, users; a caller that holds them already takes them again for free).
+_FINISH_LOAD = text(
+    """
+    SELECT u.id, u.rating, u.rating_exact, u.rating_deviation, u.rating_volatility, u.rated_at, dp.outcomes
+    FROM users u JOIN duel_players dp ON dp.user_id = u.id AND dp.duel_id = :d
+    ORDER BY u.id FOR UPDATE OF u
+    """
+)
+# Every row the finish changes, in one statement: the duel, both player rows, and (rated duels)
+# both users' ratings and records. `establishing` uses the old `played`: played + 1 is the new count.
+_FINISH_WRITE = text(
+    f"""
+    WITH duel AS (
+        UPDATE duels SET status = {DuelStatus.FINISHED.sql}, finished_at = :now, outcome = :outcome,
+                         winner_id = :winner_id, reason = :reason
+        WHERE id = :d
+    ), players AS (
+        UPDATE duel_players dp SET is_active = false, rating_after = v.rating, deviation_after = v.deviation_after
+        FROM unnest(CAST(:uids AS bigint[]), CAST(:ratings AS integer[]), CAST(:deviations_after AS double precision[]))
+             AS v(uid, rating, deviation_after)
+        WHERE dp.duel_id = :d AND dp.user_id = v.uid
+    )
+    UPDATE users u SET rating = v.rating, rating_exact = v.exact, rating_deviation = v.deviation,
+                       rating_volatility = v.volatility, rated_at = :now, played = u.played + 1,
+                       establishing = u.establishing AND u.played + 1 < :establishing_duels,
+                       won = u.won + v.won, lost = u.lost + v.lost, drawn = u.drawn + v.drawn
+    FROM unnest(CAST(:uids AS bigint[]), CAST(:ratings AS integer[]), CAST(:exacts AS double precision[]),
+                CAST(:deviations AS double precision[]), CAST(:volatilities AS double precision[]),
+                CAST(:wons AS integer[]), CAST(:losts AS integer[]), CAST(:drawns AS integer[]))
+         AS v(uid, rating, exact, deviation, volatility, won, lost, drawn)
+    WHERE CAST(:rated AS boolean) AND u.id = v.uid
+    """
+)
 
-def _finish(session: Session, duel: Duel, players: list[int], decision: outcome.Decision, now: dt.datetime) -> None:
-    eventlog.lock_users(session, players)
-    users = {u.id: u for u in session.execute(select(User).where(User.id.in_(players))).scalars()}
+
+def finish(session: Session, duel: LockedDuel, players: list[int], decision: outcome.Decision, now: dt.datetime,
+           events: eventlog.EventBatch | None = None) -> None:
+    """Write a decided result: the duel, ratings and records, and the `duel_finished` events.
+
+    The one implementation of a finish (verdicts, resignation, timeouts). The caller holds the
+    duel row lock. With `events`, the events are added to the caller's batch (which appends them
+    in its order); without, they are appended here. Marks `duel` finished.
+    """
+    if session.identity_map:  # ORM objects of this session: write their changes before the plain SQL
+        session.flush()
+    users = {u.id: u for u in session.execute(_FINISH_LOAD, {"d": duel.id})}
     a, b = players
     if decision.outcome == "draw":
         score_a = 0.5
     else:
         score_a = 1.0 if decision.winner_id == a else 0.0
-    rows = {p.user_id: p for p in session.execute(select(DuelPlayer).where(DuelPlayer.duel_id == duel.id)).scalars()}
     before = {uid: glicko_of(users[uid]) for uid in players}
-    stored = {uid: rows[uid].outcomes for uid in players}
+    stored = {uid: users[uid].outcomes for uid in players}
     if not duel.rated:  # a casual duel: nobody's rating moves
         after = dict(before)
     elif all(stored.values()):
@@ -273,43 +340,36 @@ def _finish(session: Session, duel: Duel, players: list[int], decision: outcome.
                                               idle_days(users[b], duel.started_at))
         after = {a: after_a, b: after_b}
     deltas = {uid: rating.shown_change(before[uid], after[uid]) for uid in players}
+    # an unrated duel changes no rating and no record (`duels` in the user object counts rated
+    # duels), and is no point of the rating history (rating_history reads rated duels only)
+    shown = {uid: after[uid].shown if duel.rated else users[uid].rating for uid in players}
+    session.execute(_FINISH_WRITE, {
+        "d": duel.id, "now": now, "outcome": decision.outcome, "winner_id": decision.winner_id, "reason": decision.reason,
+        "uids": players, "ratings": [shown[uid] for uid in players],
+        "deviations_after": [after[uid].deviation if duel.rated else None for uid in players],
+        "exacts": [after[uid].rating for uid in players], "deviations": [after[uid].deviation for uid in players],
+        "volatilities": [after[uid].volatility for uid in players],
+        "wons": [int(decision.outcome == "win" and decision.winner_id == uid) for uid in players],
+        "losts": [int(decision.outcome == "win" and decision.winner_id != uid) for uid in players],
+        "drawns": [int(decision.outcome == "draw") for uid in players],
+        "rated": duel.rated, "establishing_duels": rating.ESTABLISHING_DUELS,
+    })
+    if session.identity_map:  # ORM objects loaded before (a resign's duel, users) would be stale
+        session.expire_all()
     duel.status = DuelStatus.FINISHED
-    duel.finished_at = now
-    duel.outcome = decision.outcome
-    duel.winner_id = decision.winner_id
-    duel.reason = decision.reason
-    for uid in players:
-        if not duel.rated:
-            continue  # no rating, no record: `duels` in the user object counts rated duels
-        user = users[uid]
-        user.rating, user.rating_exact = after[uid].shown, after[uid].rating
-        user.rating_deviation, user.rating_volatility = after[uid].deviation, after[uid].volatility
-        user.rated_at = now
-        user.played += 1
-        user.establishing = user.establishing and user.played < rating.ESTABLISHING_DUELS
-        if decision.outcome == "draw":
-            user.drawn += 1
-        elif decision.winner_id == uid:
-            user.won += 1
-        else:
-            user.lost += 1
-    session.flush()
-    for player in rows.values():
-        player.is_active = False
-        player.rating_after = users[player.user_id].rating
-        # an unrated duel is no point of the rating history (rating_history reads rated duels only)
-        player.deviation_after = users[player.user_id].rating_deviation if duel.rated else None
-    session.flush()
     changes = {str(uid): deltas[uid] for uid in players}
+    batch = eventlog.EventBatch() if events is None else events
     for uid in players:
-        eventlog.append(session, uid, DuelFinished(
+        batch.user(uid, DuelFinished(
             duel_id=duel.id, outcome=decision.outcome, winner_id=decision.winner_id,
             reason=decision.reason, rating_changes=changes,
         ))
-    eventlog.append_duel(session, duel.id, DuelLogFinished(
+    batch.duel(duel.id, DuelLogFinished(
         duel_id=duel.id, outcome=decision.outcome, winner_id=decision.winner_id,
         reason=decision.reason, rating_changes=changes,
     ))
+    if events is None:
+        batch.flush(session)
     log.info("duel finished", extra=kv(duel_id=duel.id, outcome=decision.outcome, winner_id=decision.winner_id,
                                        reason=decision.reason, rating_changes=changes))
 

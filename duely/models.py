@@ -127,7 +127,7 @@ class Duel(Base):
     outcome: Mapped[str | None] = mapped_column(Text)  # win | draw
     winner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     reason: Mapped[str | None] = mapped_column(Text)  # accepted | timeout | resign
-    # False: a casual duel from a challenge; finishing it changes no rating (duels._finish).
+    # False: a casual duel from a challenge; finishing it changes no rating (duels.finish).
     rated: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
     # Newest event id of this duel's public log; bumped under the row lock (duely/eventlog/store.py).
     last_event_id: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))

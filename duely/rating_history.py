@@ -1,7 +1,7 @@
 """A player's rating history: one point per finished rated duel, read from `duel_players`.
 
 Each finished duel already stores every player's shown rating before and after it and the RD
-after it (`duels._finish`), so the history needs no table of its own. A user plays one duel at
+after it (`duels.finish`), so the history needs no table of its own. A user plays one duel at
 a time, so duel ids (start order) are also finish order: pages go by duel id, newest first.
 """
 

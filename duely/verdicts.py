@@ -1,33 +1,34 @@
 """Verdict intake: Taski's Kafka messages applied to submissions (run by consumer.py).
 
 `apply_message` is idempotent: a message whose `seq` is not newer than the stored one
-changes nothing, an update never overrides a verdict, a verdict is final. Each message is
-applied in its own transaction together with its events (and, for a verdict, the duel's
-finish when that becomes certain); Kafka offsets are committed only after that commit.
-Malformed messages and unknown submissions are logged and skipped.
+changes nothing, an update never overrides a verdict, a verdict is final. A poll's batch is
+applied in one transaction with a constant number of statements (`apply_messages`), its
+events included (and the finish of each duel whose result becomes certain); Kafka offsets are
+committed only after that commit. Malformed messages and unknown submissions are logged and skipped.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import signal
 import threading
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from duely import duels, eventlog, outage, undecodable
+from duely import duels, eventlog, outage, outcome, undecodable
 from duely.backoff import BROKER_RECONNECT
 from duely.config import Config
 from duely.db import CONSUMER_POOL, Database
 from duely.eventlog.types import DuelLogSubmission, OpponentVerdict, SubmissionUpdate, SubmissionVerdict
 from duely.logs import kv
-from duely.models import Duel, Submission
 from duely.runtime import Runtime
-from duely.statuses import SubmissionState
+from duely.statuses import DuelStatus, SubmissionState
 from duely.topics import admin_client, ensure_topic
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ class PoisonMessage(ValueError):
 @dataclass(frozen=True)
 class TaskiMessage:
     submission_id: uuid.UUID
-    seq: int
+    seq: int | None  # None: Duely's own verdict (`record_verdict`), applied whatever the stored seq
     type: str  # update | verdict
     text: str  # the progress status, or the verdict
 
@@ -70,83 +71,176 @@ def parse_message(raw: bytes | str | dict) -> TaskiMessage:
 
 
 def apply_message(session: Session, message: TaskiMessage) -> bool:
-    """Apply one Taski message; returns True if it changed anything."""
-    if message.type == "update":
-        return apply_update(session, message.submission_id, message.seq, message.text)
-    return record_verdict(session, message.submission_id, message.text, message.seq)
-
-
-def apply_update(session: Session, submission_id: uuid.UUID, seq: int, status_text: str) -> bool:
-    # The duel row is locked first (lock order: duel, users, submission), in the same statement:
-    # the duel log's append below bumps it.
-    row = session.execute(text(
-        f"""
-        WITH duel AS (SELECT d.id FROM duels d JOIN submissions s ON s.duel_id = d.id WHERE s.id = :id FOR UPDATE OF d)
-        UPDATE submissions SET status = {SubmissionState.TESTING.sql}, progress = :p, last_seq = :seq, last_message_at = clock_timestamp()
-        FROM duel
-        WHERE submissions.id = :id AND submissions.duel_id = duel.id
-          AND status <> {SubmissionState.JUDGED.sql} AND last_seq < :seq
-        RETURNING user_id, duel_id, language, submitted_at
-        """
-    ), {"id": submission_id, "p": status_text, "seq": seq}).first()
-    if row is None:
-        _ensure_known(session, submission_id)
-        return False
-    eventlog.append(session, row.user_id, SubmissionUpdate(duel_id=row.duel_id, submission_id=str(submission_id), status=status_text))
-    eventlog.append_duel(session, row.duel_id, DuelLogSubmission(
-        submission_id=str(submission_id), user_id=row.user_id, language=row.language, submitted_at=row.submitted_at,
-        state=SubmissionState.TESTING, status=status_text, verdict=None))
-    log.info("submission progress", extra=kv(submission_id=submission_id, seq=seq, status=repr(status_text)))
-    return True
+    """Apply one Taski message; returns True if it changed anything. PoisonMessage when the
+    submission is unknown."""
+    applied = apply_messages(session, [message])[0]
+    if applied is None:
+        raise PoisonMessage(f"unknown submission {message.submission_id}")
+    return applied
 
 
 def record_verdict(session: Session, submission_id: uuid.UUID, verdict: str, seq: int | None = None) -> bool:
     """Give a submission its final verdict (once), tell both players, and finish the duel if
     that is now certain. `seq=None` is Duely's own verdict (e.g. `Rejected: ...`)."""
-    # Lock order: duel, users, submission (docs/lifecycle.md).
-    duel = session.execute(
-        select(Duel).join(Submission, Submission.duel_id == Duel.id).where(Submission.id == submission_id).with_for_update(of=Duel)
-    ).scalar_one_or_none()
-    if duel is None:
-        raise PoisonMessage(f"unknown submission {submission_id}")
-    players = duels.player_ids(session, duel.id)
-    eventlog.lock_users(session, players)
-    judged = session.execute(text(
-        f"""
-        UPDATE submissions SET status = {SubmissionState.JUDGED.sql}, verdict = :verdict, judged_at = clock_timestamp(),
-               last_seq = coalesce(CAST(:seq AS integer), last_seq)
-        WHERE id = :id AND status <> {SubmissionState.JUDGED.sql} AND (CAST(:seq AS integer) IS NULL OR last_seq < :seq)
-        RETURNING user_id, submitted_at, language
-        """
-    ), {"id": submission_id, "verdict": verdict, "seq": seq}).first()
-    if judged is None:  # already judged (a verdict is final), or a stale seq
-        return False
-    eventlog.append(session, judged.user_id, SubmissionVerdict(duel_id=duel.id, submission_id=str(submission_id), verdict=verdict))
-    eventlog.append_duel(session, duel.id, DuelLogSubmission(
-        submission_id=str(submission_id), user_id=judged.user_id, language=judged.language, submitted_at=judged.submitted_at,
-        state=SubmissionState.JUDGED, status=SubmissionState.JUDGED, verdict=verdict))
+    return apply_message(session, TaskiMessage(submission_id, seq, "verdict", verdict))
+
+
+@dataclass(slots=True)
+class _Submission:
+    """A submission's row as the batch sees it while it applies messages in order."""
+
+    id: uuid.UUID
+    duel_id: int
+    user_id: int
+    language: str
+    submitted_at: dt.datetime
+    status: str
+    progress: str | None
+    verdict: str | None
+    last_seq: int
+    touched: bool = False  # a progress message applied: last_message_at is set
+    judged: bool = False  # the verdict applied here: judged_at is set
+
+
+# Lock order: duels (in id order, so consumers with overlapping batches never deadlock), users,
+# submissions (docs/lifecycle.md). Every duel a message of the batch is about, with its players.
+_LOCK_DUELS = text(
+    """
+    SELECT d.id, d.status, d.deadline, d.rated, d.started_at,
+           ARRAY(SELECT p.user_id FROM duel_players p WHERE p.duel_id = d.id ORDER BY p.user_id) AS players
+    FROM duels d
+    WHERE d.id IN (SELECT duel_id FROM submissions WHERE id = ANY(:ids))
+    ORDER BY d.id
+    FOR UPDATE OF d
+    """
+)
+# Then the players' user rows, locked in id order, and with them every submission of those duels
+# (the finishing rule needs all of them): one statement, read after the duel locks are held, so
+# nobody else judges them meanwhile. At least one row per player (for the clock).
+_LOCK_USERS_LOAD_SUBMISSIONS = text(
+    """
+    SELECT clock_timestamp() AS now, s.id, s.duel_id, s.user_id, s.language, s.submitted_at, s.status, s.progress,
+           s.verdict, s.last_seq
+    FROM users u LEFT JOIN submissions s ON s.user_id = u.id AND s.duel_id = ANY(:duels)
+    WHERE u.id = ANY(:players)
+    ORDER BY u.id
+    FOR UPDATE OF u
+    """
+)
+# The newest state of each submission the batch changed (run as a CTE of the events' statement).
+# The status guard is a safety net: under the duel locks no other transaction judges these submissions.
+_WRITE_SUBMISSIONS = (
+    f"""
+    UPDATE submissions s SET status = v.status, progress = v.progress, verdict = v.verdict, last_seq = v.last_seq,
+           last_message_at = CASE WHEN v.touched THEN clock_timestamp() ELSE s.last_message_at END,
+           judged_at = CASE WHEN v.judged THEN clock_timestamp() ELSE s.judged_at END
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:statuses AS text[]), CAST(:progresses AS text[]), CAST(:verdicts AS text[]),
+                CAST(:seqs AS integer[]), CAST(:toucheds AS boolean[]), CAST(:judgeds AS boolean[]))
+         AS v(id, status, progress, verdict, last_seq, touched, judged)
+    WHERE s.id = v.id AND s.status <> {SubmissionState.JUDGED.sql}
+    RETURNING 1
+    """
+)
+
+
+def apply_messages(session: Session, messages: Sequence[TaskiMessage]) -> list[bool | None]:
+    """Apply messages in order with a constant number of statements; for each: True when applied,
+    False when it changes nothing (a seq not newer than the stored one, or the submission already
+    has its verdict), None when its submission is unknown (nothing written for it).
+
+    The rules are those of one message at a time, applied to the batch's state in memory: every
+    progress message applied gets its `submission_update` event (even when a newer one follows
+    in the batch), a verdict is final, and after each verdict the duel is finished when that is
+    now certain (`duely.outcome.decide`, written by `duels.finish`). The events are appended in
+    the messages' order (`eventlog.EventBatch`) with the submissions' newest state in the same
+    statement: three statements in all, plus two per duel finished.
+    """
+    if not messages:
+        return []
+    locked = session.execute(_LOCK_DUELS, {"ids": list({m.submission_id for m in messages})}).all()
+    if not locked:
+        return [None] * len(messages)
+    duel_of = {r.id: duels.LockedDuel(r.id, r.status, r.deadline, r.rated, r.started_at) for r in locked}
+    players_of = {r.id: list(r.players) for r in locked}
+    rows = session.execute(_LOCK_USERS_LOAD_SUBMISSIONS, {
+        "duels": list(duel_of), "players": sorted({p for r in locked for p in r.players})}).all()
+    now = max(r.now for r in rows)
+    subs = {r.id: _Submission(r.id, r.duel_id, r.user_id, r.language, r.submitted_at, r.status, r.progress, r.verdict,
+                              r.last_seq) for r in rows if r.id is not None}
+    of_duel: dict[int, list[_Submission]] = {}
+    for row in subs.values():
+        of_duel.setdefault(row.duel_id, []).append(row)
+    events = eventlog.EventBatch()
+    changed: dict[uuid.UUID, _Submission] = {}
+    results: list[bool | None] = []
+    for m in messages:
+        sub = subs.get(m.submission_id)
+        if sub is None:
+            results.append(None)
+            continue
+        if sub.status == SubmissionState.JUDGED or (m.seq is not None and m.seq <= sub.last_seq):
+            results.append(False)  # a duplicate, a stale seq, or after the verdict (final)
+            continue
+        if m.seq is not None:
+            sub.last_seq = m.seq
+        changed[sub.id] = sub
+        results.append(True)
+        if m.type == "update":
+            _apply_progress(events, sub, m)
+        else:
+            _apply_verdict(session, events, sub, m, duel_of[sub.duel_id], players_of[sub.duel_id], of_duel[sub.duel_id], now)
+    if not changed:  # nothing applied, so no events either
+        return results
+    # the events, then the submissions' newest state, in one statement
+    written = events.flush(session, also=_WRITE_SUBMISSIONS, also_params={
+        "ids": list(changed), "statuses": [s.status for s in changed.values()],
+        "progresses": [s.progress for s in changed.values()], "verdicts": [s.verdict for s in changed.values()],
+        "seqs": [s.last_seq for s in changed.values()], "toucheds": [s.touched for s in changed.values()],
+        "judgeds": [s.judged for s in changed.values()],
+    })
+    if written != len(changed):  # cannot happen under the duel locks; never write half a batch
+        raise RuntimeError(f"wrote {written} of {len(changed)} submissions: judged meanwhile")
+    return results
+
+
+def _apply_progress(events: eventlog.EventBatch, sub: _Submission, m: TaskiMessage) -> None:
+    sub.status, sub.progress, sub.touched = SubmissionState.TESTING, m.text, True
+    events.user(sub.user_id, SubmissionUpdate(duel_id=sub.duel_id, submission_id=str(sub.id), status=m.text))
+    events.duel(sub.duel_id, DuelLogSubmission(
+        submission_id=str(sub.id), user_id=sub.user_id, language=sub.language, submitted_at=sub.submitted_at,
+        state=SubmissionState.TESTING, status=m.text, verdict=None))
+    log.info("submission progress", extra=kv(submission_id=sub.id, seq=m.seq, status=repr(m.text)))
+
+
+def _apply_verdict(session: Session, events: eventlog.EventBatch, sub: _Submission, m: TaskiMessage,
+                   duel: duels.LockedDuel, players: list[int], of_duel: list[_Submission], now: dt.datetime) -> None:
+    sub.status, sub.verdict, sub.judged = SubmissionState.JUDGED, m.text, True
+    events.user(sub.user_id, SubmissionVerdict(duel_id=duel.id, submission_id=str(sub.id), verdict=m.text))
+    events.duel(duel.id, DuelLogSubmission(
+        submission_id=str(sub.id), user_id=sub.user_id, language=sub.language, submitted_at=sub.submitted_at,
+        state=SubmissionState.JUDGED, status=SubmissionState.JUDGED, verdict=m.text))
     for opponent in players:
-        if opponent != judged.user_id:
-            eventlog.append(session, opponent, OpponentVerdict(duel_id=duel.id, verdict=verdict, submitted_at=judged.submitted_at))
-    log.info("submission judged", extra=kv(submission_id=submission_id, duel_id=duel.id, verdict=repr(verdict)))
-    duels.finish_if_certain(session, duel, players)
-    return True
-
-
-def _ensure_known(session: Session, submission_id: uuid.UUID) -> None:
-    if session.execute(select(Submission.id).where(Submission.id == submission_id)).first() is None:
-        raise PoisonMessage(f"unknown submission {submission_id}")
+        if opponent != sub.user_id:
+            events.user(opponent, OpponentVerdict(duel_id=duel.id, verdict=m.text, submitted_at=sub.submitted_at))
+    log.info("submission judged", extra=kv(submission_id=sub.id, duel_id=duel.id, verdict=repr(m.text)))
+    if duel.status != DuelStatus.ACTIVE:
+        return
+    decision = outcome.decide([outcome.SubmissionView(s.user_id, s.submitted_at, s.verdict) for s in of_duel],
+                              now=now, deadline=duel.deadline, player_ids=tuple(players))
+    if decision is not None:
+        duels.finish(session, duel, players, decision, now, events)  # its events go after this verdict's
 
 
 def apply_batch(session: Session, records: list[tuple[bytes, str]]) -> int:
-    """Apply a poll's worth of records in the caller's transaction (one commit for the batch).
+    """Apply a poll's worth of records in the caller's transaction (one commit for the batch),
+    with a constant number of statements (`apply_messages`) plus a few per duel it finishes.
 
     Every progress message is applied and gets its `submission_update` event, even when a newer
     one about the same submission is in the same batch: the contract promises an event per
     progress message (docs/api.md), and a client may show each step.
-    A poison message fails alone: PoisonMessage is always raised before the message wrote
-    anything, so no savepoint is needed. Any other error propagates and the whole batch is
-    retried or re-read (its offsets are not committed).
+    A poison message (malformed, or about an unknown submission) is skipped alone: nothing is
+    written for it. Any other error propagates and the whole batch is retried or re-read (its
+    offsets are not committed).
     `records` are (value, where) pairs; `where` names topic/partition@offset for the logs.
     """
     parsed: list[tuple[TaskiMessage, str]] = []
@@ -155,13 +249,11 @@ def apply_batch(session: Session, records: list[tuple[bytes, str]]) -> int:
             parsed.append((parse_message(value), where))
         except PoisonMessage as exc:
             log.warning("skipping message", extra=kv(at=where, problem=repr(str(exc))))
-    applied = 0
-    for message, where in parsed:
-        try:
-            applied += apply_message(session, message)
-        except PoisonMessage as exc:
-            log.warning("skipping message", extra=kv(at=where, problem=repr(str(exc))))
-    return applied
+    results = apply_messages(session, [message for message, _ in parsed])
+    for (message, where), applied in zip(parsed, results, strict=True):
+        if applied is None:
+            log.warning("skipping message", extra=kv(at=where, problem=repr(f"unknown submission {message.submission_id}")))
+    return sum(1 for applied in results if applied)
 
 
 # -- the consumer process --

@@ -19,10 +19,11 @@ The duel log is the same machinery keyed by duel (`store.Log`): `append_duel`, i
 (`types.DuelEventType`), the same reader, listener (wake key `d:<id>`), 400/410 and pruning.
 `sse` streams either log as text/event-stream with the poll's own wait and read.
 
-Writers import this package and call `eventlog.append` / `eventlog.append_duel` / `eventlog.lock_users`.
+Writers import this package and call `eventlog.append` / `eventlog.append_duel` / `eventlog.lock_users`;
+a writer of many events at once collects them in an `eventlog.EventBatch` (one statement per log).
 """
 
-from duely.eventlog.store import append, append_duel, lock_users
+from duely.eventlog.store import EventBatch, append, append_duel, append_many, lock_users
 from duely.eventlog.types import DUEL_EVENT_TYPES, EVENT_TYPES
 
-__all__ = ["DUEL_EVENT_TYPES", "EVENT_TYPES", "append", "append_duel", "lock_users"]
+__all__ = ["DUEL_EVENT_TYPES", "EVENT_TYPES", "EventBatch", "append", "append_duel", "append_many", "lock_users"]

@@ -110,6 +110,52 @@ _APPEND_SQL = """
     """
 _APPEND = text(_APPEND_SQL.format(events=USER_LOG.events, owners=USER_LOG.owners, owner_column=USER_LOG.owner_column))
 _APPEND_DUEL = text(_APPEND_SQL.format(events=DUEL_LOG.events, owners=DUEL_LOG.owners, owner_column=DUEL_LOG.owner_column))
+# Many events, of both kinds of log, in one statement (the consumer applies a poll batch at
+# once). Per log, the caller gives each row its rank `k` among the rows of the same owner
+# (1, 2, ...) and each owner's count; the UPDATE bumps every owner's counter once and the
+# INSERT numbers the rows from the old value, so ids stay gapless and in the batch's order per
+# log. One NOTIFY per owner. Unlike one-row appends, a multi-row UPDATE takes the owners' row
+# locks in the plan's order: callers hold those locks already (`lock_users`, the duel row
+# lock), so it never waits. Empty arrays leave a log untouched. The payloads come as one JSON
+# array (a text[] parameter cost psycopg a regex escape of every quote of every payload).
+_APPEND_MANY_CTES = """
+    {p}bumped AS (
+        UPDATE {owners} o SET last_event_id = o.last_event_id + c.n
+        FROM unnest(CAST(:{p}owners AS bigint[]), CAST(:{p}counts AS integer[])) AS c(owner, n)
+        WHERE o.id = c.owner
+        RETURNING o.id, o.last_event_id - c.n AS base
+    ), {p}inserted AS (
+        INSERT INTO {events} ({owner_column}, id, type, data, created_at)
+        SELECT b.owner, {p}bumped.base + b.k, b.type, CAST(:{p}datas AS jsonb) -> CAST(b.i - 1 AS integer), clock_timestamp()
+        FROM unnest(CAST(:{p}row_owners AS bigint[]), CAST(:{p}ks AS integer[]), CAST(:{p}types AS text[]))
+             WITH ORDINALITY AS b(owner, k, type, i)
+        JOIN {p}bumped ON {p}bumped.id = b.owner
+        ORDER BY b.owner, b.k
+        RETURNING 1
+    )"""
+_APPEND_MANY_SQL = (
+    "WITH"
+    + _APPEND_MANY_CTES.format(p="u_", events=USER_LOG.events, owners=USER_LOG.owners, owner_column=USER_LOG.owner_column)
+    + ","
+    + _APPEND_MANY_CTES.format(p="d_", events=DUEL_LOG.events, owners=DUEL_LOG.owners, owner_column=DUEL_LOG.owner_column)
+    + "{also}"
+    + """
+    SELECT (SELECT count(*) FROM u_inserted) + (SELECT count(*) FROM d_inserted) AS n, {also_n} AS also_n,
+           count(pg_notify(:ch, w)) AS notified
+    FROM unnest(CAST(:wake_keys AS text[])) AS w
+    """
+)
+
+
+@functools.cache
+def _append_many_statement(also: str | None) -> Any:
+    """The batch append, with the caller's own write riding along as the CTE `also` (which must
+    return a row per row it changed)."""
+    if also is None:
+        return text(_APPEND_MANY_SQL.format(also="", also_n="NULL"))
+    return text(_APPEND_MANY_SQL.format(also=f", also AS ({also})", also_n="(SELECT count(*) FROM also)"))
+
+
 # A read is one statement, so one snapshot: the newest id and the events after the cursor agree.
 # PostgreSQL renders the events as the API's JSON (keys in the contract's order, created_at as
 # duely.clock.isoformat does), so the hot path neither decodes nor re-encodes them. One statement
@@ -224,9 +270,8 @@ def append(session: Session, user_id: int, payload: Payload) -> int:
     gaps (a rolled-back id is given out again). The NOTIFY is transactional too: PostgreSQL
     delivers it only if and when the caller commits.
     """
-    if not isinstance(payload, Payload) or PAYLOADS.get(payload.type) is not type(payload):
-        raise ValueError(f"not an event payload: {payload!r}")
-    data = json.dumps(payload.data(), separators=(",", ":"))
+    _check_payload(payload)
+    data = _encode(payload)
     event_id: int = session.execute(_APPEND, {"owner": user_id, "wake_key": str(user_id), "type": payload.type.value,
                                               "data": data, "ch": NOTIFY_CHANNEL}).scalar_one()
     return event_id
@@ -241,12 +286,90 @@ def append_duel(session: Session, duel_id: int, payload: DuelPayload) -> int:
     lock before any user row lock (docs/lifecycle.md, lock order), so this never waits while
     holding a user's lock.
     """
-    if not isinstance(payload, DuelPayload) or DUEL_PAYLOADS.get(payload.type) is not type(payload):
-        raise ValueError(f"not a duel-log payload: {payload!r}")
-    data = json.dumps(payload.data(), separators=(",", ":"))
+    _check_duel_payload(payload)
+    data = _encode(payload)
     event_id: int = session.execute(_APPEND_DUEL, {"owner": duel_id, "wake_key": duel_key(duel_id), "type": payload.type.value,
                                                    "data": data, "ch": NOTIFY_CHANNEL}).scalar_one()
     return event_id
+
+
+def _encode(payload: Payload | DuelPayload) -> str:
+    return json.dumps(payload.data(), separators=(",", ":"))
+
+
+def _check_payload(payload: Payload) -> None:
+    if not isinstance(payload, Payload) or PAYLOADS.get(payload.type) is not type(payload):
+        raise ValueError(f"not an event payload: {payload!r}")
+
+
+def _check_duel_payload(payload: DuelPayload) -> None:
+    if not isinstance(payload, DuelPayload) or DUEL_PAYLOADS.get(payload.type) is not type(payload):
+        raise ValueError(f"not a duel-log payload: {payload!r}")
+
+
+class EventBatch:
+    """Events for personal and duel logs, collected in order and appended by `flush` with one
+    statement, whatever their number (`append` costs one statement per event).
+
+    The same rules as `append`/`append_duel`: in the caller's transaction, ids gapless and in
+    the order the events were added (per log), NOTIFY at commit. The caller must already hold
+    the row locks of every user (`lock_users`) and duel it adds events for (see _APPEND_MANY_CTES).
+    """
+
+    __slots__ = ("_duel", "_user")
+
+    def __init__(self) -> None:
+        self._user: list[tuple[int, str, dict[str, Any]]] = []
+        self._duel: list[tuple[int, str, dict[str, Any]]] = []
+
+    def user(self, user_id: int, payload: Payload) -> None:
+        _check_payload(payload)
+        self._user.append((user_id, payload.type.value, payload.data()))
+
+    def duel(self, duel_id: int, payload: DuelPayload) -> None:
+        _check_duel_payload(payload)
+        self._duel.append((duel_id, payload.type.value, payload.data()))
+
+    def __len__(self) -> int:
+        return len(self._user) + len(self._duel)
+
+    def flush(self, session: Session, also: str | None = None, also_params: dict[str, Any] | None = None) -> int | None:
+        """Append the collected events (one statement) and start empty again.
+
+        `also`: another data-modifying statement of the caller (a constant string, with
+        `RETURNING` one row per row it changes) run in the same statement, to save a round trip;
+        returns how many rows it changed (None without it). It runs even with no events. Its
+        parameters (`also_params`) must not clash with the append's (`u_*`, `d_*`, `ch`, `wake_keys`).
+        """
+        if not self._user and not self._duel and also is None:
+            return None
+        params: dict[str, Any] = {**(also_params or {}), "ch": NOTIFY_CHANNEL, "wake_keys": []}
+        for prefix, rows, wake_key in (("u_", self._user, str), ("d_", self._duel, duel_key)):
+            counts: dict[int, int] = {}
+            ks: list[int] = []
+            for owner, _, _ in rows:
+                counts[owner] = k = counts.get(owner, 0) + 1
+                ks.append(k)
+            owners = sorted(counts)
+            params |= {f"{prefix}owners": owners, f"{prefix}counts": [counts[o] for o in owners],
+                       f"{prefix}row_owners": [r[0] for r in rows], f"{prefix}ks": ks,
+                       f"{prefix}types": [r[1] for r in rows],
+                       f"{prefix}datas": json.dumps([r[2] for r in rows], separators=(",", ":"))}
+            params["wake_keys"] += [wake_key(o) for o in owners]
+        expected = len(self)
+        row = session.execute(_append_many_statement(also), params).one()
+        if row.n != expected:  # an owner that does not exist: like `append`, fail rather than drop events
+            raise ValueError(f"appended {row.n} of {expected} events: unknown log owner")
+        self._user, self._duel = [], []
+        return None if also is None else int(row.also_n)
+
+
+def append_many(session: Session, events: Iterable[tuple[int, Payload]]) -> None:
+    """Append (user id, payload) events to personal logs in order, in one statement (`EventBatch`)."""
+    batch = EventBatch()
+    for user_id, payload in events:
+        batch.user(user_id, payload)
+    batch.flush(session)
 
 
 def updates_from_row(row: Sequence[Any], after_id: int) -> Updates:
