@@ -62,14 +62,16 @@ _START_INSERT = text(
 
 
 def create_duel(session: Session, player_ids: tuple[int, int], task: dict[str, Any], duration_secs: float,
-                rated: bool = True, duel_id: int | None = None) -> int:
+                rated: bool = True, duel_id: int | None = None, events: eventlog.EventBatch | None = None) -> int:
     """Start a duel between two players on `task`, with `duel_started` events for both; returns its id.
 
     The caller holds both users' row locks and has removed them from the queue in this
     transaction; the unique index on active duel players rejects a user already playing.
     An unrated duel (`rated=False`) has no stakes and changes no rating when it finishes.
     `duel_id`: an id the caller took from the sequence (`next_duel_id`) to announce it first.
+    `events`: the caller's events so far, written before the duel's own in the same statement.
     """
+    events = eventlog.EventBatch() if events is None else events
     rows = session.execute(_START_LOAD, {"ids": list(player_ids)}).all()
     users = {row.id: row for row in rows}
     now = rows[0].now
@@ -92,7 +94,7 @@ def create_duel(session: Session, player_ids: tuple[int, int], task: dict[str, A
     }).scalar_one()
     for uid in player_ids:
         opponent = users[_other(player_ids, uid)]
-        eventlog.append(session, uid, DuelStarted(
+        events.user(uid, DuelStarted(
             duel_id=duel_id,
             opponent=Opponent(user_id=opponent.id, nickname=opponent.nickname, rating=opponent.rating,
                               provisional=glicko_of(opponent).provisional),
@@ -102,7 +104,7 @@ def create_duel(session: Session, player_ids: tuple[int, int], task: dict[str, A
             rated=rated,
         ))
     # The public log (spectators); the new duel row is this transaction's own, so its lock is free.
-    eventlog.append_duel(session, duel_id, DuelLogStarted(
+    events.duel(duel_id, DuelLogStarted(
         duel_id=duel_id,
         players=[Player(user_id=u.id, nickname=u.nickname, rating=u.rating, provisional=glicko_of(u).provisional)
                  for u in sorted((users[p] for p in player_ids), key=lambda u: u.id)],
@@ -110,6 +112,7 @@ def create_duel(session: Session, player_ids: tuple[int, int], task: dict[str, A
         rated=rated,
         started_at=now, deadline=deadline,
     ))
+    events.flush(session)
     log.info("duel started", extra=kv(duel_id=duel_id, players=f"{player_ids[0]},{player_ids[1]}", task_id=task["id"],
                                       rated=rated))
     return duel_id

@@ -70,7 +70,8 @@ def begin_duel(session: Session, pair: tuple[int, int], task: dict[str, Any], du
     challenges.end_rematch_offers(session, pair)
     left = set(session.execute(text("DELETE FROM queue_entries WHERE user_id = ANY(:ids) RETURNING user_id"),
                                {"ids": list(pair)}).scalars())
+    events = eventlog.EventBatch()  # written with the duel's own events, in one statement
     for uid in pair:
         if uid in left:
-            eventlog.append(session, uid, QueueLeft(reason=QueueLeftReason.MATCHED))
-    return duels.create_duel(session, pair, task, duration_secs, rated=rated, duel_id=duel_id)
+            events.user(uid, QueueLeft(reason=QueueLeftReason.MATCHED))
+    return duels.create_duel(session, pair, task, duration_secs, rated=rated, duel_id=duel_id, events=events)
