@@ -167,6 +167,7 @@ class Bench:
         players, idle = self.seed(players=100, idle=requests_per + 2)
         _, bare_port, bare_pid = self.start_gunicorn("bench_bare_app:app", "bare")
         _, port, pid = self.start_gunicorn("app:app", "duely")
+        print(f"web worker pid {pid} (bare: {bare_pid})", flush=True)
         bare, duely = Client(bare_port), Client(port)
         watcher_client = Client(port)
         last_ids: dict[int, int] = {}
