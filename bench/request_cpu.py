@@ -231,6 +231,10 @@ class Bench:
         woken(0)
         results: dict[str, list[float]] = {k: [] for k in ("bare", "updates", "submit", "join", "leave", "woken")}
         woken_count = max(10, requests_per // 10)
+        if self.args.only:  # one endpoint, for a profiler attached to the worker
+            for _ in range(self.args.rounds):
+                print(f"{self.args.only}: {measure(pid, requests_per, locals()[self.args.only]):.2f} ms", flush=True)
+            return
         for _ in range(self.args.rounds):
             results["bare"].append(measure(bare_pid, requests_per, ping))
             results["updates"].append(measure(pid, requests_per, updates))
@@ -257,6 +261,8 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=300, help="requests per endpoint per round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", choices=["updates", "submit", "join", "leave", "woken"],
+                        help="run this endpoint only (to attach py-spy to the printed worker pid)")
     args = parser.parse_args(argv)
     bench = Bench(args)
     try:

@@ -6,7 +6,17 @@ from flask import request
 from marshmallow import Schema, fields, validate
 
 from duely import duels, errors, submissions, users
-from duely.api.common import BEARER, ID_MAX, Blueprint, BodySchema, current_user_id, login_required, services
+from duely.api.common import (
+    BEARER,
+    ID_MAX,
+    Blueprint,
+    BodySchema,
+    current_user_id,
+    login_required,
+    run_as_caller,
+    services,
+    token_checked_in_view,
+)
 from duely.api.schemas import StakesSchema
 from duely.languages import languages_json
 from duely.statuses import DuelStatus, SubmissionState
@@ -116,7 +126,7 @@ def list_submissions(duel_id: int):
 
 
 @blp.route("/duels/<id:duel_id>/submit", methods=["POST"])
-@login_required
+@token_checked_in_view  # by the submit's own transaction (run_as_caller)
 @blp.arguments(SubmitSchema)
 @blp.response(202, SubmitResultSchema)
 @blp.doc(security=BEARER, parameters=[{"in": "header", "name": "Idempotency-Key", "schema": {"type": "string"}}])
@@ -126,8 +136,8 @@ def submit(body, duel_id: int):
     key = body["client_temp_id"] or request.headers.get("Idempotency-Key") or None
     if key is not None and len(key) > CLIENT_TEMP_ID_MAX_LEN:
         raise errors.ValidationFailed(fields={"Idempotency-Key": [f"At most {CLIENT_TEMP_ID_MAX_LEN} characters."]})
-    submission_id, _ = svc.db.run(lambda s: submissions.do_submit(
-        s, current_user_id(), duel_id, body["language"], body["solution"], key, svc.submit_policy))
+    submission_id, _ = run_as_caller(lambda s, user_id: submissions.do_submit(
+        s, user_id, duel_id, body["language"], body["solution"], key, svc.submit_policy))
     return {"submission_id": str(submission_id), "status": SubmissionState.PENDING}
 
 
