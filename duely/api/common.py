@@ -50,6 +50,19 @@ class Parser(FlaskParser):
     # The contract answers 400 validation_error, not webargs' default 422.
     DEFAULT_VALIDATION_STATUS = 400
 
+    def parse(self, argmap, req=None, *, location=None, **kwargs):
+        # A hot endpoint's schema may have a `fast_load(data)`: the arguments as the schema would
+        # load them when they are plainly valid, else None (then the schema decides, and words
+        # any error). marshmallow's load was a few percent of a web worker's CPU under load.
+        fast_load = getattr(argmap, "fast_load", None)
+        if fast_load is not None:
+            data = (request.args if location == "query"
+                    else request.get_json(silent=True) if location == "json" and request.is_json else None)
+            loaded = fast_load(data) if data is not None else None
+            if loaded is not None:
+                return loaded
+        return super().parse(argmap, req, location=location, **kwargs)
+
 
 class Blueprint(_Blueprint):
     ARGUMENTS_PARSER = Parser()

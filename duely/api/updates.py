@@ -6,6 +6,8 @@ the 400/410 rules and presence live in duely/eventlog/ (see docs/events.md).
 
 from __future__ import annotations
 
+import re
+
 from flask import Response, g
 from marshmallow import Schema, fields, validate
 
@@ -27,6 +29,30 @@ class UpdatesQuerySchema(Schema):
                            metadata={"description": "Seconds to hold the request when there is nothing new."})
     limit = fields.Integer(load_default=POLL_LIMIT_DEFAULT, validate=validate.Range(min=1, max=polling.POLL_LIMIT_MAX),
                            metadata={"description": "Most events in one answer."})
+
+    @staticmethod
+    def fast_load(args) -> dict | None:
+        """The query as `load` gives it when every value is a plain decimal in range (what
+        clients send), else None (common.Parser)."""
+        loaded = {"last_event_id": 0, "timeout": polling.POLL_TIMEOUT_DEFAULT_SECS, "limit": POLL_LIMIT_DEFAULT}
+        for name, pattern, low, high in _FAST_QUERY:
+            values = args.getlist(name)
+            if not values:
+                continue
+            if len(values) > 1 or pattern.fullmatch(values[0]) is None:
+                return None
+            value = float(values[0]) if name == "timeout" else int(values[0])
+            if not low <= value <= high:
+                return None
+            loaded[name] = value
+        return loaded
+
+
+_FAST_QUERY = (
+    ("last_event_id", re.compile(r"[0-9]{1,19}"), 0, _BIGINT_MAX),
+    ("timeout", re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,6})?"), 0, polling.POLL_TIMEOUT_MAX_SECS),
+    ("limit", re.compile(r"[0-9]{1,3}"), 1, polling.POLL_LIMIT_MAX),
+)
 
 
 class EventSchema(Schema):
