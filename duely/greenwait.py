@@ -45,7 +45,7 @@ def wait(gen: Any, fileno: int, interval: float = 0.0, timeout: float | None = N
         state = next(gen)
         while True:
             io = loop.io(fileno, _WATCH[state])
-            waiter = Waiter(hub)
+            waiter: Waiter[int] = Waiter(hub)
             io.start(waiter.switch, pass_events=True)
             timer = None
             if deadline is not None:
