@@ -12,8 +12,9 @@ after another, so no batching flatters the figures) sends in turn, per round:
 
   bare      GET /ping                                  (the floor of any request here)
   updates   GET /api/updates?last_event_id=<n-1>&timeout=0 (answered at once with one event)
-  woken     GET /api/updates held, woken by another user's queue join (the pair of requests:
-            the held poll and the join that wakes it, less a join measured alone: see below)
+  woken     a cycle of 4 requests: GET /api/updates answered at once, GET /api/updates held
+            (timeout=20, on a second connection) until the same user's POST /api/queue wakes
+            it with its queue_joined event, then DELETE /api/queue
   submit    POST /api/duels/<id>/submit                (a new submission each time)
   join      POST /api/queue                            (a user not in a duel, not queued)
   leave     DELETE /api/queue
@@ -248,8 +249,7 @@ class Bench:
         for name, values in results.items():
             note = ""
             if name == "woken":
-                held = best["woken"] - best["join"] - best["leave"] - best["updates"]
-                note = f"   (held poll + its wake-up, less a join, a leave and an immediate poll: ~{held:.2f} ms)"
+                note = "   (per cycle of 4 requests: a poll, a held poll, the join that wakes it, a leave)"
             elif name != "bare":
                 note = f"   ({best[name] / best['bare']:.1f}x bare)"
             print(f"  {name:8s} {best[name]:6.2f} ms  [{', '.join(f'{v:.2f}' for v in values)}]{note}", flush=True)
