@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from duely import errors
 from duely.clock import utcnow
 from duely.config import Config
+from duely.db import driver_execute
 from duely.models import AuthToken, User
 from duely.users import find_by_nickname, get_user
 
@@ -62,6 +63,22 @@ def authenticate(session: Session, token: str, secret_key: str) -> int:
     if row is None:
         raise errors.Unauthorized("The token is missing, unknown, expired or revoked.")
     return row[0]
+
+
+_AUTHENTICATE_DRIVER = (
+    "SELECT user_id FROM auth_tokens WHERE token_hash = %(h)s AND revoked_at IS NULL AND expires_at > now()"
+)
+
+
+def authenticate_hash(session: Session, token_hash: str) -> int:
+    """`authenticate` for a token already hashed (`hash_token`), run on the driver directly
+    (db.driver_execute): the first statement of a hot write's own transaction, which then
+    needs no connection, session or transaction of its own for the check."""
+    row = driver_execute(session, _AUTHENTICATE_DRIVER, {"h": token_hash}).fetchone()
+    if row is None:
+        raise errors.Unauthorized("The token is missing, unknown, expired or revoked.")
+    user_id: int = row[0]
+    return user_id
 
 
 def revoke_token(session: Session, token: str, secret_key: str) -> None:

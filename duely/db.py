@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event
 from sqlalchemy import exc as sa_exc
@@ -151,6 +151,30 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def driver_execute(session: Session, sql: str, params: dict[str, Any] | None = None, named: bool = False) -> Any:
+    """Run one plain SQL statement (psycopg's `%(name)s` placeholders) on the session's connection,
+    in its transaction, through psycopg itself; returns the psycopg cursor (rows are tuples, or
+    named tuples with `named`).
+
+    For the hot path's statements only (the token check, the submit, the queue join): SQLAlchemy's
+    execution machinery (statement cache, result metadata, events) cost each statement several
+    times what psycopg itself did (py-spy, bench/request_cpu.py). Errors are SQLAlchemy's as
+    usual: a driver error is handed to the Connection's own handler, which wraps it (so
+    `run`'s retry and duely/outage.py see a DBAPIError) and invalidates the pool on a disconnect."""
+    connection = session.connection()
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    try:
+        if named:
+            from psycopg.rows import namedtuple_row
+
+            return driver.cursor(row_factory=namedtuple_row).execute(sql, params)
+        return driver.execute(sql, params)
+    except Exception as exc:
+        connection._handle_dbapi_exception(exc, sql, params or {}, None, None)  # raises it, wrapped
+        raise
 
 
 def retryable_sqlstate(exc: BaseException) -> str | None:

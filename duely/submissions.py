@@ -10,12 +10,13 @@ import logging
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from duely import dispatch, duels, errors, eventlog
 from duely.clock import isoformat
 from duely.config import Config
+from duely.db import driver_execute
 from duely.eventlog.types import DuelLogSubmission, SubmissionCreated
 from duely.languages import LANGUAGES
 from duely.logs import kv
@@ -41,30 +42,31 @@ class SubmitPolicy:
                    rate_window_secs=config.submit_rate_window)
 
 
-_CHECK = text(
+# Both statements run on the driver (db.driver_execute): they are the hottest write's.
+_CHECK = (
     """
-    WITH d AS MATERIALIZED (SELECT id, status, deadline FROM duels WHERE id = :duel FOR UPDATE)
+    WITH d AS MATERIALIZED (SELECT id, status, deadline FROM duels WHERE id = %(duel)s FOR UPDATE)
     SELECT d.status,
            clock_timestamp() >= d.deadline AS past_deadline,
-           EXISTS (SELECT 1 FROM duel_players p WHERE p.duel_id = d.id AND p.user_id = :user) AS is_player,
+           EXISTS (SELECT 1 FROM duel_players p WHERE p.duel_id = d.id AND p.user_id = %(user)s) AS is_player,
            (SELECT s.id FROM submissions s
-             WHERE s.duel_id = d.id AND s.user_id = :user AND s.client_temp_id = :ctid) AS existing,
+             WHERE s.duel_id = d.id AND s.user_id = %(user)s AND s.client_temp_id = %(ctid)s) AS existing,
            r.n AS recent,
-           extract(epoch FROM (r.oldest + make_interval(secs => :w)) - clock_timestamp())::float AS retry_after
+           extract(epoch FROM (r.oldest + make_interval(secs => %(w)s)) - clock_timestamp())::float AS retry_after
     FROM d CROSS JOIN LATERAL (
         SELECT min(submitted_at) AS oldest, count(*) AS n FROM (
             SELECT submitted_at FROM submissions
-            WHERE user_id = :user AND submitted_at > clock_timestamp() - make_interval(secs => :w)
-            ORDER BY submitted_at DESC LIMIT :n) recent
+            WHERE user_id = %(user)s AND submitted_at > clock_timestamp() - make_interval(secs => %(w)s)
+            ORDER BY submitted_at DESC LIMIT %(n)s) recent
     ) r
     """
 )
 # The RETURNING clause also wakes the dispatchers at commit (dispatch.wake_dispatcher, in the
 # same round trip); a conflict returns no row and so wakes nobody.
-_INSERT = text(
+_INSERT = (
     f"""
     INSERT INTO submissions (id, duel_id, user_id, language, solution, client_temp_id, submitted_at)
-    VALUES (:id, :duel, :user, :lang, :solution, :ctid, clock_timestamp())
+    VALUES (%(id)s, %(duel)s, %(user)s, %(lang)s, %(solution)s, %(ctid)s, clock_timestamp())
     ON CONFLICT (duel_id, user_id, client_temp_id) WHERE client_temp_id IS NOT NULL DO NOTHING
     RETURNING submitted_at, {dispatch.WAKE_DISPATCHER_SQL}
     """
@@ -83,8 +85,8 @@ def do_submit(session: Session, user_id: int, duel_id: int, language: str, solut
     # clock_timestamp() run once it is held), whether the caller plays it, an earlier submission with this
     # client_temp_id, and the caller's recent submissions for the rate limit. The checks are
     # raised in the order the contract gives them.
-    check = session.execute(_CHECK, {"duel": duel_id, "user": user_id, "ctid": client_temp_id,
-                                     "w": policy.rate_window_secs, "n": policy.rate_limit}).first()
+    check = driver_execute(session, _CHECK, {"duel": duel_id, "user": user_id, "ctid": client_temp_id,
+                                             "w": policy.rate_window_secs, "n": policy.rate_limit}, named=True).fetchone()
     if check is None:
         raise errors.NotFound("No such duel.")
     if not check.is_player:
@@ -106,8 +108,8 @@ def do_submit(session: Session, user_id: int, duel_id: int, language: str, solut
                                  f"At most {policy.rate_limit} submissions per {int(policy.rate_window_secs)} s.")
 
     submission_id = uuid.uuid4()
-    inserted = session.execute(_INSERT, {"id": submission_id, "duel": duel_id, "user": user_id, "lang": language, "solution": solution,
-        "ctid": client_temp_id}).first()
+    inserted = driver_execute(session, _INSERT, {"id": submission_id, "duel": duel_id, "user": user_id, "lang": language,
+                                                 "solution": solution, "ctid": client_temp_id}, named=True).fetchone()
     if inserted is None:  # a concurrent duplicate committed first (only a client_temp_id can conflict)
         assert client_temp_id is not None
         existing = _by_client_temp_id(session, duel_id, user_id, client_temp_id)

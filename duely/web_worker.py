@@ -140,6 +140,11 @@ class JsonErrorsGeventWorker(GeventWorker):
     """gunicorn's gevent worker, answering its own errors with the contract's JSON body."""
 
     def load_wsgi(self) -> None:
+        # gevent's patch is in place by now (GeventWorker.init_process): psycopg's waits go
+        # straight to the hub from here on (duely/greenwait.py).
+        from duely import greenwait
+
+        greenwait.install()
         super().load_wsgi()
         # The app's per-process runtime, for the shutdown hooks in duely/gunicorn_conf.py.
         services = getattr(self.wsgi, "extensions", {}).get("duely")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Response
 from marshmallow import Schema, fields
 
-from duely.api.common import BEARER, Blueprint, current_user_id, login_required, services
+from duely.api.common import BEARER, Blueprint, current_user_id, login_required, run_as_caller, services, token_checked_in_view
 from duely.clock import isoformat
 from duely.eventlog.types import QueueLeftReason
 from duely.matchmaking import queue
@@ -21,21 +21,21 @@ class QueueStatusSchema(Schema):
 
 
 @blp.route("/queue", methods=["POST"])
-@login_required
+@token_checked_in_view  # by the join's own transaction (run_as_caller)
 @blp.response(202, QueueStatusSchema)
 @blp.doc(security=BEARER)
 def join_queue():
     """Wait for an opponent (idempotent). Keep polling /api/updates to stay in the queue."""
-    since = services().db.run(lambda s: queue.join(s, current_user_id()))
+    since = run_as_caller(queue.join)
     return {"status": QueueStatus.WAITING, "since": isoformat(since), "duel_id": None}
 
 
 @blp.route("/queue", methods=["DELETE"])
-@login_required
+@token_checked_in_view  # by the leave's own transaction (run_as_caller)
 @blp.response(204)
 @blp.doc(security=BEARER)
 def leave_queue():
-    services().db.run(lambda s: queue.leave(s, current_user_id(), reason=QueueLeftReason.LEFT))
+    run_as_caller(lambda s, user_id: queue.leave(s, user_id, reason=QueueLeftReason.LEFT))
     return Response(status=204)
 
 

@@ -7,9 +7,9 @@ from flask import Response
 from marshmallow import Schema, fields, validate
 
 from duely import auth, duels
-from duely.api.common import BEARER, ID_MAX, Blueprint, bearer_token, login_required, services
+from duely.api.common import BEARER, ID_MAX, Blueprint, bearer_token, login_required, services, token_checked_in_view
 from duely.api.duels import HistorySchema
-from duely.api.updates import UpdatesQuerySchema, unauthorized_before_invalid
+from duely.api.updates import UpdatesQuerySchema
 from duely.eventlog import poll as polling
 from duely.eventlog.types import DUEL_EVENT_TYPES, DUEL_PAYLOADS
 from duely.statuses import DuelStatus
@@ -59,7 +59,7 @@ _QUERY = UpdatesQuerySchema()
 
 
 @blp.route("/duels/<id:duel_id>/updates", methods=["GET"])
-@unauthorized_before_invalid
+@token_checked_in_view
 @blp.arguments(_QUERY, location="query", as_kwargs=True)
 @blp.response(200, DuelUpdatesSchema)
 @blp.doc(security=BEARER)

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from duely import challenges, duels, errors, eventlog
 from duely.clock import isoformat
+from duely.db import driver_execute
 from duely.eventlog import presence
 from duely.eventlog.types import QueueJoined, QueueLeft, QueueLeftReason
 from duely.logs import kv
@@ -24,14 +25,14 @@ log = logging.getLogger(__name__)
 # A join wakes the matchmaking loop (duely/wakeup.py) at its commit; the sweep pairs anyway.
 MATCHMAKING_CHANNEL = "duely_matchmaking"
 MATCHMAKING_SWEEP_SECS = 1.0
-_JOIN = text(
-    f"""
+# The join's and the leave's own statements run on the driver (db.driver_execute): hot path.
+_JOIN = f"""
     INSERT INTO queue_entries (user_id)
-    SELECT :u WHERE NOT EXISTS (SELECT 1 FROM duel_players WHERE user_id = :u AND is_active)
+    SELECT %(u)s WHERE NOT EXISTS (SELECT 1 FROM duel_players WHERE user_id = %(u)s AND is_active)
     ON CONFLICT (user_id) DO NOTHING
     RETURNING joined_at, pg_notify('{MATCHMAKING_CHANNEL}', '')
     """
-)
+_LEAVE = "DELETE FROM queue_entries WHERE user_id = %(u)s RETURNING user_id"
 
 
 def join(session: Session, user_id: int) -> dt.datetime:
@@ -41,7 +42,7 @@ def join(session: Session, user_id: int) -> dt.datetime:
     challenges.lock_with_rematch_partners(session, [user_id])
     # The usual case in one round trip: not playing, not yet queued -> queued, and the NOTIFY
     # that runs a matchmaking round as soon as this commits.
-    joined = session.execute(_JOIN, {"u": user_id}).first()
+    joined = driver_execute(session, _JOIN, {"u": user_id}).fetchone()
     if joined is None:  # playing, or already waiting
         if duels.active_duel_id(session, user_id) is not None:
             raise errors.AlreadyInDuel()
@@ -51,15 +52,16 @@ def join(session: Session, user_id: int) -> dt.datetime:
         return since
     presence.touch(session, user_id)
     challenges.end_rematch_offers(session, [user_id])
-    eventlog.append(session, user_id, QueueJoined(since=joined.joined_at))
+    joined_at: dt.datetime = joined[0]
+    eventlog.append(session, user_id, QueueJoined(since=joined_at))
     log.info("queue joined", extra=kv(user_id=user_id))
-    return joined.joined_at
+    return joined_at
 
 
 def leave(session: Session, user_id: int, reason: QueueLeftReason = QueueLeftReason.LEFT) -> bool:
     """Take the user out of the queue with a `queue_left` event; False when it was not waiting."""
     eventlog.lock_users(session, [user_id])
-    gone = session.execute(text("DELETE FROM queue_entries WHERE user_id = :u RETURNING user_id"), {"u": user_id}).first()
+    gone = driver_execute(session, _LEAVE, {"u": user_id}).fetchone()
     if gone is None:
         return False
     eventlog.append(session, user_id, QueueLeft(reason=reason))
