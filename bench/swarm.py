@@ -1,7 +1,12 @@
 """A swarm of scripted players against the whole stack, the way `make run` starts it.
 
-    .venv/bin/python bench/swarm.py --players 200 --duration 60
-    .venv/bin/python bench/swarm.py --players 1000 --duration 300
+    .venv/bin/python bench/swarm.py --players 20 --think 1 --duration 30
+    .venv/bin/python bench/swarm.py --players 1000 --think 30 --duration 300
+    .venv/bin/python bench/swarm.py --players 20 --duration 30      # no thinking: a closed loop
+
+`--think S`: each player pauses a random 0.5-1.5 x S before every submission and queue join (and
+arrives within the first S), so the load is chosen by the number of players and their pace; with
+0 every player acts the moment it can and the latency measured is the queue the box builds.
 
 Starts `python -m duely.run` (supervisor, embedded PostgreSQL, broker, dev Taski in instant mode:
 DEVTASKI_JUDGE=instant) in a temporary DATA_DIR on free ports, registers N players (before the
@@ -12,7 +17,8 @@ resign sometimes, queue again. Afterwards it lets outstanding verdicts arrive, c
 player's log was gapless and every submission got exactly one verdict event, and prints:
 submissions/s sustained, submit -> own verdict event p50/p99, queue join -> duel_started
 p50/p99, p99 of each write endpoint, counts of lost / doubled / gaps / 5xx, and as the baseline
-of the same run the latency of `GET /healthz` (no database work beyond SELECT 1) under the same load.
+of the same run the latency of `GET /healthz` (no database work beyond SELECT 1) under the same load,
+the requests made per submission, and the CPU per submission of each part of the stack (/proc).
 """
 
 from gevent import monkey
