@@ -8,7 +8,7 @@ from marshmallow import Schema, fields, validate
 
 from duely import auth, duels
 from duely.api.common import BEARER, ID_MAX, Blueprint, bearer_token, login_required, services, token_checked_in_view
-from duely.api.duels import HistorySchema
+from duely.api.duels import HistorySchema, duel_page
 from duely.api.updates import UpdatesQuerySchema, event_schema
 from duely.eventlog import poll as polling
 from duely.eventlog.types import DUEL_PAYLOADS
@@ -32,8 +32,7 @@ class DuelListQuerySchema(Schema):
 def list_duels(query):
     """Duels by status, newest first; pass next_before_id as before_id for the next page."""
     def read(session):
-        page, next_before_id = duels.by_status(session, DuelStatus(query["status"]), query["limit"], query["before_id"])
-        return {"duels": [duels.duel_json(session, d) for d in page], "next_before_id": next_before_id}
+        return duel_page(session, *duels.by_status(session, DuelStatus(query["status"]), query["limit"], query["before_id"]))
 
     return services().db.read(read)
 
