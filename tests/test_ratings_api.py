@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import create_engine, make_url, text
@@ -21,6 +23,38 @@ def set_rating(db, user_id: int, value: float, deviation: float, idle_days: floa
             "ELSE now() - make_interval(secs => CAST(:idle AS double precision) * 86400) END WHERE id = :u"
         ), {"shown": rating.shown_rating(value), "r": value, "d": deviation, "idle": idle_days, "u": user_id,
           "e": establishing})
+
+
+def user_row(db, user_id: int, columns: str):
+    """One user's row, with just these columns, as the database has it now."""
+    with db.transaction() as s:
+        return s.execute(text(f"SELECT {columns} FROM users WHERE id = :u"), {"u": user_id}).one()
+
+
+@pytest.fixture
+def finished_duel(duel_between):
+    """A duel between a and b that `loser` resigned (the other wins), through the API."""
+    def factory(a, b, loser) -> int:
+        duel_id = duel_between(a, b)
+        assert loser.post(f"/api/duels/{duel_id}/resign").status_code == 202
+        return duel_id
+
+    return factory
+
+
+@contextmanager
+def scratch_database(database_url: str, name: str) -> Iterator[str]:
+    """The URL of a new, empty database `name` on the test server, dropped afterwards (to migrate an old schema in)."""
+    admin = create_engine(sqlalchemy_url(database_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+        c.execute(text(f"CREATE DATABASE {name}"))
+    try:
+        yield make_url(database_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as c:
+            c.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
 
 
 def test_a_newcomer_is_provisional_at_1500(make_user):
@@ -52,9 +86,7 @@ def test_stakes_announced_at_the_start_are_the_change_applied(make_user, duel_be
     assert me["rating"] == 1712 + stakes[str(alice.id)]["win"]
     assert other["rating"] == 1500 + stakes[str(bob.id)]["loss"] and other["provisional"]
     assert me["rating_deviation"] < 80 + 10  # a month away grew it a little, the duel shrank it
-    with db.transaction() as s:
-        row = s.execute(text("SELECT rating_exact, rating_deviation, rating_volatility, rated_at, now() AS now "
-                             "FROM users WHERE id = :u"), {"u": alice.id}).one()
+    row = user_row(db, alice.id, "rating_exact, rating_deviation, rating_volatility, rated_at, now() AS now")
     expected = rating.after_duel(rating.Glicko(1712.4, 80.0, rating.START_VOLATILITY),
                                  rating.NEWCOMER, 1.0, 30.0)
     assert row.rating_exact == pytest.approx(expected.rating, abs=0.01)  # idle measured to the duel start
@@ -62,16 +94,14 @@ def test_stakes_announced_at_the_start_are_the_change_applied(make_user, duel_be
     assert row.rated_at is not None and abs((row.now - row.rated_at).total_seconds()) < 60
 
 
-def test_a_newcomer_is_rated_from_all_their_duels_and_stakes_stay_exact(make_user, duel_between, db):
+def test_a_newcomer_is_rated_from_all_their_duels_and_stakes_stay_exact(make_user, duel_between, finished_duel, db):
     alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol")
     set_rating(db, carol.id, 1650.0, 60.0, idle_days=1.0)
-    first = duel_between(alice, bob)
-    assert bob.post(f"/api/duels/{first}/resign").status_code == 202  # alice beat bob, both newcomers
+    finished_duel(alice, bob, loser=bob)  # alice beat bob, both newcomers
     set_rating(db, bob.id, 1900.0, 50.0, idle_days=1.0, establishing=False)  # bob turns out strong
     second = duel_between(alice, carol)
     stakes = alice.get(f"/api/duels/{second}").get_json()["stakes"][str(alice.id)]
-    with db.transaction() as s:
-        now_alice = s.execute(text("SELECT rating_exact FROM users WHERE id = :u"), {"u": alice.id}).scalar_one()
+    now_alice = user_row(db, alice.id, "rating_exact").rating_exact
     bob_now, carol_now = rating.Glicko(1900.0, 50.0, 0.09), rating.Glicko(1650.0, 60.0, 0.09)
     expected = rating.establishing_rating([(bob_now, 1.0), (carol_now, 0.0)])
     assert rating.shown_rating(now_alice) + stakes["loss"] == expected.shown  # the first win counts at bob's 1900 now
@@ -79,18 +109,15 @@ def test_a_newcomer_is_rated_from_all_their_duels_and_stakes_stay_exact(make_use
     assert alice.post(f"/api/duels/{second}/resign").status_code == 202
     finished = alice.get(f"/api/duels/{second}").get_json()
     assert finished["rating_changes"][str(alice.id)] == stakes["loss"]  # ... the announced change still applies
-    with db.transaction() as s:
-        row = s.execute(text("SELECT rating_exact, rating_deviation, establishing FROM users WHERE id = :u"),
-                        {"u": alice.id}).one()
+    row = user_row(db, alice.id, "rating_exact, rating_deviation, establishing")
     assert row.rating_exact == pytest.approx(expected.rating) and row.rating_deviation == pytest.approx(expected.deviation)
     assert row.establishing
 
 
-def test_rating_history_pages_newest_first_and_is_public(make_user, duel_between, db):
+def test_rating_history_pages_newest_first_and_is_public(make_user, duel_between, finished_duel):
     alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol")
     for opponent, loser in ((bob, bob), (carol, alice), (bob, bob)):
-        duel_id = duel_between(alice, opponent)
-        assert loser.post(f"/api/duels/{duel_id}/resign").status_code == 202
+        finished_duel(alice, opponent, loser)
     active = duel_between(alice, carol)  # not finished: no point yet
 
     first = carol.get(f"/api/users/{alice.id}/rating-history?limit=2")  # anyone signed in may look
@@ -122,13 +149,7 @@ def test_rating_history_refuses_bad_requests_with_json(make_user, client):
 
 
 def test_migration_0003_marks_who_is_establishing(database_url):
-    admin = create_engine(sqlalchemy_url(database_url), isolation_level="AUTOCOMMIT")
-    name = "duely_migration_0003_test"
-    with admin.connect() as c:
-        c.execute(text(f"DROP DATABASE IF EXISTS {name}"))
-        c.execute(text(f"CREATE DATABASE {name}"))
-    url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
-    try:
+    with scratch_database(database_url, "duely_migration_0003_test") as url:
         upgrade(url, "0002")
         engine = create_engine(sqlalchemy_url(url))
         with engine.begin() as c:
@@ -145,20 +166,10 @@ def test_migration_0003_marks_who_is_establishing(database_url):
             flags = {r.id: r.establishing for r in c.execute(text("SELECT id, establishing FROM users"))}
         engine.dispose()
         assert flags == {1: False, 2: True, 3: False, 4: True}
-    finally:
-        with admin.connect() as c:
-            c.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        admin.dispose()
 
 
 def test_migration_0002_carries_existing_players_over(database_url):
-    admin = create_engine(sqlalchemy_url(database_url), isolation_level="AUTOCOMMIT")
-    name = "duely_migration_0002_test"
-    with admin.connect() as c:
-        c.execute(text(f"DROP DATABASE IF EXISTS {name}"))
-        c.execute(text(f"CREATE DATABASE {name}"))
-    url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
-    try:
+    with scratch_database(database_url, "duely_migration_0002_test") as url:
         upgrade(url, "0001")
         engine = create_engine(sqlalchemy_url(url))
         finished_at = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
@@ -180,7 +191,3 @@ def test_migration_0002_carries_existing_players_over(database_url):
             assert rows[uid].rating_volatility == rating.START_VOLATILITY
         assert rows[1].rated_at == rows[2].rated_at == finished_at and rows[3].rated_at is None
         assert rows[3].rating_deviation == pytest.approx(350.0)
-    finally:
-        with admin.connect() as c:
-            c.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        admin.dispose()

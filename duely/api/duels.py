@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import request
 from marshmallow import Schema, fields, validate
+from sqlalchemy.orm import Session
 
 from duely import duels, errors, submissions, users
 from duely.api.common import (
@@ -19,6 +20,7 @@ from duely.api.common import (
 )
 from duely.api.schemas import StakesSchema
 from duely.languages import languages_json
+from duely.models import Duel
 from duely.statuses import DuelStatus, SubmissionState
 from duely.submissions import CLIENT_TEMP_ID_MAX_LEN
 
@@ -118,6 +120,11 @@ class HistorySchema(Schema):
     next_before_id = fields.Integer(allow_none=True)
 
 
+def duel_page(session: Session, page: list[Duel], next_before_id: int | None) -> dict:
+    """A page of duels as HistorySchema renders it (a user's history, the spectators' list)."""
+    return {"duels": [duels.duel_json(session, d) for d in page], "next_before_id": next_before_id}
+
+
 class LanguageSchema(Schema):
     id = fields.String()
     name = fields.String()
@@ -182,8 +189,7 @@ def history(query, user_id: int):
     """A user's duels, newest first; pass next_before_id as before_id for the next page."""
     def read(session):
         users.get_user(session, user_id)  # 404 for an unknown user
-        page, next_before_id = duels.history(session, user_id, query["limit"], query["before_id"])
-        return {"duels": [duels.duel_json(session, d) for d in page], "next_before_id": next_before_id}
+        return duel_page(session, *duels.history(session, user_id, query["limit"], query["before_id"]))
 
     return services().db.read(read)
 

@@ -8,10 +8,10 @@ from marshmallow import Schema, fields, validate
 
 from duely import auth, duels
 from duely.api.common import BEARER, ID_MAX, Blueprint, bearer_token, login_required, services, token_checked_in_view
-from duely.api.duels import HistorySchema
-from duely.api.updates import UpdatesQuerySchema
+from duely.api.duels import HistorySchema, duel_page
+from duely.api.updates import UpdatesQuerySchema, event_schema
 from duely.eventlog import poll as polling
-from duely.eventlog.types import DUEL_EVENT_TYPES, DUEL_PAYLOADS
+from duely.eventlog.types import DUEL_PAYLOADS
 from duely.statuses import DuelStatus
 
 blp = Blueprint("spectate", __name__, url_prefix="/api", description="Spectating: live duels and their public logs")
@@ -32,22 +32,12 @@ class DuelListQuerySchema(Schema):
 def list_duels(query):
     """Duels by status, newest first; pass next_before_id as before_id for the next page."""
     def read(session):
-        page, next_before_id = duels.by_status(session, DuelStatus(query["status"]), query["limit"], query["before_id"])
-        return {"duels": [duels.duel_json(session, d) for d in page], "next_before_id": next_before_id}
+        return duel_page(session, *duels.by_status(session, DuelStatus(query["status"]), query["limit"], query["before_id"]))
 
     return services().db.read(read)
 
 
-class DuelEventSchema(Schema):
-    id = fields.Integer()
-    type = fields.String(metadata={"enum": sorted(DUEL_EVENT_TYPES)})
-    created_at = fields.String()
-    # Each duel-log type's data is documented by the schema named after its payload class.
-    data = fields.Raw(metadata={
-        "description": "The event's payload; its schema depends on `type`: "
-                       + ", ".join(f"`{t}` → {cls.__name__}" for t, cls in DUEL_PAYLOADS.items()) + ".",
-        "oneOf": [{"$ref": f"#/components/schemas/{cls.__name__}"} for cls in DUEL_PAYLOADS.values()],
-    })
+DuelEventSchema = event_schema("DuelEventSchema", DUEL_PAYLOADS)
 
 
 class DuelUpdatesSchema(Schema):

@@ -7,6 +7,9 @@ the 400/410 rules and presence live in duely/eventlog/ (see docs/events.md).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import TypeVar
 
 from flask import Response, g
 from marshmallow import Schema, fields, validate
@@ -15,7 +18,7 @@ from duely import auth
 from duely.api.common import BEARER, Blueprint, bearer_token, services, token_checked_in_view
 from duely.eventlog import poll as polling
 from duely.eventlog.store import POLL_LIMIT_DEFAULT
-from duely.eventlog.types import DUEL_PAYLOADS, EVENT_TYPES, PAYLOADS, payload_schema
+from duely.eventlog.types import DUEL_PAYLOADS, PAYLOADS, payload_schema
 
 blp = Blueprint("updates", __name__, url_prefix="/api", description="Event log (long polling)")
 _BIGINT_MAX = 2**63 - 1
@@ -55,17 +58,28 @@ _FAST_QUERY = (
 )
 
 
-class EventSchema(Schema):
-    id = fields.Integer()
-    type = fields.String(metadata={"enum": sorted(EVENT_TYPES)})
-    created_at = fields.String()
-    # Each type's data is documented by the schema named after its payload class
-    # (duely/eventlog/types.py): `queue_joined` -> QueueJoined, `duel_finished` -> DuelFinished.
-    data = fields.Raw(metadata={
-        "description": "The event's payload; its schema depends on `type`: "
-                       + ", ".join(f"`{t}` → {cls.__name__}" for t, cls in PAYLOADS.items()) + ".",
-        "oneOf": [{"$ref": f"#/components/schemas/{cls.__name__}"} for cls in PAYLOADS.values()],
-    })
+_Type = TypeVar("_Type", bound=StrEnum)  # EventType or DuelEventType
+
+
+def event_schema(name: str, payloads: Mapping[_Type, type]) -> type[Schema]:
+    """The schema of one log's events (id, type, created_at, data) over its payload registry
+    (PAYLOADS or DUEL_PAYLOADS), named `name` (the OpenAPI document drops the "Schema" suffix).
+    Each type's data is documented by the schema named after its payload class
+    (duely/eventlog/types.py, put in the document by `register_event_payloads`):
+    `queue_joined` -> QueueJoined, `duel_finished` -> DuelFinished."""
+    return Schema.from_dict({
+        "id": fields.Integer(),
+        "type": fields.String(metadata={"enum": sorted(t.value for t in payloads)}),
+        "created_at": fields.String(),
+        "data": fields.Raw(metadata={
+            "description": "The event's payload; its schema depends on `type`: "
+                           + ", ".join(f"`{t}` → {cls.__name__}" for t, cls in payloads.items()) + ".",
+            "oneOf": [{"$ref": f"#/components/schemas/{cls.__name__}"} for cls in payloads.values()],
+        }),
+    }, name=name)
+
+
+EventSchema = event_schema("EventSchema", PAYLOADS)
 
 
 def register_event_payloads(spec) -> None:
