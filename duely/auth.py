@@ -50,31 +50,23 @@ def issue_token(session: Session, user_id: int, secret_key: str, ttl_secs: float
     return token
 
 
-# Plain SQL: every authenticated request runs it, and building the ORM statement cost more
-# CPU than running it. The rule is the poll's too (eventlog/store.py, _JOIN_USER).
-_AUTHENTICATE = text(
-    "SELECT user_id FROM auth_tokens WHERE token_hash = :h AND revoked_at IS NULL AND expires_at > now()"
+# The token rule (known hash, not revoked, not expired), run on the driver directly
+# (db.driver_execute): every authenticated request runs it, and SQLAlchemy's execution cost more
+# CPU than the statement. The rule is the poll's too (eventlog/store.py, _JOIN_USER).
+_AUTHENTICATE = (
+    "SELECT user_id FROM auth_tokens WHERE token_hash = %(h)s AND revoked_at IS NULL AND expires_at > now()"
 )
 
 
 def authenticate(session: Session, token: str, secret_key: str) -> int:
     """The user id a bearer token belongs to; Unauthorized if unknown, expired or revoked."""
-    row = session.execute(_AUTHENTICATE, {"h": hash_token(secret_key, token)}).first()
-    if row is None:
-        raise errors.Unauthorized("The token is missing, unknown, expired or revoked.")
-    return row[0]
-
-
-_AUTHENTICATE_DRIVER = (
-    "SELECT user_id FROM auth_tokens WHERE token_hash = %(h)s AND revoked_at IS NULL AND expires_at > now()"
-)
+    return authenticate_hash(session, hash_token(secret_key, token))
 
 
 def authenticate_hash(session: Session, token_hash: str) -> int:
-    """`authenticate` for a token already hashed (`hash_token`), run on the driver directly
-    (db.driver_execute): the first statement of a hot write's own transaction, which then
-    needs no connection, session or transaction of its own for the check."""
-    row = driver_execute(session, _AUTHENTICATE_DRIVER, {"h": token_hash}).fetchone()
+    """`authenticate` for a token already hashed (`hash_token`): also the first statement of a
+    hot write's own transaction, which then needs no connection or session of its own for it."""
+    row = driver_execute(session, _AUTHENTICATE, {"h": token_hash}).fetchone()
     if row is None:
         raise errors.Unauthorized("The token is missing, unknown, expired or revoked.")
     user_id: int = row[0]

@@ -154,7 +154,7 @@ class Database:
 
 
 def driver_execute(session: Session, sql: str, params: dict[str, Any] | None = None, named: bool = False) -> Any:
-    """Run one plain SQL statement (psycopg's `%(name)s` placeholders) on the session's connection,
+    """Run one plain SQL statement (psycopg's `%(name)s` parameter style) on the session's connection,
     in its transaction, through psycopg itself; returns the psycopg cursor (rows are tuples, or
     named tuples with `named`).
 
