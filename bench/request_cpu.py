@@ -117,7 +117,7 @@ class Bench:
         for a, b in zip(in_duels[::2], in_duels[1::2], strict=True):
             def act(session, a=a, b=b):
                 eventlog.lock_users(session, (a["id"], b["id"]))
-                return duels.create_duel(session, (a["id"], b["id"]), task, 3600).id
+                return duels.create_duel(session, (a["id"], b["id"]), task, 3600)
 
             a["duel_id"] = b["duel_id"] = self.db.run(act)
         return in_duels, users[players:]
