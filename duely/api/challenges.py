@@ -7,7 +7,6 @@ transaction (`challenges.accept`), exactly as matchmaking does.
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
 
 from flask import Response
 from marshmallow import Schema, fields, validate
@@ -15,18 +14,10 @@ from marshmallow import Schema, fields, validate
 from duely import challenges
 from duely.api.common import BEARER, Blueprint, BodySchema, current_user_id, login_required, services
 from duely.api.duels import DuelSchema
+from duely.fields import StrictBoolean
 from duely.statuses import ChallengeKind, ChallengeStatus
 
 blp = Blueprint("challenges", __name__, url_prefix="/api", description="Challenges, invite links and rematch offers")
-
-
-class StrictBoolean(fields.Boolean):
-    """true or false, not 1, "yes" or "on"."""
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
-        if not isinstance(value, bool):
-            raise self.make_error("invalid", input=value)
-        return value
 
 
 class ChallengePlayerSchema(Schema):

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from marshmallow import Schema, ValidationError, fields, validate
 
 from duely.clock import isoformat
+from duely.fields import StrictBoolean, StrictInteger
 
 
 class EventType(StrEnum):
@@ -327,22 +328,6 @@ class _IntOrString(fields.Field[Any]):
         return value
 
 
-class _StrictBoolean(fields.Boolean):
-    """true or false, not 1, "yes" or "on"."""
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
-        if not isinstance(value, bool):
-            raise self.make_error("invalid", input=value)
-        return value
-
-
-class _StrictInteger(fields.Integer):
-    def _validated(self, value: Any) -> Any:
-        if isinstance(value, bool):
-            raise self.make_error("invalid", input=value)
-        return super()._validated(value)
-
-
 def _field(hint: Any) -> fields.Field[Any]:
     """The marshmallow field of one dataclass field's type: every field is required."""
     allow_none = False
@@ -353,9 +338,9 @@ def _field(hint: Any) -> fields.Field[Any]:
     if hint is TaskId or hint == TaskId:
         return _IntOrString(**kw, metadata={"oneOf": [{"type": "integer"}, {"type": "string"}]})
     if hint is bool:
-        return _StrictBoolean(**kw)
+        return StrictBoolean(**kw)
     if hint is int:
-        return _StrictInteger(strict=True, **kw)
+        return StrictInteger(strict=True, **kw)
     if hint is str:
         return fields.String(**kw)
     if hint is dt.datetime:
