@@ -25,7 +25,6 @@ the least disturbed round is the closest to the truth).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
