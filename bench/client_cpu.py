@@ -3,6 +3,7 @@ calling process, against the same requests made with bare `http.client` in the s
 
     .venv/bin/python bench/client_cpu.py                  # 3 rounds of 300 calls each, threads and gevent
     .venv/bin/python bench/client_cpu.py --calls 200 --rounds 2 --mode gevent
+    .venv/bin/python bench/client_cpu.py --client-dir /tmp/old/clients/python   # another version's library
 
 It starts the real web app the way bench/request_cpu.py does (embedded PostgreSQL in a temporary
 directory, one gunicorn with Duely's gunicorn_conf.py and ONE gevent worker), seeds users with
@@ -44,7 +45,7 @@ def child(plan: dict) -> None:
     import time
     import uuid
 
-    sys.path.insert(0, str(ROOT / "clients" / "python"))
+    sys.path.insert(0, plan["client_dir"])
     from duely_client import Client, Updates
 
     url, port, calls = plan["url"], plan["port"], plan["calls"]
@@ -124,6 +125,15 @@ def child(plan: dict) -> None:
         return (time.process_time() - before) * 1000 / count
 
     def run() -> dict:
+        if plan.get("profile"):  # the library's calls only, under cProfile, instead of the figures
+            import cProfile
+
+            profiler = cProfile.Profile()
+            for kind in KINDS:
+                measure(*steps["library"][kind], 5)
+                profiler.runcall(measure, *steps["library"][kind], calls)
+            profiler.dump_stats(plan["profile"])
+            return {}
         for who in steps.values():  # warm-up: every path once, connections open
             for kind in KINDS:
                 measure(*who[kind], 5)
@@ -152,6 +162,10 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--calls", type=int, default=300, help="calls per kind per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--mode", choices=["threads", "gevent", "both"], default="both")
+    parser.add_argument("--profile", metavar="FILE", help="instead of the figures, write a cProfile of the library's "
+                        "calls (one round per mode) to FILE.<mode> (read it with python -m pstats)")
+    parser.add_argument("--client-dir", default=str(ROOT / "clients" / "python"),
+                        help="where duely_client is imported from (e.g. an older version's, to compare)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -180,7 +194,9 @@ def main(argv: list[str]) -> None:
               "CPU ms per call of the calling process, best round (all rounds):", flush=True)
         for mode in modes:
             plan = {"mode": mode, "url": f"http://127.0.0.1:{port}", "port": port, "calls": args.calls,
-                    "rounds": args.rounds, "reader": reader, "players": players, "idle": idle}
+                    "rounds": args.rounds, "reader": reader, "players": players, "idle": idle,
+                    "client_dir": str(Path(args.client_dir).resolve()),
+                    "profile": f"{Path(args.profile).resolve()}.{mode}" if args.profile else None}
             plan_path = bench.tmp / f"plan-{mode}.json"
             plan_path.write_text(json.dumps(plan))
             out = subprocess.run([sys.executable, __file__, "--child", str(plan_path)], cwd=ROOT,
@@ -188,6 +204,9 @@ def main(argv: list[str]) -> None:
             if out.returncode != 0:
                 raise SystemExit(f"the {mode} child failed:\n{out.stdout}\n{out.stderr}")
             results = json.loads(out.stdout.strip().splitlines()[-1])
+            if args.profile:
+                print(f"{mode}: profile in {args.profile}.{mode}")
+                continue
             print(f"{mode}:")
             for kind in KINDS:
                 lib, bare = results["library"][kind], results["http.client"][kind]

@@ -405,17 +405,18 @@ class ClosingServer:
     """A tiny real HTTP/1.1 server that answers the first request of each connection (keep-alive)
     and closes the connection on the next one without answering: what a server does when its
     keep-alive time runs out just as the client sends on the idle connection. `answer_first=False`
-    closes every connection unanswered (a server going down). `reset=True` closes with an RST."""
+    closes every connection unanswered (a server going down). `reset=True` closes with an RST;
+    `cut=True` sends the start of an answer first (the server had read the request)."""
 
     ANSWERS = {("POST", "/api/queue"): (202, b'{"status": "waiting", "since": null, "duel_id": null}'),
                ("POST", "/api/duels/7/submit"): (202, b'{"submission_id": "s-1"}'),
                ("GET", "/api/queue"): (200, b'{"status": "idle", "since": null, "duel_id": null}'),
                ("POST", "/api/challenges"): (201, b'{"id": "c-1", "status": "pending"}')}
 
-    def __init__(self, *, answer_first: bool = True, reset: bool = False):
+    def __init__(self, *, answer_first: bool = True, reset: bool = False, cut: bool = False):
         import socket
 
-        self.answer_first, self.reset = answer_first, reset
+        self.answer_first, self.reset, self.cut = answer_first, reset, cut
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         self.received: list[tuple[str, str, int]] = []  # (method, path, n-th request on its connection)
@@ -451,6 +452,8 @@ class ClosingServer:
             self.bodies.append(reader.read(length))
             self.received.append((method, path, nth))
             if nth > 1 or not self.answer_first:
+                if self.cut:
+                    conn.sendall(b"HTTP/1.1 202 X\r\nContent-Length: 100\r\n\r\n{")
                 if self.reset:
                     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 break
@@ -503,6 +506,17 @@ def test_other_calls_on_a_connection_closed_as_reused_are_not_sent_twice(closing
     assert client.create_challenge("bob")["id"] == "c-1"  # on a new connection
 
 
+@pytest.mark.parametrize("reset", [False, True], ids=["eof", "reset"])
+def test_an_answer_cut_off_is_not_sent_again_at_once(closing_server, reset):
+    server = closing_server(cut=True, reset=reset)
+    client = Client(server.url, "token")
+    client.queue_status()
+    with pytest.raises(duely_client.ConnectionFailed):
+        client.join_queue()  # idempotent, but the server had read it: the caller's backoff decides
+    assert [(m, p) for m, p, _ in server.received] == [("GET", "/api/queue"), ("POST", "/api/queue")]
+    assert client.transport.stale_retries == 0
+
+
 def test_a_failure_on_a_new_connection_is_not_repeated_at_once(closing_server):
     server = closing_server(answer_first=False)
     stop = threading.Event()
@@ -538,3 +552,19 @@ def test_idle_past_the_servers_keepalive_then_any_call_works(instant_stack, tmp_
         assert alice.transport.stale_retries == 0  # found closed before use, not by a failed request
     finally:
         web.stop()
+
+
+def test_a_callers_own_session_carries_the_calls(instant_stack):
+    """`Client(session=...)` (the caller's adapters, auth, proxies) goes through requests."""
+    session = requests.Session()
+    seen: list[str] = []
+    session.hooks["response"].append(lambda response, **kw: seen.append(response.request.method))
+    client = Client(instant_stack.url, session=session)
+    user = client.register("viasession", "correct horse")
+    assert client.me()["id"] == user["id"] and session.headers["Authorization"] == f"Bearer {user['token']}"
+    assert client.join_queue()["status"] == "waiting"
+    client.leave_queue()  # 204: no body
+    with pytest.raises(duely_client.NotFound) as missing:
+        client.duel(999999)
+    assert missing.value.code == "not_found"
+    assert seen == ["POST", "GET", "POST", "DELETE", "GET"]

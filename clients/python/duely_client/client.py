@@ -213,7 +213,7 @@ class Client:
         if status == 204:
             return None
         try:
-            body = jsonlib.loads(answer.body)
+            body = jsonlib.loads(answer.body.decode())  # str: json's own bytes sniffing costs more
         except ValueError:
             body = None
         if status >= 400:
