@@ -397,3 +397,174 @@ def test_duel_updates_resync_after_410_like_updates(instant_stack, db):
     assert [(e["id"], e["type"]) for e in seen] == [(newest + 1, "duel_finished")]
     with pytest.raises(duely_client.NotFound):
         next(dave.duel_updates(999999, timeout=0))  # not retried: there is nothing to wait for
+
+
+# -- keep-alive connections: a server closing an idle one as the client reuses it ---------------
+
+class ClosingServer:
+    """A tiny real HTTP/1.1 server that answers the first request of each connection (keep-alive)
+    and closes the connection on the next one without answering: what a server does when its
+    keep-alive time runs out just as the client sends on the idle connection. `answer_first=False`
+    closes every connection unanswered (a server going down). `reset=True` closes with an RST;
+    `cut=True` sends the start of an answer first (the server had read the request)."""
+
+    ANSWERS = {("POST", "/api/queue"): (202, b'{"status": "waiting", "since": null, "duel_id": null}'),
+               ("POST", "/api/duels/7/submit"): (202, b'{"submission_id": "s-1"}'),
+               ("GET", "/api/queue"): (200, b'{"status": "idle", "since": null, "duel_id": null}'),
+               ("POST", "/api/challenges"): (201, b'{"id": "c-1", "status": "pending"}')}
+
+    def __init__(self, *, answer_first: bool = True, reset: bool = False, cut: bool = False):
+        import socket
+
+        self.answer_first, self.reset, self.cut = answer_first, reset, cut
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.received: list[tuple[str, str, int]] = []  # (method, path, n-th request on its connection)
+        self.bodies: list[bytes] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn) -> None:
+        import socket
+        import struct
+
+        reader = conn.makefile("rb")
+        for nth in range(1, 1000):
+            line = reader.readline()
+            if not line:
+                break
+            method, path, _ = line.decode().split(" ", 2)
+            length = 0
+            while (header := reader.readline()) not in (b"\r\n", b""):
+                name, _, value = header.decode().partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value)
+            self.bodies.append(reader.read(length))
+            self.received.append((method, path, nth))
+            if nth > 1 or not self.answer_first:
+                if self.cut:
+                    conn.sendall(b"HTTP/1.1 202 X\r\nContent-Length: 100\r\n\r\n{")
+                if self.reset:
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                break
+            status, body = self.ANSWERS.get((method, path), (200, b"{}"))
+            conn.sendall(b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                         % (status, len(body), body))
+        reader.close()
+        conn.close()
+
+
+@pytest.fixture
+def closing_server():
+    servers: list[ClosingServer] = []
+
+    def make(**kw) -> ClosingServer:
+        servers.append(ClosingServer(**kw))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+@pytest.mark.parametrize("reset", [False, True], ids=["eof", "reset"])
+def test_idempotent_calls_on_a_connection_closed_as_reused_are_sent_again_at_once(closing_server, reset):
+    server = closing_server(reset=reset)
+    answers: list[tuple[str, int]] = []
+    client = Client(server.url, "token", on_response=lambda method, route, status, secs: answers.append((method, status)))
+    assert client.queue_status()["status"] == "idle"  # opens the connection the next calls find closed
+    assert client.join_queue()["status"] == "waiting"
+    assert client.queue_status()["status"] == "idle"
+    assert client.submit(7, "print(1)") == "s-1"
+    # Each was refused once on the reused connection and sent again on a new one, inside one call:
+    # no error and no backoff reached the caller (one answer each, none failed).
+    assert [(m, p) for m, p, _ in server.received] == [
+        ("GET", "/api/queue"), ("POST", "/api/queue"), ("POST", "/api/queue"), ("GET", "/api/queue"),
+        ("GET", "/api/queue"), ("POST", "/api/duels/7/submit"), ("POST", "/api/duels/7/submit")]
+    assert answers == [("GET", 200), ("POST", 202), ("GET", 200), ("POST", 202)]
+    assert client.transport.stale_retries == 3
+    assert server.bodies[-1] == server.bodies[-2]  # the same client_temp_id both times
+
+
+def test_other_calls_on_a_connection_closed_as_reused_are_not_sent_twice(closing_server):
+    server = closing_server()
+    client = Client(server.url, "token")
+    client.queue_status()
+    with pytest.raises(duely_client.ConnectionFailed):
+        client.create_challenge("bob")  # not idempotent: the server might have acted on it
+    assert [(m, p) for m, p, _ in server.received] == [("GET", "/api/queue"), ("POST", "/api/challenges")]
+    assert client.create_challenge("bob")["id"] == "c-1"  # on a new connection
+
+
+@pytest.mark.parametrize("reset", [False, True], ids=["eof", "reset"])
+def test_an_answer_cut_off_is_not_sent_again_at_once(closing_server, reset):
+    server = closing_server(cut=True, reset=reset)
+    client = Client(server.url, "token")
+    client.queue_status()
+    with pytest.raises(duely_client.ConnectionFailed):
+        client.join_queue()  # idempotent, but the server had read it: the caller's backoff decides
+    assert [(m, p) for m, p, _ in server.received] == [("GET", "/api/queue"), ("POST", "/api/queue")]
+    assert client.transport.stale_retries == 0
+
+
+def test_a_failure_on_a_new_connection_is_not_repeated_at_once(closing_server):
+    server = closing_server(answer_first=False)
+    stop = threading.Event()
+    client = Client(server.url, "token", on_response=lambda *answer: stop.set())  # one poll, then the end
+    with pytest.raises(duely_client.ConnectionFailed):
+        client.queue_status()
+    assert server.received == [("GET", "/api/queue", 1)]  # left to the caller's backoff
+    stop.clear()
+    updates = client.updates(timeout=0, stop=stop)
+    assert list(updates) == [] and updates.failures == 1
+    assert server.received[1:] == [("GET", "/api/updates?last_event_id=0&timeout=0&limit=100", 1)]
+
+
+def test_idle_past_the_servers_keepalive_then_any_call_works(instant_stack, tmp_path):
+    """A real gunicorn (Duely's settings, keep-alive cut to 1 s) closes the client's idle
+    connection; the next call, even one that is never repeated (resign), goes on a new one."""
+    from duely.infra import free_port
+    from tests.fixtures.stack import ROOT, Process
+
+    port = free_port()
+    web = Process("web-keepalive-1s", [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "duely" / "gunicorn_conf.py"),
+                                       "--keep-alive", "1", "app:app"],
+                  {**instant_stack.env, "PORT": str(port)}, tmp_path, port=port)
+    web.start()
+    try:
+        alice, bob = _players(f"http://127.0.0.1:{port}", "alice", "bob")
+        duel_id = bob.accept_challenge(alice.create_challenge("bob")["id"])["duel"]["id"]
+        alice.duel(duel_id)
+        time.sleep(1.5)  # past the server's keep-alive: it has closed alice's connection
+        assert alice.resign(duel_id)["status"] == "finished"
+        time.sleep(1.5)
+        assert alice.join_queue()["status"] == "waiting"
+        assert alice.transport.stale_retries == 0  # found closed before use, not by a failed request
+    finally:
+        web.stop()
+
+
+def test_a_callers_own_session_carries_the_calls(instant_stack):
+    """`Client(session=...)` (the caller's adapters, auth, proxies) goes through requests."""
+    session = requests.Session()
+    seen: list[str] = []
+    session.hooks["response"].append(lambda response, **kw: seen.append(response.request.method))
+    client = Client(instant_stack.url, session=session)
+    user = client.register("viasession", "correct horse")
+    assert client.me()["id"] == user["id"] and session.headers["Authorization"] == f"Bearer {user['token']}"
+    assert client.join_queue()["status"] == "waiting"
+    client.leave_queue()  # 204: no body
+    with pytest.raises(duely_client.NotFound) as missing:
+        client.duel(999999)
+    assert missing.value.code == "not_found"
+    assert seen == ["POST", "GET", "POST", "DELETE", "GET"]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json as jsonlib
 import random
 import threading
 import time
@@ -22,6 +23,7 @@ from duely_client.errors import (
     Unavailable,
     error_for,
 )
+from duely_client.transport import TransportError, build_path, encode_json, transport_for
 
 DEFAULT_TIMEOUT_SECS = 10.0
 POLL_TIMEOUT_SECS = 25.0
@@ -153,18 +155,7 @@ def _backoff(attempt: int, cap: float = BACKOFF_MAX_SECS) -> float:
     return random.uniform(BACKOFF_MIN_SECS / 2, min(cap, BACKOFF_MIN_SECS * 2 ** attempt))
 
 
-def _environment_resolved_session(base_url: str) -> requests.Session:
-    """A session that reads the environment's proxy and CA settings (`HTTPS_PROXY`, `NO_PROXY`,
-    `REQUESTS_CA_BUNDLE`, ...) once, here, instead of at every request as requests does by
-    default: that re-reading was a large part of a bot's CPU per request."""
-    session = requests.Session()
-    settings = session.merge_environment_settings(base_url, {}, None, None, None)
-    session.proxies.update(settings["proxies"])
-    session.verify = settings["verify"]
-    if settings["cert"] is not None:
-        session.cert = settings["cert"]
-    session.trust_env = False
-    return session
+_IDEMPOTENT_METHODS = frozenset(("GET", "HEAD", "PUT", "DELETE", "OPTIONS"))
 
 
 class Client:
@@ -179,7 +170,9 @@ class Client:
                  session: requests.Session | None = None, on_response: ResponseHook | None = None):
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
-        self.http = session or _environment_resolved_session(self.base_url)
+        # Straight http.client keep-alive connections; a given `session` (or a proxy from the
+        # environment) goes through requests instead. See duely_client/transport.py.
+        self.transport = transport_for(self.base_url, session)
         self.token = token
         self.on_response = on_response
         self.user_id: int | None = None
@@ -192,32 +185,39 @@ class Client:
     @token.setter
     def token(self, value: str | None) -> None:
         self._token = value
-        if value:
-            self.http.headers["Authorization"] = f"Bearer {value}"
-        else:
-            self.http.headers.pop("Authorization", None)
+        self.transport.set_header("Authorization", f"Bearer {value}" if value else None)
+
+    def close(self) -> None:
+        """Close the keep-alive connections (they are also closed when the client is collected)."""
+        self.transport.close()
 
     def request(self, method: str, path: str, *, route: str | None = None, timeout: float | None = None,
-                **kwargs: Any) -> Any:
-        """One API call: the decoded JSON answer (None for 204), or a raised DuelyError."""
+                json: Any = None, params: dict[str, Any] | None = None, idempotent: bool | None = None) -> Any:
+        """One API call: the decoded JSON answer (None for 204), or a raised DuelyError.
+
+        `idempotent` (default: GET, PUT, DELETE) lets a request found on a stale keep-alive
+        connection be sent again at once (duely_client/transport.py)."""
+        if idempotent is None:
+            idempotent = method in _IDEMPOTENT_METHODS
         started = time.monotonic()
         status = 0
         try:
-            response = self.http.request(method, self.base_url + path, timeout=timeout or self.timeout, **kwargs)
-            status = response.status_code
-        except requests.RequestException as exc:
-            raise ConnectionFailed(f"{type(exc).__name__}: {exc}") from exc
+            answer = self.transport.send(method, build_path(path, params), None if json is None else encode_json(json),
+                                         timeout or self.timeout, idempotent)
+            status = answer.status
+        except TransportError as exc:
+            raise ConnectionFailed(str(exc)) from exc
         finally:
             if self.on_response is not None:
                 self.on_response(method, route or path, status, time.monotonic() - started)
         if status == 204:
             return None
         try:
-            body = response.json()
+            body = jsonlib.loads(answer.body.decode())  # str: json's own bytes sniffing costs more
         except ValueError:
             body = None
         if status >= 400:
-            raise error_for(status, body, response.headers.get("Retry-After"))
+            raise error_for(status, body, answer.retry_after)
         return body
 
     # -- accounts ------------------------------------------------------------------------------
@@ -287,7 +287,7 @@ class Client:
         body: dict[str, Any] = {}
         if accept_challenges is not None:
             body["accept_challenges"] = accept_challenges
-        return self.request("PATCH", "/api/users/me/settings", json=body)
+        return self.request("PATCH", "/api/users/me/settings", json=body, idempotent=True)  # sets values
 
     def blocks(self) -> list[BlockedUser]:
         """The players this user blocked, by nickname."""
@@ -303,7 +303,7 @@ class Client:
     # -- queue -----------------------------------------------------------------------------------
     def join_queue(self) -> QueueStatus:
         """Wait for an opponent (idempotent). Keep `updates()` running to stay queued."""
-        return self.request("POST", "/api/queue", route="POST /api/queue")
+        return self.request("POST", "/api/queue", route="POST /api/queue", idempotent=True)
 
     def leave_queue(self) -> None:
         self.request("DELETE", "/api/queue", route="DELETE /api/queue")
@@ -334,7 +334,7 @@ class Client:
         for attempt in range(attempts):
             try:
                 answer = self.request("POST", f"/api/duels/{int(duel_id)}/submit", json=body,
-                                      route="POST /api/duels/{id}/submit")
+                                      route="POST /api/duels/{id}/submit", idempotent=True)  # by its key
                 return answer["submission_id"]
             except (ConnectionFailed, ServerError, Unavailable) as exc:
                 if attempt == attempts - 1:
@@ -349,7 +349,8 @@ class Client:
     def rematch(self, duel_id: int) -> Challenge:
         """Offer the opponent of a finished duel a rematch. Returns the offer: pending (new, or the
         one already made), or the opponent's own offer, accepted (`duel_id` set), when they offered first."""
-        return self.request("POST", f"/api/duels/{int(duel_id)}/rematch", route="POST /api/duels/{id}/rematch")
+        return self.request("POST", f"/api/duels/{int(duel_id)}/rematch", route="POST /api/duels/{id}/rematch",
+                            idempotent=True)  # a repeat answers the same offer
 
     def duels(self, status: str = "active", limit: int = 20,
               before_id: int | None = None) -> tuple[list[Duel], int | None]:

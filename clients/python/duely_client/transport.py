@@ -1,0 +1,320 @@
+"""How the client's requests travel: a few keep-alive HTTP/1.1 connections per client, plain
+sockets with nothing in between.
+
+`requests.Session.request` spent ~1 ms of CPU per call on work a JSON API client does not need
+(merging settings, hooks, the cookie jar, preparing and re-parsing the URL, urllib3's retry and
+response objects): ~3x the request itself, on the same box as the server (bench/client_cpu.py).
+So the client writes each request in one piece (its fixed headers encoded once) and reads the
+answer with a short header loop (`Connection`); even `http.client` spends a fifth of a call
+parsing headers with the email package. `requests` is used only where it brings something: the
+environment's proxy, CA bundle and client-certificate settings (read once, with its rules), and
+a caller's own `requests.Session` (`Client(session=...)`) or a proxy, which go through
+`RequestsTransport`.
+
+A stale keep-alive connection. A server closes a connection that stayed idle past its keep-alive
+time (gunicorn's `keepalive`); when that happens just as the client sends its next request on it,
+the request fails before any byte of the answer came back. The server never read that request,
+so, as browsers do, an idempotent one is sent again AT ONCE on a new connection (no backoff); a
+failure on a new connection, a timeout, or one after the answer began is raised as it is (the
+caller's backoff decides). The caller says which requests are idempotent (`Client` marks
+GET/PUT/DELETE and the POSTs the API makes idempotent: submit by its client_temp_id, queue join,
+rematch, settings). Before a pooled connection is reused its socket is checked (a zero-timeout
+select): one the server already closed is dropped without a failed request.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json as jsonlib
+import select
+import socket
+import ssl
+import time
+from typing import Any, NamedTuple
+from urllib.parse import urlencode, urlsplit
+
+import requests
+
+MAX_IDLE_CONNECTIONS = 10  # per client, as requests' pools
+# A pooled connection idle longer than this is closed instead of reused: Duely's server keeps
+# idle connections 75 s (duely/gunicorn_conf.py), so reusing one at ~75 s races its close.
+MAX_IDLE_SECS = 60.0
+USER_AGENT = "duely-client"
+_MAX_LINE = 65537
+_MAX_HEADERS = 100
+
+# Raised when the peer closed or reset the connection: before any byte of the answer, these mean
+# the request was not read (http.client.RemoteDisconnected is a ConnectionResetError).
+_CLOSED_BEFORE_ANSWER = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+
+
+class TransportError(Exception):
+    """No answer: the connection could not be made, failed, or timed out."""
+
+
+class Answer(NamedTuple):
+    status: int
+    body: bytes
+    retry_after: str | None
+
+
+def build_path(path: str, params: dict[str, Any] | None) -> str:
+    return f"{path}?{urlencode(params)}" if params else path
+
+
+def encode_json(value: Any) -> bytes:
+    return jsonlib.dumps(value, separators=(",", ":")).encode()
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection: the request written in one piece, the answer read with
+    a plain header loop (http.client parses headers with the email package: a fifth of a call's
+    CPU). Enough HTTP for a JSON API: Content-Length and chunked bodies, 1xx skipped, keep-alive
+    per HTTP/1.0 and 1.1 rules."""
+
+    def __init__(self, host: str, port: int, timeout: float, context: ssl.SSLContext | None):
+        sock = socket.create_connection((host, port), timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if context is not None:
+                sock = context.wrap_socket(sock, server_hostname=host)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock: socket.socket | None = sock
+        self.file = sock.makefile("rb")
+
+    def close(self) -> None:
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            self.file.close()
+            sock.close()
+
+    def exchange(self, request: bytes, head_only: bool) -> tuple[int, dict[bytes, bytes], bytes, bool]:
+        """Send a request, read its answer: (status, headers by lower-case name, body, keep open)."""
+        assert self.sock is not None
+        self.sock.sendall(request)
+        readline = self.file.readline
+        line = readline(_MAX_LINE)
+        if not line:
+            # Closed without a byte of an answer: the request was not read (see the module docstring).
+            raise http.client.RemoteDisconnected("the server closed the connection without an answer")
+        try:
+            return self._answer(line, head_only)
+        except ConnectionError as exc:  # the answer began: not a stale connection, never sent again at once
+            raise http.client.IncompleteRead(b"") from exc
+
+    def _answer(self, line: bytes, head_only: bool) -> tuple[int, dict[bytes, bytes], bytes, bool]:
+        readline = self.file.readline
+        while True:
+            version, _, rest = line.partition(b" ")
+            if not version.startswith(b"HTTP/1.") or len(rest) < 3 or not rest[:3].isdigit():
+                raise http.client.BadStatusLine(line.decode("latin-1").strip())
+            status = int(rest[:3])
+            headers: dict[bytes, bytes] = {}
+            while True:
+                header = readline(_MAX_LINE)
+                if header in (b"\r\n", b"\n"):
+                    break
+                if not header or len(headers) > _MAX_HEADERS:
+                    raise http.client.IncompleteRead(header)
+                name, _, value = header.partition(b":")
+                headers[name.strip().lower()] = value.strip()
+            if 100 <= status < 200:  # an interim answer (100 Continue): the real one follows
+                line = readline(_MAX_LINE)
+                continue
+            break
+        connection = headers.get(b"connection", b"").lower()
+        keep = connection != b"close" if version == b"HTTP/1.1" else connection == b"keep-alive"
+        if head_only or status in (204, 304):
+            body = b""
+        elif b"chunked" in headers.get(b"transfer-encoding", b"").lower():
+            body = self._read_chunked()
+        elif (length := headers.get(b"content-length")) is not None:
+            size = int(length)
+            body = self.file.read(size)
+            if len(body) < size:
+                raise http.client.IncompleteRead(body, size - len(body))
+        else:  # the body runs to the end of the connection
+            body, keep = self.file.read(), False
+        return status, headers, body, keep
+
+    def _read_chunked(self) -> bytes:
+        parts: list[bytes] = []
+        while True:
+            line = self.file.readline(_MAX_LINE)
+            try:
+                size = int(line.split(b";", 1)[0], 16)
+            except ValueError:
+                raise http.client.IncompleteRead(b"".join(parts)) from None
+            if size == 0:
+                while self.file.readline(_MAX_LINE) not in (b"\r\n", b"\n", b""):  # trailers
+                    pass
+                return b"".join(parts)
+            chunk = self.file.read(size + 2)  # the chunk and its CRLF
+            if len(chunk) < size + 2:
+                raise http.client.IncompleteRead(b"".join(parts))
+            parts.append(chunk[:size])
+
+
+class HttpTransport:
+    """Keep-alive connections to one origin (http or https, no proxy)."""
+
+    def __init__(self, base_url: str, *, verify: bool | str = True, cert: str | tuple[str, str] | None = None):
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {base_url!r}")
+        self.host = parts.hostname
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.prefix = parts.path.rstrip("/")
+        self.context: ssl.SSLContext | None = None
+        if parts.scheme == "https":
+            self.context = _ssl_context(verify, cert)
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default_port = self.port == (443 if parts.scheme == "https" else 80)
+        self.headers: dict[str, str] = {"Host": host if default_port else f"{host}:{self.port}",
+                                        "User-Agent": USER_AGENT, "Accept": "application/json"}
+        self._head = b""
+        self._render_headers()
+        self._idle: list[tuple[Connection, float]] = []  # (connection, idle since), newest last
+        self.stale_retries = 0  # requests sent again at once after a reused connection was found closed
+
+    def set_header(self, name: str, value: str | None) -> None:
+        if value is not None and ("\r" in value or "\n" in value or not value.isprintable()):
+            raise ValueError(f"a {name} header cannot hold {value!r}")
+        if value is None:
+            self.headers.pop(name, None)
+        else:
+            self.headers[name] = value
+        self._render_headers()
+
+    def _render_headers(self) -> None:
+        # The headers every request carries, encoded once (they change only with the token).
+        self._head = "".join(f"{name}: {value}\r\n" for name, value in self.headers.items()).encode("latin-1")
+
+    def _pooled(self) -> Connection | None:
+        """The most recently used idle connection still open, or None."""
+        now = time.monotonic()
+        while True:
+            try:
+                conn, since = self._idle.pop()
+            except IndexError:
+                return None
+            sock = conn.sock
+            # Readable while idle: the server closed it (EOF) or sent something unasked; either way
+            # it cannot carry a request. (A zero-timeout select is also gevent-friendly.)
+            if sock is None or now - since > MAX_IDLE_SECS or select.select([sock], [], [], 0)[0]:
+                conn.close()
+                continue
+            return conn
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop()[0].close()
+
+    def send(self, method: str, path: str, body: bytes | None, timeout: float, idempotent: bool) -> Answer:
+        target = self.prefix + path
+        if " " in target or "\r" in target or "\n" in target:
+            raise ValueError(f"not a request target: {target!r}")
+        if body is None:
+            length = b"Content-Length: 0\r\n" if method in ("POST", "PUT", "PATCH") else b""
+            request = b"%s %s HTTP/1.1\r\n%s%s\r\n" % (method.encode(), target.encode(), self._head, length)
+        else:
+            request = b"%s %s HTTP/1.1\r\n%sContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
+                method.encode(), target.encode(), self._head, len(body), body)
+        conn = self._pooled()
+        reused = conn is not None
+        while True:
+            try:
+                if conn is None:
+                    conn = Connection(self.host, self.port, timeout, self.context)
+                elif conn.sock is not None:
+                    conn.sock.settimeout(timeout)
+                status, headers, data, keep = conn.exchange(request, method == "HEAD")
+            except _CLOSED_BEFORE_ANSWER as exc:
+                if conn is not None:
+                    conn.close()
+                if reused and idempotent:
+                    # A stale keep-alive connection (see the module's docstring): once more, at once.
+                    self.stale_retries += 1
+                    conn, reused = None, False
+                    continue
+                raise TransportError(f"{type(exc).__name__}: {exc}") from exc
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                if conn is not None:
+                    conn.close()
+                raise TransportError(f"{type(exc).__name__}: {exc}") from exc
+            break
+        if keep and len(self._idle) < MAX_IDLE_CONNECTIONS:
+            self._idle.append((conn, time.monotonic()))
+        else:
+            conn.close()
+        retry_after = headers.get(b"retry-after")
+        return Answer(status, data, None if retry_after is None else retry_after.decode("latin-1"))
+
+
+class RequestsTransport:
+    """Through a `requests.Session`: a caller's own (adapters, auth, mounts) or when a proxy applies."""
+
+    def __init__(self, base_url: str, session: requests.Session):
+        self.base_url = base_url
+        self.session = session
+        self.stale_retries = 0
+
+    def set_header(self, name: str, value: str | None) -> None:
+        if value is None:
+            self.session.headers.pop(name, None)
+        else:
+            self.session.headers[name] = value
+
+    def close(self) -> None:
+        self.session.close()
+
+    def send(self, method: str, path: str, body: bytes | None, timeout: float, idempotent: bool) -> Answer:
+        headers = {"Content-Type": "application/json"} if body is not None else None
+        try:
+            response = self.session.request(method, self.base_url + path, data=body, headers=headers, timeout=timeout)
+        except requests.RequestException as exc:
+            raise TransportError(f"{type(exc).__name__}: {exc}") from exc
+        return Answer(response.status_code, response.content, response.headers.get("Retry-After"))
+
+
+def transport_for(base_url: str, session: requests.Session | None = None) -> HttpTransport | RequestsTransport:
+    """The direct transport, unless the caller brought a session or the environment sets a proxy
+    for this URL. The environment (`HTTPS_PROXY`, `NO_PROXY`, `REQUESTS_CA_BUNDLE`, ...) is read
+    once, here, with requests' own rules."""
+    if session is not None:
+        return RequestsTransport(base_url, session)
+    probe = requests.Session()
+    settings = probe.merge_environment_settings(base_url, {}, None, None, None)
+    if requests.utils.select_proxy(base_url, settings["proxies"]):
+        probe.proxies.update(settings["proxies"])
+        probe.verify = settings["verify"]
+        if settings["cert"] is not None:
+            probe.cert = settings["cert"]
+        probe.trust_env = False
+        return RequestsTransport(base_url, probe)
+    probe.close()
+    return HttpTransport(base_url, verify=settings["verify"], cert=settings["cert"])
+
+
+def _ssl_context(verify: bool | str, cert: str | tuple[str, str] | None) -> ssl.SSLContext:
+    if verify is False:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        from requests.utils import DEFAULT_CA_BUNDLE_PATH  # certifi's bundle, as requests verifies by default
+
+        where = verify if isinstance(verify, str) else DEFAULT_CA_BUNDLE_PATH
+        context = ssl.create_default_context(capath=where) if _is_dir(where) else ssl.create_default_context(cafile=where)
+    if cert is not None:
+        certfile, keyfile = (cert, None) if isinstance(cert, str) else cert
+        context.load_cert_chain(certfile, keyfile)
+    return context
+
+
+def _is_dir(path: str) -> bool:
+    import os
+
+    return os.path.isdir(path)
