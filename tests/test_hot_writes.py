@@ -1,0 +1,222 @@
+"""The hot writes' one-statement paths (duely/matchmaking/queue.py `join_alone`, `leave_alone`):
+they do the common case exactly as the full path does, change nothing in every other case (the
+full path then decides), and never act on a snapshot older than a lock they waited for."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+
+import psycopg
+import pytest
+from sqlalchemy import text
+
+from duely import auth, challenges, duels, eventlog
+from duely.clock import isoformat
+from duely.db import psycopg_url
+from duely.eventlog.listener import NOTIFY_CHANNEL
+from duely.eventlog.store import isoformat_sql
+from duely.matchmaking import queue
+from tests.conftest import TEST_SECRET_KEY
+from tests.fixtures.stack import SAMPLE_TASK, event_types, last_event_id, start_duel
+
+
+def token_hash(user) -> str:
+    return auth.hash_token(TEST_SECRET_KEY, user.token)
+
+
+def state(db, user_id: int) -> dict:
+    """Everything a join or leave may change for a user."""
+    with db.transaction() as s:
+        return dict(s.execute(text(
+            "SELECT (SELECT joined_at FROM queue_entries WHERE user_id = :u) AS joined_at,"
+            " (SELECT last_seen_at FROM presence WHERE user_id = :u) AS seen,"
+            " (SELECT last_event_id FROM users WHERE id = :u) AS last_event_id,"
+            " (SELECT count(*) FROM events WHERE user_id = :u) AS events,"
+            " (SELECT string_agg(id || ':' || status, ',' ORDER BY id) FROM challenges) AS challenges"),
+            {"u": user_id}).one()._mapping)
+
+
+def wait_until_blocked_on_a_lock(db, count: int = 1) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with db.transaction() as s:
+            waiting = s.execute(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )).scalar_one()
+        if waiting >= count:
+            return
+        time.sleep(0.01)
+    raise AssertionError("nobody waited for the lock")
+
+
+def in_thread(fn):
+    """Run `fn()` in a thread; returns a function that joins it and gives its result (or raises)."""
+    out: dict = {}
+
+    def target():
+        try:
+            out["value"] = fn()
+        except Exception as exc:  # handed to the test
+            out["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+
+    def result():
+        thread.join(15)
+        assert not thread.is_alive()
+        if "error" in out:
+            raise out["error"]
+        return out["value"]
+
+    return result
+
+
+def test_isoformat_sql_renders_times_as_the_api_does(db):
+    times = [dt.datetime(2026, 12, 3, 15, 9, 11, tzinfo=dt.UTC), dt.datetime(2026, 1, 2, 3, 4, 5, 60, tzinfo=dt.UTC),
+             dt.datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.timezone(dt.timedelta(hours=5)))]
+    with db.transaction() as s:
+        # isoformat_sql is written for the driver's parameter style (`%%`): run it as the driver does
+        cursor = s.connection().connection.driver_connection.execute(
+            f"SELECT {isoformat_sql('t')} FROM unnest(CAST(%(ts)s AS timestamptz[])) WITH ORDINALITY AS x(t, i) ORDER BY i",
+            {"ts": times})
+        assert [r[0] for r in cursor.fetchall()] == [isoformat(t) for t in times]
+
+
+def test_a_plain_join_is_one_statement_with_the_event_presence_and_both_wake_ups(make_user, db):
+    alice = make_user("alice")
+    with psycopg.connect(psycopg_url(db.url), autocommit=True) as listener:
+        listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        listener.execute(f"LISTEN {queue.MATCHMAKING_CHANNEL}")
+        user_id, since = db.run_alone(lambda s: queue.join_alone(s, token_hash(alice)))
+        heard = sorted((n.channel, n.payload) for n in listener.notifies(timeout=2, stop_after=2))
+    assert user_id == alice.id and since is not None
+    assert heard == sorted([(NOTIFY_CHANNEL, str(alice.id)), (queue.MATCHMAKING_CHANNEL, "")])
+    after = state(db, alice.id)
+    assert after["joined_at"] == since and after["seen"] is not None
+    with db.transaction() as s:
+        row = s.execute(text("SELECT id, type, data FROM events WHERE user_id = :u"), {"u": alice.id}).one()
+    assert (row.id, row.type, row.data) == (after["last_event_id"], "queue_joined", {"since": isoformat(since)})
+    assert alice.get("/api/queue").get_json()["since"] == isoformat(since)
+    # Again: already waiting, so the statement does nothing and the full path answers the same `since`.
+    assert db.run_alone(lambda s: queue.join_alone(s, token_hash(alice))) == (alice.id, None)
+    assert state(db, alice.id) == after
+    second = alice.post("/api/queue")
+    assert second.status_code == 202 and second.get_json()["since"] == isoformat(since)
+    assert event_types(db, alice.id) == ["queue_joined"]
+
+
+def test_the_join_statement_changes_nothing_in_a_duel_and_the_api_answers_409(make_user, db, duel_between):
+    alice, bob = make_user("alice"), make_user("bob")
+    duel_between(alice, bob)
+    before = state(db, alice.id)
+    assert db.run_alone(lambda s: queue.join_alone(s, token_hash(alice))) == (alice.id, None)
+    assert state(db, alice.id) == before
+    resp = alice.post("/api/queue")
+    assert resp.status_code == 409 and resp.get_json()["error"]["code"] == "already_in_duel"
+    assert state(db, alice.id) == before
+
+
+@pytest.mark.parametrize("offered_by", ["joiner", "other"])
+@pytest.mark.parametrize("due", [False, True], ids=["pending", "past_its_expiry"])
+def test_a_join_with_a_rematch_offer_either_way_still_ends_it_in_both_logs(make_user, db, config, offered_by, due):
+    alice, bob = make_user("alice"), make_user("bob")
+    duel_id = start_duel(db, alice.id, bob.id)
+    assert bob.post(f"/api/duels/{duel_id}/resign").status_code == 202
+    offerer = alice if offered_by == "joiner" else bob
+    offer = db.run(lambda s: challenges.offer_rematch(s, config, offerer.id, duel_id)).challenge
+    if due:  # its time is up but the expiry job has not run: still pending, the join ends it
+        with db.transaction() as s:
+            s.execute(text("UPDATE challenges SET expires_at = now() - interval '1 second' WHERE id = :i"), {"i": offer.id})
+    before = {u.id: last_event_id(db, u.id) for u in (alice, bob)}
+    untouched = state(db, alice.id)
+    assert db.run_alone(lambda s: queue.join_alone(s, token_hash(alice))) == (alice.id, None)
+    assert state(db, alice.id) == untouched
+    assert alice.post("/api/queue").status_code == 202
+    assert event_types(db, alice.id, before[alice.id]) == ["challenge_expired", "queue_joined"]
+    assert event_types(db, bob.id, before[bob.id]) == ["challenge_expired"]
+    with db.transaction() as s:
+        assert s.execute(text("SELECT status FROM challenges WHERE id = :i"), {"i": offer.id}).scalar_one() == "expired"
+
+
+def test_an_expired_or_revoked_token_changes_nothing(make_user, client, db):
+    alice, bob = make_user("alice"), make_user("bob")
+    assert bob.post("/api/queue").status_code == 202
+    with db.transaction() as s:
+        s.execute(text("UPDATE auth_tokens SET expires_at = now() - interval '1 second' WHERE user_id = :u"), {"u": alice.id})
+        s.execute(text("UPDATE auth_tokens SET revoked_at = now() WHERE user_id = :u"), {"u": bob.id})
+    for user in (alice, bob):
+        before = state(db, user.id)
+        for method in ("POST", "DELETE"):
+            resp = client.open("/api/queue", method=method, headers=user.headers)
+            assert resp.status_code == 401 and resp.get_json()["error"]["code"] == "unauthorized"
+        assert state(db, user.id) == before
+
+
+def test_a_join_that_waited_for_a_duel_start_does_not_queue_a_player(make_user, db):
+    """The statement's snapshot predates the duel; the lock it waited for shows the change."""
+    alice, bob = make_user("alice"), make_user("bob")
+    with db.transaction() as s:
+        eventlog.lock_users(s, [alice.id, bob.id])
+        result = in_thread(lambda: db.run_alone(lambda x: queue.join_alone(x, token_hash(alice))))
+        wait_until_blocked_on_a_lock(db)
+        duel_id = duels.create_duel(s, (alice.id, bob.id), SAMPLE_TASK, 1800)
+    assert result() == (alice.id, None)
+    before = state(db, alice.id)
+    assert before["joined_at"] is None and event_types(db, alice.id) == ["duel_started"]
+    resp = alice.post("/api/queue")
+    assert resp.status_code == 409 and resp.get_json()["error"]["code"] == "already_in_duel"
+    assert alice.get("/api/queue").get_json()["duel_id"] == duel_id
+    assert state(db, alice.id) == before
+
+
+def test_concurrent_joins_of_one_user_give_one_entry_and_one_event(make_user, app, db):
+    alice = make_user("alice")
+    # A held lock lines them all up behind it, each with its snapshot already taken.
+    with db.transaction() as s:
+        eventlog.lock_users(s, [alice.id])
+        results = [in_thread(lambda: app.test_client().post("/api/queue", headers=alice.headers)) for _ in range(4)]
+        wait_until_blocked_on_a_lock(db, 4)
+    answers = [r() for r in results]
+    assert [a.status_code for a in answers] == [202] * 4
+    assert len({a.get_json()["since"] for a in answers}) == 1
+    assert event_types(db, alice.id) == ["queue_joined"]
+    with db.transaction() as s:
+        assert s.execute(text("SELECT count(*) FROM queue_entries WHERE user_id = :u"), {"u": alice.id}).scalar_one() == 1
+
+
+def test_leave_when_not_waiting_is_a_no_op_without_an_event(make_user, db):
+    alice = make_user("alice")
+    before = state(db, alice.id)
+    assert db.run_alone(lambda s: queue.leave_alone(s, token_hash(alice))) == (alice.id, False)
+    assert alice.delete("/api/queue").status_code == 204
+    assert state(db, alice.id) == before
+    assert alice.post("/api/queue").status_code == 202
+    assert db.run_alone(lambda s: queue.leave_alone(s, token_hash(alice))) == (alice.id, True)
+    with db.transaction() as s:
+        rows = s.execute(text("SELECT type, data FROM events WHERE user_id = :u ORDER BY id"), {"u": alice.id}).all()
+    assert [tuple(r) for r in rows][1:] == [("queue_left", {"reason": "left"})]
+    assert state(db, alice.id)["joined_at"] is None
+
+
+def test_a_leave_that_waited_for_a_join_takes_the_player_out(make_user, app, db):
+    """The join committed after the leave's snapshot: the leave must not answer 'not waiting'."""
+    alice = make_user("alice")
+    with db.transaction() as s:
+        eventlog.lock_users(s, [alice.id])
+        result = in_thread(lambda: db.run_alone(lambda x: queue.leave_alone(x, token_hash(alice))))
+        wait_until_blocked_on_a_lock(db)
+        queue.join(s, alice.id)  # the full path, holding the lock
+    assert result() == (alice.id, None)  # changed since its snapshot: the full path decides
+    assert state(db, alice.id)["joined_at"] is not None
+    with db.transaction() as s:
+        eventlog.lock_users(s, [alice.id])
+        answer = in_thread(lambda: app.test_client().delete("/api/queue", headers=alice.headers))
+        wait_until_blocked_on_a_lock(db)
+        queue.leave(s, alice.id)
+        queue.join(s, alice.id)
+    assert answer().status_code == 204
+    assert event_types(db, alice.id) == ["queue_joined", "queue_left", "queue_joined", "queue_left"]
+    assert state(db, alice.id)["joined_at"] is None
