@@ -1,4 +1,5 @@
-"""The hot writes' one-statement paths (duely/matchmaking/queue.py `join_alone`, `leave_alone`):
+"""The hot writes' one-statement paths (duely/matchmaking/queue.py `join_alone`, `leave_alone`,
+duely/submissions.py `submit_as`):
 they do the common case exactly as the full path does, change nothing in every other case (the
 full path then decides), and never act on a snapshot older than a lock they waited for."""
 
@@ -12,11 +13,13 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from duely import auth, challenges, duels, eventlog
+from duely import auth, challenges, duels, errors, eventlog, submissions
 from duely.clock import isoformat
 from duely.db import psycopg_url
-from duely.eventlog.listener import NOTIFY_CHANNEL
+from duely.dispatch import DISPATCH_CHANNEL
+from duely.eventlog.listener import NOTIFY_CHANNEL, duel_key
 from duely.eventlog.store import isoformat_sql
+from duely.eventlog.types import DuelLogSubmission, SubmissionCreated
 from duely.matchmaking import queue
 from tests.conftest import TEST_SECRET_KEY
 from tests.fixtures.stack import SAMPLE_TASK, event_types, last_event_id, start_duel
@@ -220,3 +223,74 @@ def test_a_leave_that_waited_for_a_join_takes_the_player_out(make_user, app, db)
     assert answer().status_code == 204
     assert event_types(db, alice.id) == ["queue_joined", "queue_left", "queue_joined", "queue_left"]
     assert state(db, alice.id)["joined_at"] is None
+
+
+# -- the submit: one statement ------------------------------------------------------------------
+
+POLICY = submissions.SubmitPolicy(max_solution_bytes=65536, rate_limit=100, rate_window_secs=60)
+
+
+def test_a_submit_is_one_statement_with_both_events_as_the_payloads_write_them_and_three_wake_ups(
+        make_user, duel_between, db):
+    alice, bob = make_user("alice"), make_user("bob")
+    duel_id = duel_between(alice, bob)
+    with psycopg.connect(psycopg_url(db.url), autocommit=True) as listener:
+        for channel in (NOTIFY_CHANNEL, DISPATCH_CHANNEL):
+            listener.execute(f"LISTEN {channel}")
+        user_id, submission_id, created = db.run_alone(lambda s: submissions.submit_as(
+            s, token_hash(alice), duel_id, "python", "print(1)", "ctid-1", POLICY))
+        heard = sorted((n.channel, n.payload) for n in listener.notifies(timeout=2, stop_after=3))
+    assert (user_id, created) == (alice.id, True)
+    assert heard == sorted([(NOTIFY_CHANNEL, str(alice.id)), (NOTIFY_CHANNEL, duel_key(duel_id)), (DISPATCH_CHANNEL, "")])
+    with db.transaction() as s:
+        submitted_at = s.execute(text("SELECT submitted_at FROM submissions WHERE id = :i"),
+                                 {"i": submission_id}).scalar_one()
+        mine = s.execute(text("SELECT type, data FROM events WHERE user_id = :u ORDER BY id DESC LIMIT 1"),
+                         {"u": alice.id}).one()
+        public = s.execute(text("SELECT type, data FROM duel_events WHERE duel_id = :d ORDER BY id DESC LIMIT 1"),
+                           {"d": duel_id}).one()
+    assert tuple(mine) == ("submission_created", SubmissionCreated(
+        duel_id=duel_id, submission_id=str(submission_id), client_temp_id="ctid-1", language="python",
+        submitted_at=submitted_at).data())
+    assert tuple(public) == ("submission", DuelLogSubmission(
+        submission_id=str(submission_id), user_id=alice.id, language="python", submitted_at=submitted_at,
+        state="pending", status="pending", verdict=None).data())
+
+
+def test_a_submit_that_waited_for_a_duplicate_answers_its_id_and_adds_nothing(make_user, duel_between, db):
+    """The duplicate committed after the statement's snapshot: the insert meets it, and the answer
+    is the first submission's id, with one submission and one event in all."""
+    alice, bob = make_user("alice"), make_user("bob")
+    duel_id = duel_between(alice, bob)
+    with db.transaction() as s:
+        first, _ = submissions.do_submit(s, alice.id, duel_id, "python", "print(1)", "same", POLICY)  # holds the duel row
+        result = in_thread(lambda: db.run_alone(lambda x: submissions.submit_as(
+            x, token_hash(alice), duel_id, "python", "print(2)", "same", POLICY)))
+        wait_until_blocked_on_a_lock(db)
+    assert result() == (alice.id, first, False)
+    assert event_types(db, alice.id).count("submission_created") == 1
+    with db.transaction() as s:
+        assert s.execute(text("SELECT count(*) FROM submissions")).scalar_one() == 1
+        assert s.execute(text("SELECT count(*) FROM duel_events WHERE type = 'submission'")).scalar_one() == 1
+
+
+def test_a_refused_submit_changes_nothing_and_wakes_nobody(make_user, duel_between, db):
+    alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol")
+    duel_id = duel_between(alice, bob)
+    tight = submissions.SubmitPolicy(max_solution_bytes=10, rate_limit=1, rate_window_secs=60)
+    assert db.run_alone(lambda s: submissions.submit_as(s, token_hash(alice), duel_id, "python", "print(1)", None,
+                                                        tight))[2]
+    before = [state(db, u.id) for u in (alice, bob, carol)]
+    refusals = [(alice, "python", "print(2)", errors.RateLimited), (alice, "cobol", "x", errors.ValidationFailed),
+                (alice, "python", "print(123456789)", errors.PayloadTooLarge), (carol, "python", "x", errors.Forbidden)]
+    with psycopg.connect(psycopg_url(db.url), autocommit=True) as listener:
+        for channel in (NOTIFY_CHANNEL, DISPATCH_CHANNEL):
+            listener.execute(f"LISTEN {channel}")
+        for user, language, solution, refusal in refusals:
+            with pytest.raises(refusal):
+                db.run_alone(lambda s, u=user, la=language, so=solution: submissions.submit_as(
+                    s, token_hash(u), duel_id, la, so, None, tight))
+        assert list(listener.notifies(timeout=0.3)) == []
+    assert [state(db, u.id) for u in (alice, bob, carol)] == before
+    with db.transaction() as s:
+        assert s.execute(text("SELECT count(*) FROM submissions")).scalar_one() == 1

@@ -5,11 +5,10 @@ from __future__ import annotations
 from flask import Response, g
 from marshmallow import Schema, fields
 
-from duely import auth, errors
 from duely.api.common import (
     BEARER,
     Blueprint,
-    bearer_token,
+    caller_token_hash,
     current_user_id,
     login_required,
     run_as_caller,
@@ -39,7 +38,7 @@ def join_queue():
     # The common join is one statement, token check included; anything else (already waiting,
     # in a duel, a pending rematch offer, a concurrent change) takes the full path.
     svc = services()
-    token_hash = _token_hash()
+    token_hash = caller_token_hash()
     g.user_id, since = svc.db.run_alone(lambda s: queue.join_alone(s, token_hash))
     if since is None:
         since = run_as_caller(queue.join)
@@ -52,18 +51,11 @@ def join_queue():
 @blp.doc(security=BEARER)
 def leave_queue():
     svc = services()
-    token_hash = _token_hash()
+    token_hash = caller_token_hash()
     g.user_id, left = svc.db.run_alone(lambda s: queue.leave_alone(s, token_hash))
     if left is None:  # not waiting as of the statement's snapshot, but changed since: decide afresh
         run_as_caller(lambda s, user_id: queue.leave(s, user_id, reason=QueueLeftReason.LEFT))
     return Response(status=204)
-
-
-def _token_hash() -> str:
-    token = bearer_token()
-    if token is None:
-        raise errors.Unauthorized("Send Authorization: Bearer <token>.")
-    return auth.hash_token(services().config.secret_key, token)
 
 
 @blp.route("/queue", methods=["GET"])
