@@ -170,7 +170,7 @@ class Bench:
         self.start_database()
         requests_per = self.args.requests
         # Resigners: one duel per resignation (warm-up, rounds, statement count), after the 100 players.
-        resigns = 20 + requests_per * self.args.rounds + 10
+        resigns = 20 + requests_per * self.args.rounds + 10 if self.args.only in (None, "resign") else 0
         everyone, idle = self.seed(players=100 + 2 * resigns, idle=requests_per + 2)
         players, resigners = everyone[:100], everyone[100::2]
         _, bare_port, bare_pid = self.start_gunicorn("bench_bare_app:app", "bare")
@@ -236,7 +236,7 @@ class Bench:
 
         # Warm-up: every code path once, prepared statements, pools.
         for step in (ping, submit, updates, resign):
-            for i in range(20):
+            for i in range(20 if resigns or step is not resign else 0):
                 step(i)
         join(0)
         leave(0)

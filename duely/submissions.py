@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from duely import dispatch, duels, errors
@@ -123,7 +124,7 @@ def do_submit(session: Session, user_id: int, duel_id: int, language: str, solut
     return submission_id, created
 
 
-def submit_as(session: Session, token_hash: str, duel_id: int, language: str, solution: str,
+def submit_as(session: Session | Connection, token_hash: str, duel_id: int, language: str, solution: str,
               client_temp_id: str | None, policy: SubmitPolicy) -> tuple[int, uuid.UUID, bool]:
     """`do_submit` for the holder of a bearer token (its hash), checked by the same statement:
     the whole submit is one statement, so it may run alone (Database.run_alone). Returns
@@ -131,7 +132,7 @@ def submit_as(session: Session, token_hash: str, duel_id: int, language: str, so
     return _submit(session, True, {"h": token_hash}, duel_id, language, solution, client_temp_id, policy)
 
 
-def _submit(session: Session, by_token: bool, who: dict[str, Any], duel_id: int, language: str, solution: str,
+def _submit(session: Session | Connection, by_token: bool, who: dict[str, Any], duel_id: int, language: str, solution: str,
             client_temp_id: str | None, policy: SubmitPolicy) -> tuple[int, uuid.UUID, bool]:
     ok_input = (language in LANGUAGES and bool(solution.strip())
                 and len(solution.encode("utf-8")) <= policy.max_solution_bytes)
@@ -193,7 +194,7 @@ def _refusal_or_repeat(check: Any, language: str, solution: str, policy: SubmitP
     return None
 
 
-def _by_client_temp_id(session: Session, duel_id: int, user_id: int, client_temp_id: str) -> uuid.UUID | None:
+def _by_client_temp_id(session: Session | Connection, duel_id: int, user_id: int, client_temp_id: str) -> uuid.UUID | None:
     return session.execute(
         select(Submission.id).where(Submission.duel_id == duel_id, Submission.user_id == user_id,
                                     Submission.client_temp_id == client_temp_id)

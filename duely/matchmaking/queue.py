@@ -10,6 +10,7 @@ import datetime as dt
 import logging
 
 from sqlalchemy import text
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from duely import challenges, duels, errors, eventlog
@@ -97,8 +98,8 @@ _LEAVE_ALONE = f"""
     """
 
 
-def join_alone(session: Session, token_hash: str) -> tuple[int, dt.datetime | None]:
-    """The API's join in one statement (`_JOIN_ALONE`, on an autocommit session: Database.run_alone):
+def join_alone(session: Session | Connection, token_hash: str) -> tuple[int, dt.datetime | None]:
+    """The API's join in one statement (`_JOIN_ALONE`, on an autocommit connection: Database.run_alone):
     (the caller's id, since when it waits) when it joined; (id, None) when it changed nothing
     and the full path (`join`, in a transaction) must decide. Unauthorized for a bad token."""
     row = driver_execute(session, _JOIN_ALONE, {"h": token_hash}).fetchone()
@@ -110,7 +111,7 @@ def join_alone(session: Session, token_hash: str) -> tuple[int, dt.datetime | No
     return user_id, row[1]
 
 
-def leave_alone(session: Session, token_hash: str) -> tuple[int, bool | None]:
+def leave_alone(session: Session | Connection, token_hash: str) -> tuple[int, bool | None]:
     """The API's leave in one statement (`_LEAVE_ALONE`, as `join_alone`): (the caller's id, True)
     when it left, (id, False) when it was not waiting, (id, None) when the full path (`leave`)
     must decide. Unauthorized for a bad token."""
