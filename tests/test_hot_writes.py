@@ -294,3 +294,25 @@ def test_a_refused_submit_changes_nothing_and_wakes_nobody(make_user, duel_betwe
     assert [state(db, u.id) for u in (alice, bob, carol)] == before
     with db.transaction() as s:
         assert s.execute(text("SELECT count(*) FROM submissions")).scalar_one() == 1
+
+
+def test_lock_with_rematch_partners_locks_the_other_players_of_pending_offers_in_one_statement(make_user, db, config):
+    alice, bob, carol, dave = (make_user(n) for n in ("alice", "bob", "carol", "dave"))
+    duel_id = start_duel(db, alice.id, bob.id)
+    assert bob.post(f"/api/duels/{duel_id}/resign").status_code == 202
+    db.run(lambda s: challenges.offer_rematch(s, config, alice.id, duel_id))  # to bob
+    other = start_duel(db, carol.id, dave.id)
+    assert dave.post(f"/api/duels/{other}/resign").status_code == 202
+    db.run(lambda s: challenges.offer_rematch(s, config, carol.id, other))  # to dave: not bob's
+
+    def locked(ids: list[int]) -> list[int]:
+        with db.transaction() as s:
+            return [uid for uid in ids if s.execute(text(
+                "SELECT id FROM users WHERE id = :u FOR UPDATE SKIP LOCKED"), {"u": uid}).scalar() is None]
+
+    with db.transaction() as s:
+        challenges.lock_with_rematch_partners(s, [bob.id])
+        assert locked([alice.id, bob.id, carol.id, dave.id]) == [alice.id, bob.id]
+    with db.transaction() as s:
+        challenges.lock_with_rematch_partners(s, [alice.id, dave.id])
+        assert locked([alice.id, bob.id, carol.id, dave.id]) == [alice.id, bob.id, carol.id, dave.id]
