@@ -20,7 +20,8 @@ after another, so no batching flatters the figures) sends in turn, per round:
   leave     DELETE /api/queue
   resign    POST /api/duels/<id>/resign                (a duel of its own each time)
 
-and reads the worker's CPU time (utime + stime, /proc/<pid>/stat) before and after each batch.
+and reads the worker's CPU time (utime + stime, /proc/<pid>/stat) before and after each batch,
+and PostgreSQL's (all its processes: the backends serving the worker and the rest).
 The figure is CPU ms per request, best round (this box is shared; the least disturbed round
 is the closest to the truth). No scheduler runs, so nobody is paired and nothing is dispatched.
 
@@ -147,6 +148,19 @@ class Bench:
         time.sleep(0.5)
         return proc, port, psutil.Process(proc.pid).children()[0].pid
 
+    def postgres_cpu_secs(self) -> float:
+        """CPU seconds of the embedded server's processes (the postmaster and its children)."""
+        import psutil
+
+        postmaster = int((self.pg_dir / "postmaster.pid").read_text().split()[0])
+        total = 0.0
+        for pid in [postmaster] + [p.pid for p in psutil.Process(postmaster).children()]:
+            try:
+                total += cpu_secs(pid)
+            except (FileNotFoundError, ProcessLookupError):  # a process that just ended
+                pass
+        return total
+
     def cleanup(self) -> None:
         import shutil
 
@@ -180,10 +194,13 @@ class Bench:
         watcher_client = Client(port)
         last_ids: dict[int, int] = {}
 
+        pg_cpu: dict[str, list[float]] = {}
+
         def measure(worker_pid: int, count: int, step) -> float:
-            before = cpu_secs(worker_pid)
+            before, pg_before = cpu_secs(worker_pid), self.postgres_cpu_secs()
             for i in range(count):
                 step(i)
+            pg_cpu.setdefault(step.__name__, []).append((self.postgres_cpu_secs() - pg_before) * 1000 / count)
             return (cpu_secs(worker_pid) - before) * 1000 / count
 
         def expect(status: int, body: bytes, *ok: int) -> None:
@@ -265,6 +282,10 @@ class Bench:
             elif name != "bare":
                 note = f"   ({best[name] / best['bare']:.1f}x bare)"
             print(f"  {name:8s} {best[name]:6.2f} ms  [{', '.join(f'{v:.2f}' for v in values)}]{note}", flush=True)
+        print("CPU ms per request of PostgreSQL (all its processes), best round (all rounds):")
+        for name, values in pg_cpu.items():
+            if name != "ping":
+                print(f"  {name:8s} {min(values):6.2f} ms  [{', '.join(f'{v:.2f}' for v in values)}]", flush=True)
         if self.args.statements:
             self.count_statements({"updates": updates, "submit": submit, "join": join, "leave": leave,
                                    "resign": resign})
