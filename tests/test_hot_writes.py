@@ -103,9 +103,12 @@ def test_a_plain_join_is_one_statement_with_the_event_presence_and_both_wake_ups
         row = s.execute(text("SELECT id, type, data FROM events WHERE user_id = :u"), {"u": alice.id}).one()
     assert (row.id, row.type, row.data) == (after["last_event_id"], "queue_joined", {"since": isoformat(since)})
     assert alice.get("/api/queue").get_json()["since"] == isoformat(since)
-    # Again: already waiting, so the statement does nothing and the full path answers the same `since`.
-    assert db.run_alone(lambda s: queue.join_alone(s, token_hash(alice))) == (alice.id, None)
-    assert state(db, alice.id) == after
+    # Again: already waiting, so the same `since`, no event, only the presence touched.
+    with db.transaction() as s:
+        s.execute(text("UPDATE presence SET last_seen_at = now() - interval '1 hour' WHERE user_id = :u"), {"u": alice.id})
+    assert db.run_alone(lambda s: queue.join_alone(s, token_hash(alice))) == (alice.id, since)
+    again = state(db, alice.id)
+    assert again["seen"] > after["seen"] and {**again, "seen": None} == {**after, "seen": None}
     second = alice.post("/api/queue")
     assert second.status_code == 202 and second.get_json()["since"] == isoformat(since)
     assert event_types(db, alice.id) == ["queue_joined"]

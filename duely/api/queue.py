@@ -35,8 +35,8 @@ class QueueStatusSchema(Schema):
 @blp.doc(security=BEARER)
 def join_queue():
     """Wait for an opponent (idempotent). Keep polling /api/updates to stay in the queue."""
-    # The common join is one statement, token check included; anything else (already waiting,
-    # in a duel, a pending rematch offer, a concurrent change) takes the full path.
+    # The common join (and an idempotent repeat) is one statement, token check included; anything
+    # else (in a duel, a pending rematch offer, a concurrent change) takes the full path.
     svc = services()
     token_hash = caller_token_hash()
     g.user_id, since = svc.db.run_alone(lambda s: queue.join_alone(s, token_hash))

@@ -53,10 +53,11 @@ _TOKEN_CTE = """tok AS (
 _PENDING_REMATCH = (f"c.status = {ChallengeStatus.PENDING.sql} AND c.kind = {ChallengeKind.REMATCH.sql}"
                     " AND (c.challenger_id = t.user_id OR c.to_user_id = t.user_id)")
 # A join: lock the user; when it has no pending rematch offer (either side: the full path ends
-# them, locking their other players too), plays no duel, waits in no queue and its row did not
-# change since the snapshot: queue it, touch its presence, append `queue_joined`, NOTIFY the
-# user's polls and the matchmaking loop. Answers one row (none: a bad token) of the user's id and,
-# when it joined, since when it waits.
+# them, locking their other players too), plays no duel and its row did not change since the
+# snapshot: queue it, touch its presence, append `queue_joined`, NOTIFY the user's polls and the
+# matchmaking loop; or, when it already waits, touch its presence only (the join is idempotent).
+# Answers one row (none: a bad token): the user's id, since when it waits (NULL: the full path
+# decides), whether this statement queued it.
 _JOIN_ALONE = f"""
     WITH {_TOKEN_CTE}, locked AS MATERIALIZED (
         SELECT u.id, u.last_event_id FROM users u JOIN tok t ON u.id = t.user_id FOR UPDATE OF u
@@ -64,20 +65,21 @@ _JOIN_ALONE = f"""
         SELECT t.user_id AS owner,
                l.last_event_id = u.last_event_id
                AND NOT EXISTS (SELECT 1 FROM challenges c WHERE {_PENDING_REMATCH})
-               AND NOT EXISTS (SELECT 1 FROM duel_players p WHERE p.user_id = t.user_id AND p.is_active)
-               AND NOT EXISTS (SELECT 1 FROM queue_entries q WHERE q.user_id = t.user_id) AS plain
+               AND NOT EXISTS (SELECT 1 FROM duel_players p WHERE p.user_id = t.user_id AND p.is_active) AS plain,
+               (SELECT q.joined_at FROM queue_entries q WHERE q.user_id = t.user_id) AS waiting_since
         FROM tok t JOIN locked l ON l.id = t.user_id JOIN users u ON u.id = t.user_id
     ), joined AS (
-        INSERT INTO queue_entries (user_id) SELECT owner FROM me WHERE plain
+        INSERT INTO queue_entries (user_id) SELECT owner FROM me WHERE plain AND waiting_since IS NULL
         ON CONFLICT (user_id) DO NOTHING
         RETURNING user_id AS owner, joined_at
     ), seen AS (
-        INSERT INTO presence (user_id, last_seen_at) SELECT owner, now() FROM joined
+        INSERT INTO presence (user_id, last_seen_at)
+        SELECT owner, now() FROM joined UNION ALL SELECT owner, now() FROM me WHERE plain AND waiting_since IS NOT NULL
         ON CONFLICT (user_id) DO UPDATE SET last_seen_at = excluded.last_seen_at
         RETURNING user_id
     ), {append_ctes("ev", "joined", USER_LOG, EventType.QUEUE_JOINED.value,
                     "jsonb_build_object('since', " + isoformat_sql("s.joined_at") + ")")}
-    SELECT me.owner, j.joined_at,
+    SELECT me.owner, CASE WHEN me.plain THEN coalesce(j.joined_at, me.waiting_since) END, j.joined_at IS NOT NULL,
            (SELECT count(*) FROM seen) AS seen,
            (SELECT count({notify_sql(USER_LOG, "ev.owner")}) + count(pg_notify('{MATCHMAKING_CHANNEL}', '')) FROM ev) AS notified
     FROM me LEFT JOIN joined j ON true
@@ -100,13 +102,14 @@ _LEAVE_ALONE = f"""
 
 def join_alone(session: Session | Connection, token_hash: str) -> tuple[int, dt.datetime | None]:
     """The API's join in one statement (`_JOIN_ALONE`, on an autocommit connection: Database.run_alone):
-    (the caller's id, since when it waits) when it joined; (id, None) when it changed nothing
-    and the full path (`join`, in a transaction) must decide. Unauthorized for a bad token."""
+    (the caller's id, since when it waits) when it joined or already waited; (id, None) when it
+    changed nothing and the full path (`join`, in a transaction) must decide. Unauthorized for a
+    bad token."""
     row = driver_execute(session, _JOIN_ALONE, {"h": token_hash}).fetchone()
     if row is None:
         raise errors.Unauthorized("The token is missing, unknown, expired or revoked.")
     user_id: int = row[0]
-    if row[1] is not None:
+    if row[2]:
         log.info("queue joined", extra=kv(user_id=user_id))
     return user_id, row[1]
 
