@@ -12,10 +12,11 @@ import time
 import psycopg
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from duely import auth, challenges, duels, errors, eventlog, submissions
 from duely.clock import isoformat
-from duely.db import psycopg_url
+from duely.db import driver_execute, psycopg_url
 from duely.dispatch import DISPATCH_CHANNEL
 from duely.eventlog.listener import NOTIFY_CHANNEL, duel_key
 from duely.eventlog.store import isoformat_sql
@@ -319,3 +320,35 @@ def test_lock_with_rematch_partners_locks_the_other_players_of_pending_offers_in
     with db.transaction() as s:
         challenges.lock_with_rematch_partners(s, [alice.id, dave.id])
         assert locked([alice.id, bob.id, carol.id, dave.id]) == [alice.id, bob.id, carol.id, dave.id]
+
+
+def test_run_alone_retries_a_statement_aborted_by_a_deadlock(make_user, db):
+    alice, bob = make_user("alice"), make_user("bob")
+    calls: list[int] = []
+
+    def lock_both(connection) -> list[int]:
+        calls.append(1)
+        return [r[0] for r in driver_execute(connection, "SELECT id FROM users WHERE id = ANY(%(ids)s) ORDER BY id FOR UPDATE",
+                                             {"ids": [alice.id, bob.id]}).fetchall()]
+
+    with psycopg.connect(psycopg_url(db.url)) as other:
+        other.execute("SET deadlock_timeout = '30s'")  # so the statement's backend is the one to find the deadlock
+        other.execute("SELECT id FROM users WHERE id = %s FOR UPDATE", (bob.id,))
+        result = in_thread(lambda: db.run_alone(lock_both))
+        wait_until_blocked_on_a_lock(db)  # it holds alice and waits for bob
+        other.execute("SELECT id FROM users WHERE id = %s FOR UPDATE", (alice.id,))  # waits until it is aborted
+        other.commit()
+    assert result() == [alice.id, bob.id]
+    assert len(calls) == 2
+
+
+def test_run_alone_raises_an_error_that_is_no_conflict_at_once(db):
+    calls: list[int] = []
+
+    def fail(connection) -> None:
+        calls.append(1)
+        driver_execute(connection, "SELECT 1 / 0")
+
+    with pytest.raises(DBAPIError):
+        db.run_alone(fail)
+    assert calls == [1]
