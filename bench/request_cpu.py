@@ -18,10 +18,15 @@ after another, so no batching flatters the figures) sends in turn, per round:
   submit    POST /api/duels/<id>/submit                (a new submission each time)
   join      POST /api/queue                            (a user not in a duel, not queued)
   leave     DELETE /api/queue
+  resign    POST /api/duels/<id>/resign                (a duel of its own each time)
 
-and reads the worker's CPU time (utime + stime, /proc/<pid>/stat) before and after each batch.
+and reads the worker's CPU time (utime + stime, /proc/<pid>/stat) before and after each batch,
+and PostgreSQL's (all its processes: the backends serving the worker and the rest).
 The figure is CPU ms per request, best round (this box is shared; the least disturbed round
 is the closest to the truth). No scheduler runs, so nobody is paired and nothing is dispatched.
+
+With --statements it also counts the SQL statements (BEGIN and COMMIT included: each is a round
+trip) one request of each endpoint sends, from PostgreSQL's own log (log_statement = all).
 """
 
 from __future__ import annotations
@@ -143,6 +148,19 @@ class Bench:
         time.sleep(0.5)
         return proc, port, psutil.Process(proc.pid).children()[0].pid
 
+    def postgres_cpu_secs(self) -> float:
+        """CPU seconds of the embedded server's processes (the postmaster and its children)."""
+        import psutil
+
+        postmaster = int((self.pg_dir / "postmaster.pid").read_text().split()[0])
+        total = 0.0
+        for pid in [postmaster] + [p.pid for p in psutil.Process(postmaster).children()]:
+            try:
+                total += cpu_secs(pid)
+            except (FileNotFoundError, ProcessLookupError):  # a process that just ended
+                pass
+        return total
+
     def cleanup(self) -> None:
         import shutil
 
@@ -165,7 +183,10 @@ class Bench:
         (self.tmp / "bench_bare_app.py").write_text(BARE_APP)
         self.start_database()
         requests_per = self.args.requests
-        players, idle = self.seed(players=100, idle=requests_per + 2)
+        # Resigners: one duel per resignation (warm-up, rounds, statement count), after the 100 players.
+        resigns = 20 + requests_per * self.args.rounds + 10 if self.args.only in (None, "resign") else 0
+        everyone, idle = self.seed(players=100 + 2 * resigns, idle=requests_per + 2)
+        players, resigners = everyone[:100], everyone[100::2]
         _, bare_port, bare_pid = self.start_gunicorn("bench_bare_app:app", "bare")
         _, port, pid = self.start_gunicorn("app:app", "duely")
         print(f"web worker pid {pid} (bare: {bare_pid})", flush=True)
@@ -173,10 +194,13 @@ class Bench:
         watcher_client = Client(port)
         last_ids: dict[int, int] = {}
 
+        pg_cpu: dict[str, list[float]] = {}
+
         def measure(worker_pid: int, count: int, step) -> float:
-            before = cpu_secs(worker_pid)
+            before, pg_before = cpu_secs(worker_pid), self.postgres_cpu_secs()
             for i in range(count):
                 step(i)
+            pg_cpu.setdefault(step.__name__, []).append((self.postgres_cpu_secs() - pg_before) * 1000 / count)
             return (cpu_secs(worker_pid) - before) * 1000 / count
 
         def expect(status: int, body: bytes, *ok: int) -> None:
@@ -203,6 +227,10 @@ class Bench:
         def leave(i: int) -> None:
             expect(*duely.call("DELETE", "/api/queue", idle[i]["token"]), 204)
 
+        def resign(i: int) -> None:
+            user = resigners.pop()
+            expect(*duely.call("POST", f"/api/duels/{user['duel_id']}/resign", user["token"]), 202)
+
         watcher = idle[-1]
 
         def woken(i: int) -> None:
@@ -224,13 +252,13 @@ class Bench:
             expect(*duely.call("DELETE", "/api/queue", watcher["token"]), 204)
 
         # Warm-up: every code path once, prepared statements, pools.
-        for step in (ping, submit, updates):
-            for i in range(20):
+        for step in (ping, submit, updates, resign):
+            for i in range(20 if resigns or step is not resign else 0):
                 step(i)
         join(0)
         leave(0)
         woken(0)
-        results: dict[str, list[float]] = {k: [] for k in ("bare", "updates", "submit", "join", "leave", "woken")}
+        results: dict[str, list[float]] = {k: [] for k in ("bare", "updates", "submit", "join", "leave", "resign", "woken")}
         woken_count = max(10, requests_per // 10)
         if self.args.only:  # one endpoint, for a profiler attached to the worker
             for _ in range(self.args.rounds):
@@ -242,6 +270,7 @@ class Bench:
             results["submit"].append(measure(pid, requests_per, submit))
             results["join"].append(measure(pid, requests_per, join))
             results["leave"].append(measure(pid, requests_per, leave))
+            results["resign"].append(measure(pid, requests_per, resign))
             results["woken"].append(measure(pid, woken_count, woken))
         print(f"{requests_per} requests per endpoint per round ({woken_count} for woken), {self.args.rounds} rounds; "
               "CPU ms per request of the one web worker, best round (all rounds):")
@@ -253,6 +282,38 @@ class Bench:
             elif name != "bare":
                 note = f"   ({best[name] / best['bare']:.1f}x bare)"
             print(f"  {name:8s} {best[name]:6.2f} ms  [{', '.join(f'{v:.2f}' for v in values)}]{note}", flush=True)
+        print("CPU ms per request of PostgreSQL (all its processes), best round (all rounds):")
+        for name, values in pg_cpu.items():
+            if name != "ping":
+                print(f"  {name:8s} {min(values):6.2f} ms  [{', '.join(f'{v:.2f}' for v in values)}]", flush=True)
+        if self.args.statements:
+            self.count_statements({"updates": updates, "submit": submit, "join": join, "leave": leave,
+                                   "resign": resign})
+
+    def count_statements(self, steps: dict) -> None:
+        """SQL statements per request, from the server's log (BEGIN, COMMIT and the token check included)."""
+        from sqlalchemy import text
+
+        with self.db.autocommit() as s:
+            s.execute(text("ALTER SYSTEM SET log_statement = 'all'"))
+            s.execute(text("SELECT pg_reload_conf()"))
+        time.sleep(0.5)
+        log_path = self.pg_dir / "log"
+        count = 10
+        print(f"SQL statements per request (PostgreSQL's log, {count} requests each):")
+        for name, step in steps.items():
+            start = log_path.stat().st_size
+            for i in range(count):
+                step(i)
+            time.sleep(0.2)
+            with open(log_path, "rb") as f:
+                f.seek(start)
+                lines = [line for line in f.read().decode(errors="replace").splitlines()
+                         if "LOG:  statement: " in line or "LOG:  execute " in line]
+            print(f"  {name:8s} {len(lines) / count:5.1f}", flush=True)
+            if self.args.verbose:
+                for line in lines[: len(lines) // count]:
+                    print("     ", line.split("LOG:  ", 1)[1][:160])
 
 
 def main(argv: list[str]) -> None:
@@ -261,7 +322,9 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=300, help="requests per endpoint per round")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", choices=["updates", "submit", "join", "leave", "woken"],
+    parser.add_argument("--statements", action="store_true", help="count SQL statements per request too")
+    parser.add_argument("--verbose", action="store_true", help="with --statements: show one request's statements")
+    parser.add_argument("--only", choices=["updates", "submit", "join", "leave", "resign", "woken"],
                         help="run this endpoint only (to attach py-spy to the printed worker pid)")
     args = parser.parse_args(argv)
     bench = Bench(args)

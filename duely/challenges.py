@@ -496,22 +496,28 @@ def expiry_job(db: Database) -> int:
 _OFFERS_OF = f"kind = {ChallengeKind.REMATCH.sql} AND (challenger_id = ANY(:uids) OR to_user_id = ANY(:uids))"
 
 
-def rematch_partners(session: Session, user_ids: Iterable[int]) -> set[int]:
-    """The other players of the users' pending rematch offers."""
-    uids = list(user_ids)
-    rows = session.execute(text(
-        f"SELECT challenger_id, to_user_id FROM challenges WHERE status = {_PENDING} AND {_OFFERS_OF}"
-    ), {"uids": uids}).all()
-    return {uid for r in rows for uid in (r.challenger_id, r.to_user_id)} - set(uids)
-
-
 def lock_with_rematch_partners(session: Session, user_ids: Iterable[int]) -> None:
     """Lock the users and the other players of their pending rematch offers, all in id order:
     starting a duel or joining the queue ends those offers with events in both players' logs.
-    (An offer made between the read and the lock is caught by `end_rematch_offers`, which then
-    locks its partner out of order; a deadlock that this may rarely cause is retried by Database.run.)"""
-    uids = set(user_ids)
-    eventlog.lock_users(session, sorted(uids | rematch_partners(session, uids)))
+    One statement reads the partners and takes the locks. (An offer committed while it waited for
+    a lock is not in its snapshot: `end_rematch_offers` catches it and then locks its partner out
+    of order; a deadlock that this may rarely cause is retried by Database.run.)"""
+    uids = sorted(set(user_ids))
+    if uids:  # the partners' read and the locks in one statement (every duel start runs it)
+        session.execute(_LOCK_WITH_PARTNERS, {"uids": uids})
+
+
+# eventlog.lock_users' statement, with the other players of the users' pending rematch offers (an
+# IN over a UNION, so users is reached by its primary key, not scanned).
+_LOCK_WITH_PARTNERS = text(
+    f"""
+    SELECT id FROM users
+    WHERE id IN (SELECT unnest(CAST(:uids AS bigint[]))
+                 UNION SELECT challenger_id FROM challenges WHERE status = {_PENDING} AND {_OFFERS_OF}
+                 UNION SELECT to_user_id FROM challenges WHERE status = {_PENDING} AND {_OFFERS_OF})
+    ORDER BY id FOR UPDATE OF users
+    """
+)
 
 
 def end_rematch_offers(session: Session, user_ids: Iterable[int]) -> int:

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -107,7 +107,8 @@ class Database:
         self.pool_timeout = pool_timeout  # the poll reader's connections wait as long (duely/eventlog/reader.py)
         self.engine = make_engine(database_url, pool_size, max_overflow, pool_timeout)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
-        self._autocommit_sessionmaker = sessionmaker(self.engine.execution_options(isolation_level="AUTOCOMMIT"))
+        self._autocommit_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._autocommit_sessionmaker = sessionmaker(self._autocommit_engine)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -142,6 +143,25 @@ class Database:
                 time.sleep(wait)
         raise AssertionError("unreachable")
 
+    def run_alone(self, fn: Callable[[Connection], T], attempts: int = TRANSACTION_ATTEMPTS) -> T:
+        """`run` for an `fn` that makes ONE statement (data-modifying CTEs and all, `driver_execute`)
+        on a connection in autocommit: the statement is its own transaction, so it costs no BEGIN
+        and COMMIT round trips, and no Session either (the hot writes). Retried like `run` on a
+        deadlock or serialization failure."""
+        retry = TRANSACTION_RETRY.start()
+        for attempt in range(1, attempts + 1):
+            try:
+                with self._autocommit_engine.connect() as connection:
+                    return fn(connection)
+            except (OperationalError, DBAPIError) as exc:
+                sqlstate = retryable_sqlstate(exc)
+                if sqlstate is None or attempt == attempts:
+                    raise
+                wait = retry.next()
+                log.info("retrying statement after sqlstate %s (attempt %d, in %.3fs)", sqlstate, attempt, wait)
+                time.sleep(wait)
+        raise AssertionError("unreachable")
+
     def read(self, fn: Callable[[Session], T]) -> T:
         """Run `fn(session)`, which only reads, in one transaction (one consistent connection;
         nothing to retry: plain reads take no locks, so they neither deadlock nor fail to serialize
@@ -153,9 +173,10 @@ class Database:
         self.engine.dispose()
 
 
-def driver_execute(session: Session, sql: str, params: dict[str, Any] | None = None, named: bool = False) -> Any:
-    """Run one plain SQL statement (psycopg's `%(name)s` parameter style) on the session's connection,
-    in its transaction, through psycopg itself; returns the psycopg cursor (rows are tuples, or
+def driver_execute(session: Session | Connection, sql: str, params: dict[str, Any] | None = None,
+                   named: bool = False) -> Any:
+    """Run one plain SQL statement (psycopg's `%(name)s` parameter style) on the session's connection
+    (or on a Connection: Database.run_alone), in its transaction, through psycopg itself; returns the psycopg cursor (rows are tuples, or
     named tuples with `named`).
 
     For the hot path's statements only (the token check, the submit, the queue join): SQLAlchemy's
@@ -163,7 +184,7 @@ def driver_execute(session: Session, sql: str, params: dict[str, Any] | None = N
     times what psycopg itself did (py-spy, bench/request_cpu.py). Errors are SQLAlchemy's as
     usual: a driver error is handed to the Connection's own handler, which wraps it (so
     `run`'s retry and duely/outage.py see a DBAPIError) and invalidates the pool on a disconnect."""
-    connection = session.connection()
+    connection = session.connection() if isinstance(session, Session) else session
     driver = connection.connection.driver_connection
     assert driver is not None
     try:

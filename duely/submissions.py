@@ -6,18 +6,23 @@ dispatch job hands it to Taski later. The status goes pending -> testing -> judg
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 import logging
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from duely import dispatch, duels, errors, eventlog
+from duely import dispatch, duels, errors
 from duely.clock import isoformat
 from duely.config import Config
 from duely.db import driver_execute
-from duely.eventlog.types import DuelLogSubmission, SubmissionCreated
+from duely.eventlog.store import DUEL_LOG, USER_LOG, append_ctes, isoformat_sql, notify_sql, payload_json
+from duely.eventlog.types import DuelEventType, DuelLogSubmission, EventType, SubmissionCreated
 from duely.languages import LANGUAGES
 from duely.logs import kv
 from duely.models import Submission
@@ -42,35 +47,71 @@ class SubmitPolicy:
                    rate_window_secs=config.submit_rate_window)
 
 
-# Both statements run on the driver (db.driver_execute): they are the hottest write's.
-_CHECK = (
+# A submit is ONE statement on the driver (db.driver_execute), the hottest write's: the checks,
+# and when they all pass, the insert, both events (`store.append_ctes`) and the NOTIFYs (the
+# polls of both logs; the dispatchers, dispatch.WAKE_DISPATCHER_SQL), delivered at commit.
+# The caller (`who`) is a user id, or a token hash checked by the statement itself (`submit_as`).
+#
+# The duel row is taken FOR UPDATE first (a MATERIALIZED CTE, so every check runs once it is
+# held): the finishing rule takes it FOR UPDATE too, so it sees every submission that passed the
+# deadline check; the duel log's append bumps this row (two submits holding it FOR SHARE would
+# deadlock upgrading it); and it comes before the user's row (the personal log's append), the
+# lock order of docs/lifecycle.md. The checks are those of the contract, raised by `_raise_refusal`
+# in its order; `ok_input` is the body's own checks (language, size), made before the statement.
+_WHO_USER = "who AS (SELECT CAST(%(user)s AS bigint) AS user_id)"
+_WHO_TOKEN = ("who AS (SELECT user_id FROM auth_tokens"
+              " WHERE token_hash = %(h)s AND revoked_at IS NULL AND expires_at > now())")
+_SUBMIT = """
+    WITH {who}, d AS MATERIALIZED (
+        SELECT id, status, deadline FROM duels WHERE id = %(duel)s AND EXISTS (SELECT 1 FROM who) FOR UPDATE
+    ), chk AS MATERIALIZED (
+        SELECT d.id AS duel_id, d.status,
+               clock_timestamp() >= d.deadline AS past_deadline,
+               EXISTS (SELECT 1 FROM duel_players p WHERE p.duel_id = d.id AND p.user_id = w.user_id) AS is_player,
+               (SELECT s.id FROM submissions s
+                 WHERE s.duel_id = d.id AND s.user_id = w.user_id AND s.client_temp_id = %(ctid)s) AS existing,
+               r.n AS recent,
+               extract(epoch FROM (r.oldest + make_interval(secs => %(w)s)) - clock_timestamp())::float AS retry_after
+        FROM d CROSS JOIN who w CROSS JOIN LATERAL (
+            SELECT min(submitted_at) AS oldest, count(*) AS n FROM (
+                SELECT submitted_at FROM submissions
+                WHERE user_id = w.user_id AND submitted_at > clock_timestamp() - make_interval(secs => %(w)s)
+                ORDER BY submitted_at DESC LIMIT %(n)s) recent
+        ) r
+    ), ins AS (
+        INSERT INTO submissions (id, duel_id, user_id, language, solution, client_temp_id, submitted_at)
+        SELECT %(id)s, chk.duel_id, w.user_id, %(lang)s, %(solution)s, %(ctid)s, clock_timestamp()
+        FROM chk CROSS JOIN who w
+        WHERE %(ok_input)s AND chk.is_player AND chk.existing IS NULL AND chk.status = {active}
+          AND NOT chk.past_deadline AND chk.recent < %(n)s
+        ON CONFLICT (duel_id, user_id, client_temp_id) WHERE client_temp_id IS NOT NULL DO NOTHING
+        RETURNING user_id AS owner, duel_id, submitted_at
+    ), by_duel AS (
+        SELECT duel_id AS owner, owner AS user_id, submitted_at FROM ins
+    ), {user_event}, {duel_event}
+    SELECT w.user_id, chk.*, i.submitted_at,
+           (SELECT count({notify_user}) FROM uev) + (SELECT count({notify_duel}) FROM dev)
+           + (SELECT count({wake_dispatcher}) FROM ins) AS notified
+    FROM who w LEFT JOIN chk ON true LEFT JOIN ins i ON true
     """
-    WITH d AS MATERIALIZED (SELECT id, status, deadline FROM duels WHERE id = %(duel)s FOR UPDATE)
-    SELECT d.status,
-           clock_timestamp() >= d.deadline AS past_deadline,
-           EXISTS (SELECT 1 FROM duel_players p WHERE p.duel_id = d.id AND p.user_id = %(user)s) AS is_player,
-           (SELECT s.id FROM submissions s
-             WHERE s.duel_id = d.id AND s.user_id = %(user)s AND s.client_temp_id = %(ctid)s) AS existing,
-           r.n AS recent,
-           extract(epoch FROM (r.oldest + make_interval(secs => %(w)s)) - clock_timestamp())::float AS retry_after
-    FROM d CROSS JOIN LATERAL (
-        SELECT min(submitted_at) AS oldest, count(*) AS n FROM (
-            SELECT submitted_at FROM submissions
-            WHERE user_id = %(user)s AND submitted_at > clock_timestamp() - make_interval(secs => %(w)s)
-            ORDER BY submitted_at DESC LIMIT %(n)s) recent
-    ) r
-    """
-)
-# The RETURNING clause also wakes the dispatchers at commit (dispatch.wake_dispatcher, in the
-# same round trip); a conflict returns no row and so wakes nobody.
-_INSERT = (
-    f"""
-    INSERT INTO submissions (id, duel_id, user_id, language, solution, client_temp_id, submitted_at)
-    VALUES (%(id)s, %(duel)s, %(user)s, %(lang)s, %(solution)s, %(ctid)s, clock_timestamp())
-    ON CONFLICT (duel_id, user_id, client_temp_id) WHERE client_temp_id IS NOT NULL DO NOTHING
-    RETURNING submitted_at, {dispatch.WAKE_DISPATCHER_SQL}
-    """
-)
+
+
+@functools.cache
+def _submit_sql(by_token: bool) -> str:
+    submitted_at = "'submitted_at', " + isoformat_sql("s.submitted_at")
+    return _SUBMIT.format(
+        who=_WHO_TOKEN if by_token else _WHO_USER, active=DuelStatus.ACTIVE.sql,
+        user_event=append_ctes("uev", "ins", USER_LOG, EventType.SUBMISSION_CREATED.value,
+                               f"CAST(%(user_data)s AS jsonb) || jsonb_build_object({submitted_at})"),
+        duel_event=append_ctes("dev", "by_duel", DUEL_LOG, DuelEventType.SUBMISSION.value,
+                               f"CAST(%(duel_data)s AS jsonb) || jsonb_build_object({submitted_at}, 'user_id', s.user_id)"),
+        notify_user=notify_sql(USER_LOG, "uev.owner"), notify_duel=notify_sql(DUEL_LOG, "dev.owner"),
+        wake_dispatcher=dispatch.WAKE_DISPATCHER_SQL)
+
+
+# The events' data as the statement completes it (it adds `submitted_at`, known once inserted,
+# and in the duel log's the user id, known once the token is checked).
+_PLACEHOLDER_TIME = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def do_submit(session: Session, user_id: int, duel_id: int, language: str, solution: str,
@@ -78,21 +119,65 @@ def do_submit(session: Session, user_id: int, duel_id: int, language: str, solut
     """Store a submission; returns (submission_id, created). A repeat with the same
     client_temp_id by the same user in the same duel returns the first id and creates nothing.
     """
-    # One round trip for every check (a submit is the hottest write): the duel row FOR UPDATE
-    # (the finishing rule takes it FOR UPDATE too, so it sees every submission that passed the
-    # deadline check; and the duel log's append bumps this row, so two submits holding it FOR
-    # SHARE would deadlock upgrading it: the CTE takes the lock first, the outer SELECT and so
-    # clock_timestamp() run once it is held), whether the caller plays it, an earlier submission with this
-    # client_temp_id, and the caller's recent submissions for the rate limit. The checks are
-    # raised in the order the contract gives them.
-    check = driver_execute(session, _CHECK, {"duel": duel_id, "user": user_id, "ctid": client_temp_id,
-                                             "w": policy.rate_window_secs, "n": policy.rate_limit}, named=True).fetchone()
-    if check is None:
+    _, submission_id, created = _submit(session, False, {"user": user_id}, duel_id, language, solution,
+                                        client_temp_id, policy)
+    return submission_id, created
+
+
+def submit_as(session: Session | Connection, token_hash: str, duel_id: int, language: str, solution: str,
+              client_temp_id: str | None, policy: SubmitPolicy) -> tuple[int, uuid.UUID, bool]:
+    """`do_submit` for the holder of a bearer token (its hash), checked by the same statement:
+    the whole submit is one statement, so it may run alone (Database.run_alone). Returns
+    (user id, submission id, created); Unauthorized for a bad token, which changes nothing."""
+    return _submit(session, True, {"h": token_hash}, duel_id, language, solution, client_temp_id, policy)
+
+
+def _submit(session: Session | Connection, by_token: bool, who: dict[str, Any], duel_id: int, language: str, solution: str,
+            client_temp_id: str | None, policy: SubmitPolicy) -> tuple[int, uuid.UUID, bool]:
+    ok_input = (language in LANGUAGES and bool(solution.strip())
+                and len(solution.encode("utf-8")) <= policy.max_solution_bytes)
+    submission_id = uuid.uuid4()
+    params = {**who, "duel": duel_id, "ctid": client_temp_id, "w": policy.rate_window_secs, "n": policy.rate_limit,
+              "ok_input": ok_input, "id": submission_id, "lang": language,
+              "solution": solution if ok_input else None}
+    if ok_input:  # the events' data, but for the time the statement fills in
+        params["user_data"] = payload_json(SubmissionCreated(
+            duel_id=duel_id, submission_id=str(submission_id), client_temp_id=client_temp_id,
+            language=language, submitted_at=_PLACEHOLDER_TIME))
+        params["duel_data"] = payload_json(DuelLogSubmission(
+            submission_id=str(submission_id), user_id=0, language=language, submitted_at=_PLACEHOLDER_TIME,
+            state=SubmissionState.PENDING, status=SubmissionState.PENDING, verdict=None))
+    else:
+        params["user_data"] = params["duel_data"] = None
+    row = driver_execute(session, _submit_sql(by_token), params, named=True).fetchone()
+    if row is None:  # only a token can match nothing
+        raise errors.Unauthorized("The token is missing, unknown, expired or revoked.")
+    user_id: int = row.user_id
+    if row.submitted_at is not None:
+        log.info("submission stored", extra=kv(submission_id=submission_id, duel_id=duel_id, user_id=user_id,
+                                                language=language))
+        return user_id, submission_id, True
+    repeat = _refusal_or_repeat(row, language, solution, policy)
+    if repeat is not None:
+        return user_id, repeat, False
+    # Every check passed but the insert met a concurrent duplicate that committed first (only a
+    # client_temp_id can conflict): it committed before the insert gave up, so a new statement sees it.
+    assert client_temp_id is not None
+    existing = _by_client_temp_id(session, duel_id, user_id, client_temp_id)
+    assert existing is not None
+    return user_id, existing, False
+
+
+def _refusal_or_repeat(check: Any, language: str, solution: str, policy: SubmitPolicy) -> uuid.UUID | None:
+    """Raise what the contract answers a submit refused by `check` (the statement's row), in
+    the contract's order; or return the id of the earlier submission it repeats (None: neither)."""
+    if check.duel_id is None:
         raise errors.NotFound("No such duel.")
     if not check.is_player:
         raise errors.Forbidden("Only the two players of this duel may do that.")
     if check.existing is not None:
-        return check.existing, False
+        existing: uuid.UUID = check.existing
+        return existing
     if check.status != DuelStatus.ACTIVE:
         raise errors.DuelFinished()
     if check.past_deadline:
@@ -106,28 +191,10 @@ def do_submit(session: Session, user_id: int, duel_id: int, language: str, solut
     if check.recent >= policy.rate_limit:
         raise errors.RateLimited(float(check.retry_after),
                                  f"At most {policy.rate_limit} submissions per {int(policy.rate_window_secs)} s.")
-
-    submission_id = uuid.uuid4()
-    inserted = driver_execute(session, _INSERT, {"id": submission_id, "duel": duel_id, "user": user_id, "lang": language,
-                                                 "solution": solution, "ctid": client_temp_id}, named=True).fetchone()
-    if inserted is None:  # a concurrent duplicate committed first (only a client_temp_id can conflict)
-        assert client_temp_id is not None
-        existing = _by_client_temp_id(session, duel_id, user_id, client_temp_id)
-        assert existing is not None  # committed before our INSERT gave up, so this statement sees it
-        return existing, False
-    eventlog.append(session, user_id, SubmissionCreated(
-        duel_id=duel_id, submission_id=str(submission_id), client_temp_id=client_temp_id,
-        language=language, submitted_at=inserted.submitted_at,
-    ))
-    eventlog.append_duel(session, duel_id, DuelLogSubmission(
-        submission_id=str(submission_id), user_id=user_id, language=language, submitted_at=inserted.submitted_at,
-        state=SubmissionState.PENDING, status=SubmissionState.PENDING, verdict=None,
-    ))
-    log.info("submission stored", extra=kv(submission_id=submission_id, duel_id=duel_id, user_id=user_id, language=language))
-    return submission_id, True
+    return None
 
 
-def _by_client_temp_id(session: Session, duel_id: int, user_id: int, client_temp_id: str) -> uuid.UUID | None:
+def _by_client_temp_id(session: Session | Connection, duel_id: int, user_id: int, client_temp_id: str) -> uuid.UUID | None:
     return session.execute(
         select(Submission.id).where(Submission.duel_id == duel_id, Submission.user_id == user_id,
                                     Submission.client_temp_id == client_temp_id)

@@ -112,6 +112,15 @@ def bearer_token() -> str | None:
     return token.strip()
 
 
+def caller_token_hash() -> str:
+    """The hash of the request's bearer token (auth.hash_token), for a write that checks it in its
+    own statement (the hot writes run alone: Database.run_alone); Unauthorized without a token."""
+    token = bearer_token()
+    if token is None:
+        raise errors.Unauthorized("Send Authorization: Bearer <token>.")
+    return auth.hash_token(services().config.secret_key, token)
+
+
 def current_user_id() -> int:
     """The authenticated caller's id (checked once per request); Unauthorized otherwise."""
     if "user_id" not in g:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import request
+from flask import g, request
 from marshmallow import Schema, fields, validate
 from sqlalchemy.orm import Session
 
@@ -12,6 +12,7 @@ from duely.api.common import (
     ID_MAX,
     Blueprint,
     BodySchema,
+    caller_token_hash,
     current_user_id,
     login_required,
     run_as_caller,
@@ -162,22 +163,24 @@ def submit(body, duel_id: int):
     key = body["client_temp_id"] or request.headers.get("Idempotency-Key") or None
     if key is not None and len(key) > CLIENT_TEMP_ID_MAX_LEN:
         raise errors.ValidationFailed(fields={"Idempotency-Key": [f"At most {CLIENT_TEMP_ID_MAX_LEN} characters."]})
-    submission_id, _ = run_as_caller(lambda s, user_id: submissions.do_submit(
-        s, user_id, duel_id, body["language"], body["solution"], key, svc.submit_policy))
+    token_hash = caller_token_hash()
+    # One statement, token check included (submissions.submit_as): run alone, no BEGIN/COMMIT.
+    g.user_id, submission_id, _ = svc.db.run_alone(lambda s: submissions.submit_as(
+        s, token_hash, duel_id, body["language"], body["solution"], key, svc.submit_policy))
     return {"submission_id": str(submission_id), "status": SubmissionState.PENDING}
 
 
 @blp.route("/duels/<id:duel_id>/resign", methods=["POST"])
-@login_required
+@token_checked_in_view  # by the resignation's own transaction (run_as_caller)
 @blp.response(202, DuelSchema)
 @blp.doc(security=BEARER)
 def resign(duel_id: int):
     """Give up: the opponent wins at once."""
-    def act(session):
-        duels.resign(session, current_user_id(), duel_id)
+    def act(session, user_id: int):
+        duels.resign(session, user_id, duel_id)
         return duels.duel_json(session, duels.get_duel(session, duel_id))
 
-    return services().db.run(act)
+    return run_as_caller(act)
 
 
 @blp.route("/users/<id:user_id>/duels", methods=["GET"])

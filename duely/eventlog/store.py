@@ -147,6 +147,50 @@ _APPEND_MANY_SQL = (
 )
 
 
+# `append` in CTE form, for a hot write that folds its change and its event into ONE statement
+# (driver parameter style: the queue join and leave, the submit). The same rules as `append`:
+# the UPDATE bumps the owner's counter under its row lock, the INSERT takes that id with
+# clock_timestamp() (taken under the lock), and the caller's statement NOTIFYs (`notify_sql`).
+def append_ctes(name: str, source: str, log: Log, event_type: str, data_sql: str) -> str:
+    """Two CTEs, `{name}_next` and `{name}`, appending one event of type `event_type` to the log
+    of each row of `source` (a CTE with a column `owner`, at most one row per owner). `data_sql`
+    is the event's data, a jsonb expression over `source`'s columns (alias `s`). `{name}` returns
+    `owner` and `id` (the event's id) per event; the caller's statement must read it (a CTE
+    nobody reads still runs, but this keeps the NOTIFY next to it) and NOTIFY per row."""
+    if not event_type.replace("_", "").isalpha():
+        raise ValueError(f"not an event type: {event_type!r}")
+    return f"""{name}_next AS (
+        UPDATE {log.owners} o SET last_event_id = o.last_event_id + 1 FROM {source} s WHERE o.id = s.owner
+        RETURNING o.id AS owner, o.last_event_id AS id, {data_sql} AS data
+    ), {name} AS (
+        INSERT INTO {log.events} ({log.owner_column}, id, type, data, created_at)
+        SELECT owner, id, '{event_type}', data, clock_timestamp() FROM {name}_next
+        RETURNING {log.owner_column} AS owner, id
+    )"""
+
+
+def notify_sql(log: Log, owner_sql: str) -> str:
+    """The NOTIFY waking the polls of `owner_sql`'s log (what `append` sends), as an SQL expression."""
+    prefix = duel_key(0).removesuffix("0") if log is DUEL_LOG else ""  # a duel's key: "d:<id>"
+    return f"pg_notify('{NOTIFY_CHANNEL}', '{prefix}' || CAST({owner_sql} AS text))"
+
+
+def isoformat_sql(expr: str) -> str:
+    """A timestamptz rendered as duely.clock.isoformat renders it (UTC, `Z`, microseconds only
+    when not zero): for event data built by the database (driver parameter style: `%%`)."""
+    return (f"to_char({expr} AT TIME ZONE 'UTC', CASE WHEN extract(microseconds FROM {expr})::bigint %% 1000000 = 0"
+            """ THEN 'YYYY-MM-DD"T"HH24:MI:SS"Z"' ELSE 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"' END)""")
+
+
+def payload_json(payload: Payload | DuelPayload) -> str:
+    """A payload's data as `append` stores it (checked like `append` checks it)."""
+    if isinstance(payload, Payload):
+        _check_payload(payload)
+    else:
+        _check_duel_payload(payload)
+    return _encode(payload)
+
+
 @functools.cache
 def _append_many_statement(also: str | None) -> Any:
     """The batch append, with the caller's own write riding along as the CTE `also` (which must

@@ -10,15 +10,17 @@ import datetime as dt
 import logging
 
 from sqlalchemy import text
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from duely import challenges, duels, errors, eventlog
 from duely.clock import isoformat
 from duely.db import driver_execute
 from duely.eventlog import presence
-from duely.eventlog.types import QueueJoined, QueueLeft, QueueLeftReason
+from duely.eventlog.store import USER_LOG, append_ctes, isoformat_sql, notify_sql
+from duely.eventlog.types import EventType, QueueJoined, QueueLeft, QueueLeftReason
 from duely.logs import kv
-from duely.statuses import QueueStatus
+from duely.statuses import ChallengeKind, ChallengeStatus, QueueStatus
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,97 @@ _JOIN = f"""
     RETURNING joined_at, pg_notify('{MATCHMAKING_CHANNEL}', '')
     """
 _LEAVE = "DELETE FROM queue_entries WHERE user_id = %(u)s RETURNING user_id"
+
+
+# The hot join and leave of the API in ONE statement each, token check included, run alone
+# (Database.run_alone: autocommit, no BEGIN/COMMIT round trips). They do the common case only and
+# change nothing otherwise; the caller then runs the full path (`join`, `leave`) in a transaction.
+#
+# One statement has one snapshot, taken before its locks are granted, so a check made after
+# waiting for a lock could miss what the lock holder committed. What they could miss is always
+# reported in the user's log (a duel started, a queue join or leave, a rematch offer made or
+# ended: every such change appends an event, which bumps `users.last_event_id` under this lock),
+# so each statement compares the user's row as locked (the newest version) with its snapshot:
+# when they differ it does nothing and says so, and the full path decides with fresh reads.
+_TOKEN_CTE = """tok AS (
+        SELECT user_id FROM auth_tokens WHERE token_hash = %(h)s AND revoked_at IS NULL AND expires_at > now()
+    )"""
+_PENDING_REMATCH = (f"c.status = {ChallengeStatus.PENDING.sql} AND c.kind = {ChallengeKind.REMATCH.sql}"
+                    " AND (c.challenger_id = t.user_id OR c.to_user_id = t.user_id)")
+# A join: lock the user; when it has no pending rematch offer (either side: the full path ends
+# them, locking their other players too), plays no duel and its row did not change since the
+# snapshot: queue it, touch its presence, append `queue_joined`, NOTIFY the user's polls and the
+# matchmaking loop; or, when it already waits, touch its presence only (the join is idempotent).
+# Answers one row (none: a bad token): the user's id, since when it waits (NULL: the full path
+# decides), whether this statement queued it.
+_JOIN_ALONE = f"""
+    WITH {_TOKEN_CTE}, locked AS MATERIALIZED (
+        SELECT u.id, u.last_event_id FROM users u JOIN tok t ON u.id = t.user_id FOR UPDATE OF u
+    ), me AS MATERIALIZED (
+        SELECT t.user_id AS owner,
+               l.last_event_id = u.last_event_id
+               AND NOT EXISTS (SELECT 1 FROM challenges c WHERE {_PENDING_REMATCH})
+               AND NOT EXISTS (SELECT 1 FROM duel_players p WHERE p.user_id = t.user_id AND p.is_active) AS plain,
+               (SELECT q.joined_at FROM queue_entries q WHERE q.user_id = t.user_id) AS waiting_since
+        FROM tok t JOIN locked l ON l.id = t.user_id JOIN users u ON u.id = t.user_id
+    ), joined AS (
+        INSERT INTO queue_entries (user_id) SELECT owner FROM me WHERE plain AND waiting_since IS NULL
+        ON CONFLICT (user_id) DO NOTHING
+        RETURNING user_id AS owner, joined_at
+    ), seen AS (
+        INSERT INTO presence (user_id, last_seen_at)
+        SELECT owner, now() FROM joined UNION ALL SELECT owner, now() FROM me WHERE plain AND waiting_since IS NOT NULL
+        ON CONFLICT (user_id) DO UPDATE SET last_seen_at = excluded.last_seen_at
+        RETURNING user_id
+    ), {append_ctes("ev", "joined", USER_LOG, EventType.QUEUE_JOINED.value,
+                    "jsonb_build_object('since', " + isoformat_sql("s.joined_at") + ")")}
+    SELECT me.owner, CASE WHEN me.plain THEN coalesce(j.joined_at, me.waiting_since) END, j.joined_at IS NOT NULL,
+           (SELECT count(*) FROM seen) AS seen,
+           (SELECT count({notify_sql(USER_LOG, "ev.owner")}) + count(pg_notify('{MATCHMAKING_CHANNEL}', '')) FROM ev) AS notified
+    FROM me LEFT JOIN joined j ON true
+    """
+# A leave: lock the user, take it out of the queue, append `queue_left` (reason `left`).
+# Answers one row (none: a bad token): the user's id, whether it left, whether its row is
+# unchanged since the snapshot (when it did not leave and the row changed, the full path decides).
+_LEAVE_ALONE = f"""
+    WITH {_TOKEN_CTE}, locked AS MATERIALIZED (
+        SELECT u.id AS owner, u.last_event_id FROM users u JOIN tok t ON u.id = t.user_id FOR UPDATE OF u
+    ), gone AS (
+        DELETE FROM queue_entries q USING locked l WHERE q.user_id = l.owner RETURNING q.user_id AS owner
+    ), {append_ctes("ev", "gone", USER_LOG, EventType.QUEUE_LEFT.value,
+                    f"jsonb_build_object('reason', '{QueueLeftReason.LEFT.value}')")}
+    SELECT l.owner, (SELECT count({notify_sql(USER_LOG, "ev.owner")}) FROM ev) > 0 AS left_queue,
+           l.last_event_id = u.last_event_id AS unchanged
+    FROM locked l JOIN users u ON u.id = l.owner
+    """
+
+
+def join_alone(session: Session | Connection, token_hash: str) -> tuple[int, dt.datetime | None]:
+    """The API's join in one statement (`_JOIN_ALONE`, on an autocommit connection: Database.run_alone):
+    (the caller's id, since when it waits) when it joined or already waited; (id, None) when it
+    changed nothing and the full path (`join`, in a transaction) must decide. Unauthorized for a
+    bad token."""
+    row = driver_execute(session, _JOIN_ALONE, {"h": token_hash}).fetchone()
+    if row is None:
+        raise errors.Unauthorized("The token is missing, unknown, expired or revoked.")
+    user_id: int = row[0]
+    if row[2]:
+        log.info("queue joined", extra=kv(user_id=user_id))
+    return user_id, row[1]
+
+
+def leave_alone(session: Session | Connection, token_hash: str) -> tuple[int, bool | None]:
+    """The API's leave in one statement (`_LEAVE_ALONE`, as `join_alone`): (the caller's id, True)
+    when it left, (id, False) when it was not waiting, (id, None) when the full path (`leave`)
+    must decide. Unauthorized for a bad token."""
+    row = driver_execute(session, _LEAVE_ALONE, {"h": token_hash}).fetchone()
+    if row is None:
+        raise errors.Unauthorized("The token is missing, unknown, expired or revoked.")
+    user_id, left, unchanged = row
+    if left:
+        log.info("queue left", extra=kv(user_id=user_id, reason=QueueLeftReason.LEFT))
+        return user_id, True
+    return user_id, False if unchanged else None
 
 
 def join(session: Session, user_id: int) -> dt.datetime:
