@@ -47,6 +47,11 @@ SENDS_IN_FLIGHT = 8
 CLAIM_SIZE = SENDS_IN_FLIGHT
 DISPATCH_CHANNEL = "duely_dispatch"
 DISPATCH_SWEEP_SECS = 1.0
+# Woken rounds start at least this far apart: at a hundred submits a second a round per NOTIFY
+# claimed one row each (a transaction, and its fixed costs, per submission); with the gap a
+# round takes what arrived meanwhile. A lone submission after a quiet spell is sent at once;
+# under load none waits longer than this for its round to start.
+WOKEN_MIN_GAP_SECS = 0.015
 
 # The wake-up as an SQL expression, for a writer that folds it into a statement it runs anyway.
 WAKE_DISPATCHER_SQL = f"pg_notify('{DISPATCH_CHANNEL}', '')"
