@@ -18,7 +18,6 @@ from functools import partial
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from duely import challenges
 from duely.config import Config
 from duely.db import Database
 from duely.logs import kv
@@ -59,11 +58,8 @@ def start_duel_for_pair(session: Session, pair: tuple[int, int], task: dict, dur
     """In one transaction: both out of the queue, the duel created, events written. None if
     either player is no longer waiting (left, expired, or matched by a concurrent round)."""
     # join/leave/expiry take the same locks: the queue holds still (and so do their rematch offers)
-    challenges.lock_with_rematch_partners(session, pair)
-    queued = session.execute(text("SELECT count(*) FROM queue_entries WHERE user_id = ANY(:ids)"), {"ids": list(pair)}).scalar_one()
-    if queued != 2:
-        return None
-    return start.begin_duel(session, pair, task, duration_secs)
+    start.lock_pair(session, pair)
+    return start.begin_duel(session, pair, task, duration_secs, need_queued=2)
 
 
 def run_round(db: Database, config: Config, taski: TaskiClient, starters: Executor | None = None) -> int:
