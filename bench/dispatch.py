@@ -3,6 +3,7 @@ same figures of a baseline (older) version of the code measured in the same run.
 
     .venv/bin/python bench/dispatch.py                           # 600 submissions at 25/s and at 100/s
     .venv/bin/python bench/dispatch.py --rates 25,100 --submissions 600 --rounds 2 --baseline b6bb06a
+    .venv/bin/python bench/dispatch.py --rates '' --duels 300            # the duel start only
 
 It starts its own embedded PostgreSQL (temporary directory), a tansu broker and the dev Taski in
 instant mode (DEVTASKI_JUDGE=instant: it answers at once and publishes the verdict; nobody reads
@@ -16,6 +17,11 @@ The dispatcher counts its own statements (psycopg Cursor.execute, BEGIN/COMMIT n
 transactions (commits and rollbacks). The figure is per submission, best round of `--rounds`
 (the box is shared: the least disturbed round is the closest to the truth), with the
 submit -> handed over latency (sent_at - submitted_at) p50/p99 of that round.
+
+Then (`--duels N`, first) the duel start: a process of each code version seeds N queued pairs and
+runs matchmaking's transaction for each pair one after another (`rounds.start_duel_for_pair`
+in `Database.run`, as a round does after its Taski call), and prints CPU ms (its thread's CPU
+time), statements and transactions per duel start.
 """
 
 from __future__ import annotations
@@ -44,10 +50,8 @@ def cpu_secs(pid: int) -> float:
 
 # -- the dispatcher process -------------------------------------------------------------------
 
-def worker(code_dir: str, database_url: str, taski_url: str) -> None:
-    """Run the scheduler's dispatch loop of the code in `code_dir`; answer `count` on stdin with
-    the statements and transactions so far; exit on `stop`."""
-    sys.path.insert(0, code_dir)
+def count_statements() -> dict:
+    """Count this process's statements (psycopg Cursor.execute) and transactions from now on."""
     import psycopg
 
     counts = {"statements": 0, "transactions": 0}
@@ -68,6 +72,14 @@ def worker(code_dir: str, database_url: str, taski_url: str) -> None:
 
     psycopg.Cursor.execute, psycopg.Connection.commit, psycopg.Connection.rollback = (
         counted_execute, counted_commit, counted_rollback)
+    return counts
+
+
+def worker(code_dir: str, database_url: str, taski_url: str) -> None:
+    """Run the scheduler's dispatch loop of the code in `code_dir`; answer `count` on stdin with
+    the statements and transactions so far; exit on `stop`."""
+    sys.path.insert(0, code_dir)
+    counts = count_statements()
 
     from duely import jobs, outage
     from duely.config import Config
@@ -87,6 +99,37 @@ def worker(code_dir: str, database_url: str, taski_url: str) -> None:
             break
     loop.stop()
     runtime.close()
+
+
+def starts_worker(code_dir: str, database_url: str, pairs: str) -> None:
+    """Start `pairs` matchmaking duels (queued pairs, the round's transaction: rounds.start_duel_for_pair)
+    with the code in `code_dir`, one after another; print CPU ms (this thread), statements and
+    transactions per duel start."""
+    sys.path.insert(0, code_dir)
+    counts = count_statements()
+    from functools import partial
+
+    from sqlalchemy import text
+
+    from duely.db import Database
+    from duely.matchmaking import rounds
+
+    n = int(pairs)
+    db = Database(database_url, pool_size=1, max_overflow=0)
+    with db.transaction() as s:
+        ids = list(s.execute(text(
+            "INSERT INTO users (nickname, password_hash) SELECT 'st' || g || '-' || md5(random()::text), 'x'"
+            " FROM generate_series(1, :n) g RETURNING id"), {"n": 2 * n}).scalars())
+        s.execute(text("INSERT INTO queue_entries (user_id) SELECT unnest(CAST(:ids AS bigint[]))"), {"ids": ids})
+    task = {"id": 1, "title": "Sum", "statement": "Print a+b.", "time_limit_ms": 1000, "difficulty": 800}
+    db.read(lambda s: s.execute(text("SELECT 1")).all())  # a warm connection
+    before, cpu = dict(counts), time.thread_time()
+    for a, b in zip(ids[::2], ids[1::2], strict=True):
+        assert db.run(partial(rounds.start_duel_for_pair, pair=(a, b), task=task, duration_secs=1800)) is not None
+    cpu = time.thread_time() - cpu
+    print(json.dumps({"cpu_ms": 1000 * cpu / n, "statements": (counts["statements"] - before["statements"]) / n,
+                      "transactions": (counts["transactions"] - before["transactions"]) / n}), flush=True)
+    db.dispose()
 
 
 class Dispatcher:
@@ -218,12 +261,28 @@ class Bench:
                 "runs": (after["runs"] - before["runs"]) / n,
                 "p50_ms": 1000 * p50, "p99_ms": 1000 * p99, "sent_once": sent_once}
 
+    def measure_starts(self, code_dir: Path) -> dict:
+        out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--starts", str(code_dir), self.url,
+                              str(self.args.duels)], cwd=code_dir, env={**os.environ, "PYTHONPATH": str(code_dir)},
+                             check=True, capture_output=True, text=True).stdout
+        return json.loads(out.strip().splitlines()[-1])
+
     def run(self) -> None:
         self.start()
         self.seed(50)
         versions = [(f"base {self.args.baseline}", self.export(self.args.baseline))] if self.args.baseline else []
         versions.append(("this tree", ROOT))
-        rates = [float(r) for r in self.args.rates.split(",")]
+        if self.args.duels:
+            print(f"duel starts (matchmaking's transaction for a queued pair), {self.args.duels} one after another,"
+                  f" best of {self.args.rounds} rounds (CPU of the starting thread)")
+            print(f"{'code':<18} {'CPU ms/duel':>11} {'stmts/duel':>10} {'txns/duel':>9}")
+            for label, code_dir in versions:
+                best = min((self.measure_starts(code_dir) for _ in range(self.args.rounds)), key=lambda r: r["cpu_ms"])
+                print(f"{label:<18} {best['cpu_ms']:>11.2f} {best['statements']:>10.2f} {best['transactions']:>9.2f}",
+                      flush=True)
+        rates = [float(r) for r in self.args.rates.split(",") if r]
+        if not rates:
+            return
         print(f"{self.args.submissions} submissions per measure, best of {self.args.rounds} rounds (CPU of the dispatcher process)")
         print(f"{'code':<18} {'rate/s':>6} {'CPU ms/sub':>10} {'stmts/sub':>9} {'txns/sub':>8} {'runs/sub':>8}"
               f" {'sent p50 ms':>11} {'p99 ms':>7}")
@@ -253,10 +312,14 @@ def main() -> None:
     if len(sys.argv) == 5 and sys.argv[1] == "--worker":
         worker(*sys.argv[2:])
         return
+    if len(sys.argv) == 5 and sys.argv[1] == "--starts":
+        starts_worker(*sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rates", default="25,100", help="submissions per second, comma-separated")
     parser.add_argument("--submissions", type=int, default=600, help="submissions per measure")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--duels", type=int, default=300, help="matchmaking duel starts to measure (0: none)")
     parser.add_argument("--baseline", default=DEFAULT_BASELINE, help="git ref of the code to compare with ('' for none)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     bench = Bench(parser.parse_args())
