@@ -14,7 +14,6 @@ from collections.abc import Iterable
 from functools import partial
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from duely import challenges, duels, eventlog
@@ -34,9 +33,9 @@ def tasks_seen_by(session: Session, user_ids: Iterable[int]) -> dict[int, set[st
     matchmaking round reads it once for all its pairs."""
     ids = list(user_ids)
     seen: dict[int, set[str]] = {uid: set() for uid in ids}
-    for user_id, task_id in session.execute(text(
-        "SELECT DISTINCT p.user_id, d.task_id FROM duels d JOIN duel_players p ON p.duel_id = d.id WHERE p.user_id = ANY(:ids)"
-    ), {"ids": ids}):
+    for user_id, task_id in driver_execute(
+        session, "SELECT DISTINCT p.user_id, d.task_id FROM duels d JOIN duel_players p ON p.duel_id = d.id"
+                 " WHERE p.user_id = ANY(%(ids)s)", {"ids": ids}):
         seen[user_id].add(task_id)
     return seen
 
