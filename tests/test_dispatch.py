@@ -266,27 +266,6 @@ def test_a_burst_of_submits_is_sent_in_a_few_rounds_each_once_and_a_lone_one_wai
     assert all(devtaski.state(sid)["judgings"] == 1 for sid in sids)
 
 
-def test_a_stale_keep_alive_connection_is_replaced_without_a_failed_call(devtaski):
-    """Taski restarted between two calls: the kept connection is dead; the call goes out again on a
-    new one (no retries configured, so a failure would surface)."""
-    client = TaskiClient(devtaski.url, timeout_secs=5, retry_delays_secs=())
-    assert client.direct is not None  # plain http, no proxy: http.client connections
-    assert client.pick_task(1500)["id"]
-    devtaski.stop()
-    devtaski.start()
-    assert client.pick_task(1500)["id"]
-
-
-def test_a_proxy_in_the_environment_keeps_requests(monkeypatch):
-    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
-    proxied = TaskiClient("http://taski.example:8080")
-    assert proxied.direct is None and proxied.http is not None and proxied.http.proxies.get("http") == "http://127.0.0.1:9"
-    monkeypatch.setenv("NO_PROXY", "taski.example")
-    assert TaskiClient("http://taski.example:8080").direct is not None
-
-
 def _pending_rows(db, duel_id: int, user_ids: tuple[int, int], count: int) -> list[str]:
     """`count` pending submissions written straight into the table (past the per-user rate limit)."""
     with db.transaction() as s:
