@@ -1,17 +1,18 @@
 """Dispatch: hand stored submissions to Taski, and re-send the ones stuck in testing.
 
 Woken, not polled: the submit transaction sends `NOTIFY duely_dispatch` (delivered at its
-commit), and the scheduler's dispatch loop (duely/wakeup.py) runs a round at once; a round
-every DISPATCH_SWEEP_SECS stays as the safety net for re-sends, backoffs and missed wake-ups.
-A round claims the due rows in batches (one transaction each: claim, send up to
-SENDS_IN_FLIGHT at once over the process's one keep-alive Taski session, record the outcomes
-set-based, commit). Safe with several scheduler processes and with the parallel sends: each
-submission is sent while its row is held `FOR UPDATE SKIP LOCKED`, so no submission is being
-sent twice at once, and nothing is forgotten after a crash (the row simply stays due). Rules of docs/taski.md:
-429 pauses every Taski call of the process (the client does that) and ends the round;
-5xx/timeouts were already retried by the client, so the submission gets a backoff and waits
-for a later round; 400 gives the verdict `Rejected: <message>`. A submission still
-`testing` JUDGE_TIMEOUT after its last hand-over or message is sent again: Taski judges
+commit), and the scheduler's dispatch loop (duely/wakeup.py) runs a round at once (woken
+rounds at least WOKEN_MIN_GAP_SECS apart); a round every DISPATCH_SWEEP_SECS stays as the
+safety net for re-sends, backoffs and missed wake-ups. A round claims the due rows in batches
+(one transaction each: claim, send up to SENDS_IN_FLIGHT at once, a batch of one inline, over
+the process's one Taski client, record the outcomes set-based, commit). Safe with several
+scheduler processes and with the parallel sends: each submission is sent while its row is
+held `FOR UPDATE SKIP LOCKED`, so no submission is being sent twice at once, and nothing is
+forgotten after a crash (the row simply stays due). Rules of docs/taski.md: 429 pauses every
+Taski call of the process (the client does that) and ends the round; 5xx/timeouts were
+already retried by the client, so the submission gets a backoff and waits for a later round;
+400 gives the verdict `Rejected: <message>`. A submission still `testing` JUDGE_TIMEOUT after
+its last hand-over or message is sent again: Taski judges
 nothing twice and re-publishes a verdict we may have lost.
 """
 
