@@ -12,8 +12,8 @@ forgotten after a crash (the row simply stays due). Rules of docs/taski.md: 429 
 Taski call of the process (the client does that) and ends the round; 5xx/timeouts were
 already retried by the client, so the submission gets a backoff and waits for a later round;
 400 gives the verdict `Rejected: <message>`. A submission still `testing` JUDGE_TIMEOUT after
-its last hand-over or message is sent again: Taski judges
-nothing twice and re-publishes a verdict we may have lost.
+its last hand-over or message is sent again: Taski judges nothing twice and re-publishes a
+verdict we may have lost.
 """
 
 from __future__ import annotations
