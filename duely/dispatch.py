@@ -1,18 +1,19 @@
 """Dispatch: hand stored submissions to Taski, and re-send the ones stuck in testing.
 
 Woken, not polled: the submit transaction sends `NOTIFY duely_dispatch` (delivered at its
-commit), and the scheduler's dispatch loop (duely/wakeup.py) runs a round at once; a round
-every DISPATCH_SWEEP_SECS stays as the safety net for re-sends, backoffs and missed wake-ups.
-A round claims the due rows in batches (one transaction each: claim, send up to
-SENDS_IN_FLIGHT at once over the process's one keep-alive Taski session, record the outcomes
-set-based, commit). Safe with several scheduler processes and with the parallel sends: each
-submission is sent while its row is held `FOR UPDATE SKIP LOCKED`, so no submission is being
-sent twice at once, and nothing is forgotten after a crash (the row simply stays due). Rules of docs/taski.md:
-429 pauses every Taski call of the process (the client does that) and ends the round;
-5xx/timeouts were already retried by the client, so the submission gets a backoff and waits
-for a later round; 400 gives the verdict `Rejected: <message>`. A submission still
-`testing` JUDGE_TIMEOUT after its last hand-over or message is sent again: Taski judges
-nothing twice and re-publishes a verdict we may have lost.
+commit), and the scheduler's dispatch loop (duely/wakeup.py) runs a round at once (woken
+rounds at least WOKEN_MIN_GAP_SECS apart); a round every DISPATCH_SWEEP_SECS stays as the
+safety net for re-sends, backoffs and missed wake-ups. A round claims the due rows in batches
+(one transaction each: claim, send up to SENDS_IN_FLIGHT at once, a batch of one inline, over
+the process's one Taski client, record the outcomes set-based, commit). Safe with several
+scheduler processes and with the parallel sends: each submission is sent while its row is
+held `FOR UPDATE SKIP LOCKED`, so no submission is being sent twice at once, and nothing is
+forgotten after a crash (the row simply stays due). Rules of docs/taski.md: 429 pauses every
+Taski call of the process (the client does that) and ends the round; 5xx/timeouts were
+already retried by the client, so the submission gets a backoff and waits for a later round;
+400 gives the verdict `Rejected: <message>`. A submission still `testing` JUDGE_TIMEOUT after
+its last hand-over or message is sent again: Taski judges nothing twice and re-publishes a
+verdict we may have lost.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from sqlalchemy.orm import Session
 from duely import verdicts
 from duely.backoff import SUBMISSION_SEND
 from duely.config import Config
-from duely.db import Database
+from duely.db import Database, driver_execute
 from duely.statuses import SubmissionState
 from duely.taski import TaskiClient, TaskiRateLimited, TaskiRejected, TaskiUnavailable
 
@@ -47,6 +48,11 @@ SENDS_IN_FLIGHT = 8
 CLAIM_SIZE = SENDS_IN_FLIGHT
 DISPATCH_CHANNEL = "duely_dispatch"
 DISPATCH_SWEEP_SECS = 1.0
+# Woken rounds start at least this far apart: at a hundred submits a second a round per NOTIFY
+# claimed one row each (a transaction, and its fixed costs, per submission); with the gap a
+# round takes what arrived meanwhile. A lone submission after a quiet spell is sent at once;
+# under load none waits longer than this for its round to start.
+WOKEN_MIN_GAP_SECS = 0.015
 
 # The wake-up as an SQL expression, for a writer that folds it into a statement it runs anyway.
 WAKE_DISPATCHER_SQL = f"pg_notify('{DISPATCH_CHANNEL}', '')"
@@ -87,36 +93,38 @@ class SendResult:
 
 
 # The due rows, oldest first, that no other dispatcher holds, locked until this transaction
-# commits: claiming them is how a round finds them (no separate read of what is due).
-_CLAIM = text(
-    f"""
+# commits: claiming them is how a round finds them (no separate read of what is due). This
+# statement and the outcomes' run on the driver (db.driver_execute, psycopg's parameter style):
+# at one claimed row per woken round, SQLAlchemy's execution machinery cost more CPU than the
+# database work.
+_DUE_DRIVER = _DUE.replace(":judge_timeout", "%(judge_timeout)s")
+_CLAIM = f"""
     SELECT s.id, s.status, s.language, s.solution, s.send_attempts, d.task->'id' AS task_id,
            extract(epoch FROM clock_timestamp() - greatest(s.sent_at, s.last_message_at)) AS silent_secs
     FROM submissions s JOIN duels d ON d.id = s.duel_id
-    WHERE {_DUE}
+    WHERE {_DUE_DRIVER}
     ORDER BY s.submitted_at
-    LIMIT :limit
+    LIMIT %(limit)s
     FOR UPDATE OF s SKIP LOCKED
     """
-)
-_SENT = text(
+_SENT = (
     f"UPDATE submissions SET status = CASE WHEN status = {SubmissionState.PENDING.sql} "
     f"THEN {SubmissionState.TESTING.sql} ELSE status END, "
-    "send_attempts = send_attempts + 1, sent_at = clock_timestamp(), next_attempt_at = NULL WHERE id = ANY(:ids)"
+    "send_attempts = send_attempts + 1, sent_at = clock_timestamp(), next_attempt_at = NULL WHERE id = ANY(%(ids)s)"
 )
 # backoff_secs(send_attempts + 1), computed from the stored count in the same statement.
-_BACK_OFF = text(
+_BACK_OFF = (
     "UPDATE submissions SET send_attempts = send_attempts + 1, "
     # SUBMISSION_SEND's delay after the (send_attempts + 1)-th failure, in SQL (the old value on the right)
-    "next_attempt_at = clock_timestamp() + make_interval(secs => least(:cap, :initial * power(:factor, send_attempts))) "
-    "WHERE id = ANY(:ids)"
+    "next_attempt_at = clock_timestamp() + make_interval(secs => least(%(cap)s, %(initial)s * power(%(factor)s, send_attempts))) "
+    "WHERE id = ANY(%(ids)s)"
 )
 
 
 def claim(session: Session, judge_timeout_secs: float, limit: int = CLAIM_SIZE) -> list:
     """Lock up to `limit` due rows that no other dispatcher holds (SKIP LOCKED): this
     transaction's rows to send. Held until it commits, so no submission is sent twice at once."""
-    return list(session.execute(_CLAIM, {"judge_timeout": judge_timeout_secs, "limit": limit}).all())
+    return driver_execute(session, _CLAIM, {"judge_timeout": float(judge_timeout_secs), "limit": limit}, named=True).fetchall()
 
 
 def send(taski: TaskiClient, row, halted: threading.Event) -> SendResult:
@@ -153,10 +161,10 @@ def record_sends(session: Session, rows: list, results: list[SendResult]) -> Non
         elif result.outcome == "rejected":
             log.warning("Taski rejected the submission", extra={"fields": {**fields, "message": repr(result.message)}})
     if by_outcome.get("sent"):
-        session.execute(_SENT, {"ids": [r.id for r in by_outcome["sent"]]})
+        driver_execute(session, _SENT, {"ids": [r.id for r in by_outcome["sent"]]})
     if by_outcome.get("unavailable"):
-        session.execute(_BACK_OFF, {"ids": [r.id for r in by_outcome["unavailable"]], "cap": SUBMISSION_SEND.cap,
-                                    "initial": SUBMISSION_SEND.initial, "factor": SUBMISSION_SEND.factor})
+        driver_execute(session, _BACK_OFF, {"ids": [r.id for r in by_outcome["unavailable"]], "cap": float(SUBMISSION_SEND.cap),
+                                            "initial": float(SUBMISSION_SEND.initial), "factor": float(SUBMISSION_SEND.factor)})
 
 
 def run_round(db: Database, config: Config, taski: TaskiClient, senders: Executor | None = None) -> int:

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from duely import errors, eventlog, outcome, rating
 from duely.clock import isoformat
+from duely.db import driver_execute
 from duely.eventlog.types import (
     DuelFinished,
     DuelLogFinished,
@@ -31,67 +32,127 @@ from duely.eventlog.types import (
 )
 from duely.logs import kv
 from duely.models import Duel, DuelPlayer, User
-from duely.statuses import DuelStatus
+from duely.statuses import ChallengeKind, ChallengeStatus, DuelStatus
 
 log = logging.getLogger(__name__)
 
 
-# The players as the duel starts (their rows are locked by the caller), with the transaction's time.
-_START_LOAD = text(
-    "SELECT id, nickname, rating, rating_exact, rating_deviation, rating_volatility, rated_at, establishing, now() AS now "
-    "FROM users WHERE id = ANY(:ids)"
-)
-# The duel and both player rows in one statement (plain SQL: a matchmaking round runs it for every
-# pair, and the ORM's flushes cost more CPU than the database work).
-_START_INSERT = text(
-    """
-    WITH duel AS (
+# The start of a duel in three statements after the caller's lock (it was eight): `_OPEN` reads
+# the players, takes them out of the queue and inserts the duel row, and says whether they have
+# rematch offers to end; the append of the events carries the player rows (`_PLAYERS`, one
+# statement). The duel row must exist before the append: that statement bumps its event counter.
+# `_OPEN` runs on the driver (db.driver_execute): a matchmaking round runs it for every pair.
+# It runs after the caller's row locks, so what it reads of the queue and the offers is current
+# (join, leave, expiry and offers take the same user locks).
+_OPEN = f"""
+    WITH queued AS (
+        SELECT count(*) AS n FROM queue_entries WHERE user_id = ANY(%(ids)s)
+    ), go AS (
+        SELECT 1 FROM queued WHERE n >= %(need_queued)s
+    ), left_queue AS (
+        DELETE FROM queue_entries
+        WHERE %(leave_queue)s AND user_id = ANY(%(ids)s) AND EXISTS (SELECT 1 FROM go)
+        RETURNING user_id
+    ), duel AS (
         INSERT INTO duels (id, task_id, task, started_at, deadline, rated)
-        VALUES (coalesce(CAST(:id AS bigint), nextval(pg_get_serial_sequence('duels', 'id'))), :task_id,
-                CAST(:task AS jsonb), :now, :deadline, :rated)
-        RETURNING id
-    ), players AS (
-        INSERT INTO duel_players (duel_id, user_id, rating_before, stakes, outcomes)
-        SELECT duel.id, v.uid, v.rating_before, v.stakes, v.outcomes
-        FROM duel, unnest(CAST(:uids AS bigint[]), CAST(:ratings AS integer[]), CAST(:stakes AS jsonb[]),
-                          CAST(:outcomes AS jsonb[])) AS v(uid, rating_before, stakes, outcomes)
+        SELECT coalesce(CAST(%(id)s AS bigint), nextval(pg_get_serial_sequence('duels', 'id'))), %(task_id)s,
+               CAST(%(task)s AS jsonb), now(), now() + make_interval(secs => %(duration)s), %(rated)s
+        FROM go
+        RETURNING id, started_at, deadline
     )
-    SELECT id FROM duel
+    SELECT u.id, u.nickname, u.rating, u.rating_exact, u.rating_deviation, u.rating_volatility, u.rated_at,
+           u.establishing, now() AS now, duel.id AS duel_id, duel.deadline,
+           u.id IN (SELECT user_id FROM left_queue) AS left_queue,
+           EXISTS (SELECT 1 FROM challenges c
+                   WHERE c.status = {ChallengeStatus.PENDING.sql} AND c.kind = {ChallengeKind.REMATCH.sql}
+                     AND (c.challenger_id = u.id OR c.to_user_id = u.id)) AS has_offers,
+           CASE WHEN u.establishing AND %(rated)s THEN (
+               SELECT json_agg(json_build_array(d.outcome, d.winner_id, o.rating_exact, o.rating_deviation,
+                                                o.rating_volatility) ORDER BY me.duel_id)
+               FROM duel_players me
+               JOIN duels d ON d.id = me.duel_id AND d.status = {DuelStatus.FINISHED.sql} AND d.rated
+               JOIN duel_players them ON them.duel_id = me.duel_id AND them.user_id <> me.user_id
+               JOIN users o ON o.id = them.user_id
+               WHERE me.user_id = u.id) END AS history
+    FROM users u LEFT JOIN duel ON true
+    WHERE u.id = ANY(%(ids)s)
     """
-)
+# Both player rows, riding along with the events' append (EventBatch.flush's `also`).
+_PLAYERS = """
+    INSERT INTO duel_players (duel_id, user_id, rating_before, stakes, outcomes)
+    SELECT CAST(:dp_duel AS bigint), v.uid, v.rating_before, v.stakes, v.outcomes
+    FROM unnest(CAST(:dp_uids AS bigint[]), CAST(:dp_ratings AS integer[]), CAST(:dp_stakes AS jsonb[]),
+                CAST(:dp_outcomes AS jsonb[])) AS v(uid, rating_before, stakes, outcomes)
+    RETURNING 1
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """What `open_duel` did: the new duel's id (None: the players were not both queued, nothing
+    was written), who of them it took out of the queue, whether either has rematch offers to end."""
+
+    duel_id: int | None
+    left_queue: frozenset[int]
+    has_rematch_offers: bool
 
 
 def create_duel(session: Session, player_ids: tuple[int, int], task: dict[str, Any], duration_secs: float,
                 rated: bool = True, duel_id: int | None = None, events: eventlog.EventBatch | None = None) -> int:
     """Start a duel between two players on `task`, with `duel_started` events for both; returns its id.
 
-    The caller holds both users' row locks and has removed them from the queue in this
-    transaction; the unique index on active duel players rejects a user already playing.
+    The caller holds both users' row locks (and leaves the queue alone: matchmaking and challenges
+    start duels with `open_duel`); the unique index on active duel players rejects a user already playing.
     An unrated duel (`rated=False`) has no stakes and changes no rating when it finishes.
     `duel_id`: an id the caller took from the sequence (`next_duel_id`) to announce it first.
     `events`: the caller's events so far, written before the duel's own in the same statement.
     """
+    opened, players = _open(session, player_ids, task, duration_secs, rated, duel_id, leave_queue=False, need_queued=0)
+    assert opened.duel_id is not None
+    finish_start(session, player_ids, task, rated, opened.duel_id, players, events)
+    return opened.duel_id
+
+
+def open_duel(session: Session, player_ids: tuple[int, int], task: dict[str, Any], duration_secs: float,
+              rated: bool = True, duel_id: int | None = None, need_queued: int = 0) -> tuple[Opened, list[Any]]:
+    """The first half of a duel's start, in the caller's transaction, one statement: take the
+    players out of the queue and insert the duel row, if at least `need_queued` of them are
+    queued (else nothing). Returns what it did and the players' rows for `finish_start`.
+    The caller holds both users' row locks; between the two halves it may write events of its own
+    (ending rematch offers) that must come before the duel's."""
+    return _open(session, player_ids, task, duration_secs, rated, duel_id, leave_queue=True, need_queued=need_queued)
+
+
+def _open(session: Session, player_ids: tuple[int, int], task: dict[str, Any], duration_secs: float, rated: bool,
+          duel_id: int | None, leave_queue: bool, need_queued: int) -> tuple[Opened, list[Any]]:
+    rows = driver_execute(session, _OPEN, {
+        "ids": list(player_ids), "need_queued": need_queued, "leave_queue": leave_queue, "id": duel_id,
+        "task_id": str(task["id"]), "duration": float(duration_secs), "rated": rated,
+        "task": json.dumps({k: task.get(k) for k in ("id", "title", "statement", "time_limit_ms", "difficulty")}),
+    }, named=True).fetchall()
+    if len(rows) != len(player_ids):
+        raise ValueError(f"unknown player among {player_ids}")
+    return Opened(duel_id=rows[0].duel_id, left_queue=frozenset(r.id for r in rows if r.left_queue),
+                  has_rematch_offers=any(r.has_offers for r in rows)), rows
+
+
+def finish_start(session: Session, player_ids: tuple[int, int], task: dict[str, Any], rated: bool, duel_id: int,
+                 players: list[Any], events: eventlog.EventBatch | None = None) -> None:
+    """The second half of a duel's start (`open_duel` did the first): the stakes, the player rows
+    and the `duel_started` events (after the caller's `events`), in one statement."""
     events = eventlog.EventBatch() if events is None else events
-    rows = session.execute(_START_LOAD, {"ids": list(player_ids)}).all()
-    users = {row.id: row for row in rows}
-    now = rows[0].now
-    deadline = now + dt.timedelta(seconds=duration_secs)
+    users = {row.id: row for row in players}
+    now, deadline = players[0].now, players[0].deadline
     stakes: dict[int, dict[str, int]] = {}
     outcomes: dict[int, dict[str, rating.Glicko]] = {}
     if rated:
-        histories = establishing_histories(session, [uid for uid in player_ids if users[uid].establishing])
+        histories = {uid: [(rating.Glicko(r[2], r[3], r[4]), 0.5 if r[0] == "draw" else (1.0 if r[1] == uid else 0.0))
+                           for r in users[uid].history or ()]
+                     for uid in player_ids if users[uid].establishing}
         outcomes = {uid: rating.outcomes(glicko_of(users[uid]), glicko_of(users[_other(player_ids, uid)]),
                                          idle_days(users[uid], now), histories.get(uid))
                     for uid in player_ids}
         stakes = {uid: rating.stakes_of(glicko_of(users[uid]), outcomes[uid]) for uid in player_ids}
-    duel_id = session.execute(_START_INSERT, {
-        "id": duel_id, "task_id": str(task["id"]), "now": now, "deadline": deadline, "rated": rated,
-        "task": json.dumps({k: task.get(k) for k in ("id", "title", "statement", "time_limit_ms", "difficulty")}),
-        "uids": list(player_ids), "ratings": [users[uid].rating for uid in player_ids],
-        "stakes": [json.dumps(stakes[uid]) if rated else None for uid in player_ids],
-        "outcomes": [json.dumps({k: [g.rating, g.deviation, g.volatility] for k, g in outcomes[uid].items()}) if rated else None
-                     for uid in player_ids],
-    }).scalar_one()
     for uid in player_ids:
         opponent = users[_other(player_ids, uid)]
         events.user(uid, DuelStarted(
@@ -112,10 +173,16 @@ def create_duel(session: Session, player_ids: tuple[int, int], task: dict[str, A
         rated=rated,
         started_at=now, deadline=deadline,
     ))
-    events.flush(session)
+    added = events.flush(session, also=_PLAYERS, also_params={
+        "dp_duel": duel_id, "dp_uids": list(player_ids), "dp_ratings": [users[uid].rating for uid in player_ids],
+        "dp_stakes": [json.dumps(stakes[uid]) if rated else None for uid in player_ids],
+        "dp_outcomes": [json.dumps({k: [g.rating, g.deviation, g.volatility] for k, g in outcomes[uid].items()}) if rated
+                        else None for uid in player_ids],
+    })
+    if added != len(player_ids):
+        raise AssertionError(f"duel {duel_id}: {added} player rows written")
     log.info("duel started", extra=kv(duel_id=duel_id, players=f"{player_ids[0]},{player_ids[1]}", task_id=task["id"],
                                       rated=rated))
-    return duel_id
 
 
 def next_duel_id(session: Session) -> int:
@@ -125,32 +192,6 @@ def next_duel_id(session: Session) -> int:
 
 def _other(pair, uid: int) -> int:
     return pair[1] if pair[0] == uid else pair[0]
-
-
-def establishing_histories(session: Session, user_ids: list[int]) -> dict[int, list[tuple[rating.Glicko, float]]]:
-    """For players in the establishing period: every finished duel, (opponent as rated now, score).
-
-    One query for both players, only when one of them is establishing (fewer than
-    rating.ESTABLISHING_DUELS duels, so at most that many rows each).
-    """
-    if not user_ids:
-        return {}
-    rows = session.execute(text(
-        f"""
-        SELECT me.user_id, d.outcome, d.winner_id, u.rating_exact, u.rating_deviation, u.rating_volatility
-        FROM duel_players me
-        JOIN duels d ON d.id = me.duel_id AND d.status = {DuelStatus.FINISHED.sql} AND d.rated
-        JOIN duel_players them ON them.duel_id = me.duel_id AND them.user_id <> me.user_id
-        JOIN users u ON u.id = them.user_id
-        WHERE me.user_id = ANY(:ids)
-        ORDER BY me.duel_id
-        """
-    ), {"ids": user_ids}).all()
-    histories: dict[int, list[tuple[rating.Glicko, float]]] = {uid: [] for uid in user_ids}
-    for r in rows:
-        score = 0.5 if r.outcome == "draw" else (1.0 if r.winner_id == r.user_id else 0.0)
-        histories[r.user_id].append((rating.Glicko(r.rating_exact, r.rating_deviation, r.rating_volatility), score))
-    return histories
 
 
 class RatedUser(Protocol):

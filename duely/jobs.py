@@ -64,7 +64,7 @@ def woken_loops(runtime: Runtime, database_outage: outage.OutageLog) -> list[Wok
     url = runtime.db.url
     return [
         WokenLoop(url, dispatch.DISPATCH_CHANNEL, partial(guarded(dispatch_job, database_outage), runtime),
-                  dispatch.DISPATCH_SWEEP_SECS, "dispatch", more=_full_round),
+                  dispatch.DISPATCH_SWEEP_SECS, "dispatch", more=_full_round, min_gap_secs=dispatch.WOKEN_MIN_GAP_SECS),
         WokenLoop(url, queue.MATCHMAKING_CHANNEL, partial(guarded(matchmaking_job, database_outage), runtime),
                   queue.MATCHMAKING_SWEEP_SECS, "matchmaking", min_gap_secs=rounds.WOKEN_MIN_GAP_SECS),
     ]

@@ -41,6 +41,7 @@ class WokenLoop:
         self.listening = threading.Event()
         self.runs = 0
         self.woken_runs = 0  # runs started by a notification rather than by the sweep
+        self.gap_waits = 0  # woken runs that waited for min_gap_secs (at most that long) before starting
         self._thread: threading.Thread | None = None
 
     def start(self) -> WokenLoop:
@@ -85,8 +86,10 @@ class WokenLoop:
                         woken = any(True for _ in conn.notifies(timeout=self.sweep_secs, stop_after=1))
                         if woken:  # fold what else is already waiting (or comes within the gap) into this run
                             gap_left = self.min_gap_secs - (time.monotonic() - self._last_run_started)
-                            if gap_left > 0 and self.stop_event.wait(gap_left):
-                                break
+                            if gap_left > 0:
+                                self.gap_waits += 1
+                                if self.stop_event.wait(gap_left):
+                                    break
                             for _ in conn.notifies(timeout=0.001):
                                 pass
                             self.woken_runs += 1

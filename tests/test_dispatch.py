@@ -169,11 +169,11 @@ def _wait(predicate, within_secs: float = 30, what: str = "condition") -> None:
         time.sleep(0.02)
 
 
-def _dispatch_loop(db, config, taski, sweep_secs: float, senders=None):
+def _dispatch_loop(db, config, taski, sweep_secs: float, senders=None, min_gap_secs: float = 0.0):
     from duely.wakeup import WokenLoop
 
     loop = WokenLoop(config.database_url, dispatch.DISPATCH_CHANNEL, lambda: dispatch.run_round(db, config, taski, senders),
-                     sweep_secs, "dispatch-test").start()
+                     sweep_secs, "dispatch-test", min_gap_secs=min_gap_secs).start()
     _wait(lambda: loop.runs >= 1, what="the loop's first run")
     time.sleep(0.3)  # that first run is over: from now on only a notification can start one
     return loop
@@ -220,6 +220,50 @@ def test_woken_parallel_dispatchers_never_send_one_submission_twice(db, config, 
         attempts = s.execute(text("SELECT send_attempts FROM submissions")).scalars().all()
     assert sorted(attempts) == [1] * len(sids) == [1] * 24
     assert sum(loop.runs for loop in loops) > 2
+
+
+def test_a_burst_of_submits_is_sent_in_a_few_rounds_each_once_and_a_lone_one_waits_for_no_gap(
+        db, config, devtaski, make_user, duel_between):
+    """The dispatch loop as the scheduler runs it (a minimum gap between woken rounds, here a long
+    one): a lone submission after a quiet spell starts a round at once; a burst of 20, each
+    committed on its own with its NOTIFY, is claimed by a few rounds instead of one per submit,
+    and every submission is handed to Taski exactly once."""
+    alice, bob = make_user("alice"), make_user("bob")
+    duel_id = duel_between(alice, bob, task=devtaski.get("/api/tasks/1").json())
+    gap = 1.0
+    pool = ThreadPoolExecutor(dispatch.SENDS_IN_FLIGHT)
+    loop = _dispatch_loop(db, config, TaskiClient(devtaski.url, timeout_secs=5), sweep_secs=3600, senders=pool,
+                          min_gap_secs=gap)
+    try:
+        time.sleep(gap)  # a quiet spell longer than the gap since the loop's first run
+        lone = submit(alice, duel_id).get_json()["submission_id"]
+        _wait(lambda: row(db, lone).status != "pending", what="the lone submission sent")
+        assert loop.woken_runs == 1 and loop.gap_waits == 0  # its round did not wait for the gap
+
+        def one_submit(n: int, session) -> None:  # what the submit writes, past its per-user rate limit
+            session.execute(text(
+                "INSERT INTO submissions (id, duel_id, user_id, language, solution, submitted_at)"
+                " VALUES (gen_random_uuid(), :d, :u, 'python', 'print(1)', clock_timestamp())"),
+                {"d": duel_id, "u": (alice.id, bob.id)[n % 2]})
+            dispatch.wake_dispatcher(session)
+
+        for n in range(20):
+            db.run(lambda session, n=n: one_submit(n, session))
+
+        def all_sent():
+            with db.transaction() as s:
+                return s.execute(text("SELECT count(*) FROM submissions WHERE status = 'pending'")).scalar_one() == 0
+
+        _wait(all_sent, what="the burst sent")
+        burst_runs = loop.woken_runs - 1
+        assert 1 <= burst_runs < 20 / 2 and loop.gap_waits >= 1, (burst_runs, loop.gap_waits)
+    finally:
+        loop.stop()
+        pool.shutdown()
+    with db.transaction() as s:
+        sids = [str(i) for i in s.execute(text("SELECT id FROM submissions WHERE send_attempts = 1")).scalars()]
+        assert s.execute(text("SELECT count(*) FROM submissions")).scalar_one() == len(sids) == 21
+    assert all(devtaski.state(sid)["judgings"] == 1 for sid in sids)
 
 
 def _pending_rows(db, duel_id: int, user_ids: tuple[int, int], count: int) -> list[str]:

@@ -177,3 +177,19 @@ def test_a_join_wakes_matchmaking(make_user, db, config, taski):
         assert event_types(db, alice.id) == ["queue_joined", "queue_left", "duel_started"]
     finally:
         loop.stop()
+
+
+def test_a_pair_whose_player_left_before_the_start_writes_nothing(make_user, db, config):
+    """The start re-checks the queue under the players' locks: bob left after the round read it,
+    so the transaction writes no duel, no event, and alice keeps her place."""
+    from tests.fixtures.stack import SAMPLE_TASK
+
+    alice, bob = make_user("alice"), make_user("bob")
+    queue_up(alice, bob)
+    assert bob.delete("/api/queue").status_code in (200, 202, 204)
+    before = {u.id: event_types(db, u.id) for u in (alice, bob)}
+    assert db.run(lambda s: rounds.start_duel_for_pair(s, (alice.id, bob.id), SAMPLE_TASK, 1800)) is None
+    with db.transaction() as s:
+        assert s.execute(text("SELECT count(*) FROM duels")).scalar_one() == 0
+        assert s.execute(text("SELECT user_id FROM queue_entries")).scalars().all() == [alice.id]
+    assert {u.id: event_types(db, u.id) for u in (alice, bob)} == before

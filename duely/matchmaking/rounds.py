@@ -15,12 +15,10 @@ import threading
 from concurrent.futures import Executor
 from functools import partial
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from duely import challenges
 from duely.config import Config
-from duely.db import Database
+from duely.db import Database, driver_execute
 from duely.logs import kv
 from duely.matchmaking import queue, start
 from duely.matchmaking.pairing import Waiting, pair_players
@@ -37,33 +35,39 @@ WOKEN_MIN_GAP_SECS = 0.1
 STARTS_IN_FLIGHT = 4
 
 
+# Everyone queued and still polling, with the transaction's time; on the driver (db.driver_execute):
+# a woken round runs it for every burst of joins.
+_WAITING = f"""
+    SELECT q.user_id, u.rating, u.rating_deviation, q.joined_at,
+           (SELECT other.user_id FROM duel_players mine
+              JOIN duel_players other ON other.duel_id = mine.duel_id AND other.user_id <> mine.user_id
+             WHERE mine.user_id = q.user_id ORDER BY mine.duel_id DESC LIMIT 1) AS last_opponent_id,
+           now() AS now
+    FROM queue_entries q
+    JOIN users u ON u.id = q.user_id
+    LEFT JOIN presence p ON p.user_id = q.user_id
+    WHERE {queue.PRESENT_SQL.replace(":ttl", "%(ttl)s")}
+    """
+
+
 def waiting_players(session: Session, ttl_secs: float) -> list[Waiting]:
     """Everyone queued and still polling, with their rating, its deviation and their last opponent."""
-    rows = session.execute(text(
-        f"""
-        SELECT q.user_id, u.rating, u.rating_deviation, q.joined_at,
-               (SELECT other.user_id FROM duel_players mine
-                  JOIN duel_players other ON other.duel_id = mine.duel_id AND other.user_id <> mine.user_id
-                 WHERE mine.user_id = q.user_id ORDER BY mine.duel_id DESC LIMIT 1) AS last_opponent_id
-        FROM queue_entries q
-        JOIN users u ON u.id = q.user_id
-        LEFT JOIN presence p ON p.user_id = q.user_id
-        WHERE {queue.PRESENT_SQL}
-        """
-    ), {"ttl": ttl_secs}).all()
-    return [Waiting(user_id=r.user_id, rating=r.rating, joined_at=r.joined_at, last_opponent_id=r.last_opponent_id,
-                    deviation=r.rating_deviation) for r in rows]
+    return waiting_players_now(session, ttl_secs)[0]
+
+
+def waiting_players_now(session: Session, ttl_secs: float) -> tuple[list[Waiting], dt.datetime | None]:
+    """`waiting_players` and the transaction's time (None when nobody waits), in one statement."""
+    rows = driver_execute(session, _WAITING, {"ttl": float(ttl_secs)}).fetchall()
+    waiting = [Waiting(user_id=r[0], rating=r[1], joined_at=r[3], last_opponent_id=r[4], deviation=r[2]) for r in rows]
+    return waiting, (rows[0][5] if rows else None)
 
 
 def start_duel_for_pair(session: Session, pair: tuple[int, int], task: dict, duration_secs: float) -> int | None:
     """In one transaction: both out of the queue, the duel created, events written. None if
     either player is no longer waiting (left, expired, or matched by a concurrent round)."""
     # join/leave/expiry take the same locks: the queue holds still (and so do their rematch offers)
-    challenges.lock_with_rematch_partners(session, pair)
-    queued = session.execute(text("SELECT count(*) FROM queue_entries WHERE user_id = ANY(:ids)"), {"ids": list(pair)}).scalar_one()
-    if queued != 2:
-        return None
-    return start.begin_duel(session, pair, task, duration_secs)
+    start.lock_pair(session, pair)
+    return start.begin_duel(session, pair, task, duration_secs, need_queued=2)
 
 
 def run_round(db: Database, config: Config, taski: TaskiClient, starters: Executor | None = None) -> int:
@@ -72,17 +76,20 @@ def run_round(db: Database, config: Config, taski: TaskiClient, starters: Execut
     The pairs' duels start up to STARTS_IN_FLIGHT at once on `starters` (the process's pool,
     Runtime.duel_starters; None starts them one by one): each pair's Taski call and transaction
     is mostly waiting, and one at a time a burst of joins waited in line for them."""
-    def read(session: Session) -> tuple[list[Waiting], dt.datetime]:
-        return waiting_players(session, config.queue_ttl), session.execute(text("SELECT now()")).scalar_one()
+    def read(session: Session) -> tuple[list[Waiting], list[tuple[int, int]], dict[int, set[str]]]:
+        # one read transaction: the queue, the pairing (pure, no database work) and the tasks
+        # the paired players have had
+        waiting, now = waiting_players_now(session, config.queue_ttl)
+        if len(waiting) < 2 or now is None:
+            return waiting, [], {}
+        pairs = pair_players(waiting, now)
+        seen = start.tasks_seen_by(session, [uid for pair in pairs for uid in pair]) if pairs else {}
+        return waiting, pairs, seen
 
-    waiting, now = db.read(read)
-    if len(waiting) < 2:
-        return 0
-    pairs = pair_players(waiting, now)
+    waiting, pairs, seen = db.read(read)
     if not pairs:
         return 0
     ratings = {w.user_id: w.rating for w in waiting}
-    seen = db.read(partial(start.tasks_seen_by, user_ids=[uid for pair in pairs for uid in pair]))
     halted = threading.Event()  # Taski is down or pausing us: the pairs not yet started stay queued
 
     def start_pair(pair: tuple[int, int]) -> bool:
