@@ -126,7 +126,8 @@ class _BodyErrorsAreTheClients:
 def _guard_bodies(wsgi):
     def app(environ, start_response):
         body = environ.get("wsgi.input")
-        if body is not None:
+        # Only a chunked body can be malformed: a request without one (most are GETs) skips this.
+        if body is not None and "HTTP_TRANSFER_ENCODING" in environ:
             # start_response is bound to gunicorn's Response: force_close makes the answer say
             # "Connection: close", and gunicorn then closes instead of looking for a next request.
             resp = getattr(start_response, "__self__", None)
