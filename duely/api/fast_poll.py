@@ -82,7 +82,7 @@ class FastPoll:
             return self.wsgi_app(environ, start_response)
         token = plain_bearer(environ.get("HTTP_AUTHORIZATION"))
         args = plain_query(environ.get("QUERY_STRING", "")) if token is not None else None
-        if args is None:
+        if token is None or args is None:
             return self.wsgi_app(environ, start_response)
         svc = self.services
         try:
