@@ -126,7 +126,8 @@ class _BodyErrorsAreTheClients:
 def _guard_bodies(wsgi):
     def app(environ, start_response):
         body = environ.get("wsgi.input")
-        if body is not None:
+        # Only a chunked body can be malformed: a request without one (most are GETs) skips this.
+        if body is not None and "HTTP_TRANSFER_ENCODING" in environ:
             # start_response is bound to gunicorn's Response: force_close makes the answer say
             # "Connection: close", and gunicorn then closes instead of looking for a next request.
             resp = getattr(start_response, "__self__", None)
@@ -145,6 +146,7 @@ class JsonErrorsGeventWorker(GeventWorker):
         from duely import greenwait
 
         greenwait.install()
+        spare_per_request_work()
         super().load_wsgi()
         # The app's per-process runtime, for the shutdown hooks in duely/gunicorn_conf.py.
         services = getattr(self.wsgi, "extensions", {}).get("duely")
@@ -190,6 +192,60 @@ class JsonErrorsGeventWorker(GeventWorker):
             self.log.access(resp, req, environ, timedelta(0))
         except Exception:
             self.log.debug("Failed to log an error answer.", exc_info=True)
+
+
+def spare_per_request_work() -> None:
+    """Stop gunicorn redoing, for every request, work whose result is the same for a whole
+    second or a whole process: the Date header (formatted by the email package), the check of
+    the peer's address against forwarded_allow_ips (parsed by ipaddress each time) and the
+    `wsgi.errors` stream (found by looking up its logger's handlers). Together they were about a
+    tenth of a web worker's CPU per long poll. Each replacement gives what gunicorn's own
+    function gives (tests/test_web_worker.py); it is installed in the worker process only."""
+    from gunicorn import util
+    from gunicorn.http import message
+    from gunicorn.http import wsgi as gwsgi
+
+    if getattr(util.http_date, "duely_spared", False):
+        return
+    format_date = util.http_date
+    second, text = -1, ""
+
+    def http_date(timestamp: float | None = None) -> str:
+        nonlocal second, text
+        if timestamp is not None:
+            return format_date(timestamp)
+        now = int(time.time())  # the header has whole seconds: the same text all second long
+        if now != second:
+            text, second = format_date(now), now
+        return text
+
+    in_allow_list = message._ip_in_allow_list
+    decided: dict[tuple[Any, int], bool] = {}
+
+    def ip_in_allow_list(ip_str: Any, allow_list: Any, networks: Any) -> bool:
+        # The lists are the config's, fixed for the worker's life: one decision per peer address.
+        key = (ip_str, id(allow_list))
+        found = decided.get(key)
+        if found is None:
+            if len(decided) >= 4096:
+                decided.clear()
+            found = decided[key] = in_allow_list(ip_str, allow_list, networks)
+        return found
+
+    errors_wrappers: dict[int, Any] = {}
+    wrapper_class = gwsgi.WSGIErrorsWrapper
+
+    def errors_wrapper(cfg: Any) -> Any:
+        # The streams of gunicorn's error log, found once: its handlers are set up at start.
+        wrapper = errors_wrappers.get(id(cfg))
+        if wrapper is None:
+            wrapper = errors_wrappers[id(cfg)] = wrapper_class(cfg)
+        return wrapper
+
+    http_date.duely_spared = True  # type: ignore[attr-defined]
+    util.http_date = http_date
+    message._ip_in_allow_list = ip_in_allow_list
+    gwsgi.WSGIErrorsWrapper = errors_wrapper
 
 
 def _linger(client: socket.socket) -> None:

@@ -227,3 +227,24 @@ def test_several_gzip_members_are_one_body_and_the_json_rule_still_holds(client)
     assert resp.status_code == 201, resp.get_json()
     resp = client.post("/api/users", data=gzip.compress(doc), headers={"Content-Type": "text/plain", "Content-Encoding": "gzip"})
     assert resp.status_code == 400 and "Content-Type: application/json" in resp.get_json()["error"]["message"]
+
+
+def test_small_answers_get_the_vary_header_flask_compress_would_give():
+    from flask import Flask, Response
+
+    from duely.api import compression
+
+    app = Flask("vary")
+    compression.init_app(app)
+    answers = {"plain": ("{}", {}), "origin": ("{}", {"Vary": "Origin"}), "both": ("{}", {"Vary": "accept-encoding"}),
+               "big": ("[" + ",".join(["1"] * COMPRESS_MIN_BYTES) + "]", {})}
+    app.get("/<name>")(lambda name: Response(answers[name][0], headers=answers[name][1], mimetype="application/json"))
+    client = app.test_client()
+    gzip_ok = {"Accept-Encoding": "gzip"}
+    assert client.get("/plain", headers=gzip_ok).headers["Vary"] == "Accept-Encoding"
+    assert client.get("/origin", headers=gzip_ok).headers["Vary"] == "Origin, Accept-Encoding"
+    assert client.get("/both", headers=gzip_ok).headers["Vary"] == "accept-encoding"
+    assert "Content-Encoding" not in client.get("/plain", headers=gzip_ok).headers
+    big = client.get("/big", headers=gzip_ok)
+    assert big.headers["Content-Encoding"] == "gzip" and big.headers["Vary"] == "Accept-Encoding"
+    assert json.loads(gzip.decompress(big.get_data())) == [1] * COMPRESS_MIN_BYTES

@@ -11,6 +11,7 @@ from flask_smorest import Api
 from duely import errors, passwords
 from duely.api import compression, error_handlers
 from duely.api.common import ID_MAX, IdConverter, Services
+from duely.api.fast_poll import FastPoll
 from duely.api.proxy import TrustedProxies
 from duely.api.schemas import ErrorSchema
 from duely.config import Config
@@ -54,9 +55,10 @@ def create_app(config: Config, db: Database | None = None, runtime: Runtime | No
     if runtime is None:
         db = db or Database(config.required("database_url"), config.db_pool_size, config.db_max_overflow, config.db_pool_timeout)
         runtime = Runtime(config, db)
-    app.wsgi_app = TrustedProxies(app.wsgi_app, config.forwarded_allow_ips)  # type: ignore[method-assign]
     passwords.configure(config.password_hash_threads)
     app.extensions["duely"] = Services.build(config, db or runtime.db, runtime)
+    # The plain long poll is answered below Flask (duely/api/fast_poll.py), behind the proxy fix.
+    app.wsgi_app = TrustedProxies(FastPoll(app, app.wsgi_app), config.forwarded_allow_ips)  # type: ignore[method-assign]
     app.url_map.converters["id"] = IdConverter
 
     api = DuelyApi(app, spec_kwargs={"servers": [{"url": "/"}]})

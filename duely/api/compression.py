@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import io
 import zlib
+from collections.abc import Callable
 from typing import IO
 
-from flask import Flask, current_app, request
+from flask import Flask, Response, current_app, request
 from flask_compress import Compress
 from werkzeug.wsgi import get_input_stream
 
@@ -136,5 +137,24 @@ def init_app(app: Flask) -> None:
         COMPRESS_MIMETYPES=["application/json"],
         COMPRESS_STREAMS=False,
     )
-    Compress(app)
+    compress = Compress(app)
+    # Flask-Compress weighs every answer (Accept-Encoding parsed, algorithm chosen, mimetype
+    # looked up); an answer under the threshold, nearly every one, only needs its Vary header.
+    funcs = app.after_request_funcs[None]
+    funcs[funcs.index(compress.after_request)] = _small_answers_first(compress.after_request)
     app.before_request(decode_request_body)
+
+
+def _small_answers_first(compress_answer: Callable[[Response], Response]) -> Callable[[Response], Response]:
+    def after_request(response: Response) -> Response:
+        length = response.content_length
+        if length is None or length >= COMPRESS_MIN_BYTES or response.is_streamed:
+            return compress_answer(response)
+        vary = response.headers.get("Vary")  # as Flask-Compress writes it
+        if not vary:
+            response.headers["Vary"] = "Accept-Encoding"
+        elif "accept-encoding" not in vary.lower():
+            response.headers["Vary"] = f"{vary}, Accept-Encoding"
+        return response
+
+    return after_request

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
+_REMEMBERED_PEERS = 4096
 
 
 def _networks(allow: str) -> tuple[bool, list[ipaddress.IPv4Network | ipaddress.IPv6Network]]:
@@ -36,6 +37,9 @@ class TrustedProxies:
         self.app = app
         self.behind_proxy = ProxyFix(app, x_for=1, x_proto=1)
         self.any_peer, self.networks = _networks(allow)
+        # The decision per peer address, remembered: parsing the address cost every request a
+        # few microseconds, and a worker sees few distinct peers (often just the proxy).
+        self._trusted: dict[str | None, bool] = {}
 
     def trusts(self, peer: str | None) -> bool:
         if self.any_peer:
@@ -51,6 +55,12 @@ class TrustedProxies:
         return any(address in network for network in self.networks)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        if self.trusts(environ.get("REMOTE_ADDR")):
+        peer = environ.get("REMOTE_ADDR")
+        trusted = self._trusted.get(peer)
+        if trusted is None:
+            if len(self._trusted) >= _REMEMBERED_PEERS:
+                self._trusted.clear()
+            trusted = self._trusted[peer] = self.trusts(peer)
+        if trusted:
             return self.behind_proxy(environ, start_response)
         return self.app(environ, start_response)

@@ -17,10 +17,11 @@ from marshmallow import Schema, fields, validate
 from duely import auth
 from duely.api.common import BEARER, Blueprint, bearer_token, services, token_checked_in_view
 from duely.eventlog import poll as polling
-from duely.eventlog.store import POLL_LIMIT_DEFAULT
+from duely.eventlog.store import POLL_LIMIT_DEFAULT, Updates
 from duely.eventlog.types import DUEL_PAYLOADS, PAYLOADS, payload_schema
 
 blp = Blueprint("updates", __name__, url_prefix="/api", description="Event log (long polling)")
+PATH = "/api/updates"  # the plain poll is answered below Flask (duely/api/fast_poll.py), the rest here
 _BIGINT_MAX = 2**63 - 1
 
 
@@ -108,6 +109,15 @@ def get_updates(last_event_id: int, timeout: float, limit: int):
     svc = services()
     token_hash = auth.hash_token(svc.config.secret_key, bearer_token() or "")
     g.user_id, updates = polling.poll(svc.runtime, token_hash, last_event_id, timeout, limit)
-    # Not dumped by the schema: this is the hot path, and the events arrive as JSON already.
-    body = f'{{"events":{updates.events_json},"last_event_id":{updates.last_event_id}}}'
+    return ok_response(render_updates(updates))
+
+
+def ok_response(body: str | bytes) -> Response:
+    """The 200 answer to a poll, before the app's after_request hooks (compression)."""
     return Response(body, 200, {"Cache-Control": "no-store"}, mimetype="application/json")
+
+
+def render_updates(updates: Updates) -> str:
+    """The 200 body (UpdatesSchema), not dumped by the schema: the events arrive as JSON already
+    (rendered by the database, duely/eventlog/store.py)."""
+    return f'{{"events":{updates.events_json},"last_event_id":{updates.last_event_id}}}'

@@ -8,6 +8,8 @@ gevent), never when the log's rules do.
 
 from __future__ import annotations
 
+import functools
+import re
 import sys
 import threading
 import time
@@ -24,6 +26,7 @@ from duely.eventlog.store import KeyKind, PollKey, read_params, read_sql
 # Plain autocommit connections per process for the poll reads.
 READ_CONNECTIONS_PER_PROCESS = 2
 READER_APPLICATION_NAME = "duely-reader"
+_Conn = tuple[psycopg.Connection, psycopg.RawCursor]  # a read connection and its one cursor
 # Batches are padded to these sizes so that each connection prepares a handful of statements.
 _BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 
@@ -56,7 +59,7 @@ class BatchedReader:
     def __init__(self, url: str, size: int, throttle: PresenceThrottle | None = None, slot_timeout_secs: float = 3.0):
         self.url = psycopg_url(url)
         self._throttle = throttle or PresenceThrottle()
-        self._idle: list[psycopg.Connection] = []
+        self._idle: list[_Conn] = []
         self._slots = _semaphore(size)
         self._slot_timeout_secs = slot_timeout_secs
         self._queue: list[_Read] = []
@@ -101,13 +104,13 @@ class BatchedReader:
         finished = False
         try:
             for attempt in (1, 2):
-                conn = None
+                conn: _Conn | None = None
                 try:
                     conn = self._take()
                     self._execute(conn, batch)
                 except Exception as exc:
                     if conn is not None:
-                        conn.close()
+                        conn[0].close()
                     if isinstance(exc, psycopg.OperationalError) and attempt == 1:
                         self.close()  # the database restarted? its idle siblings are dead too: once more, fresh
                         continue
@@ -124,7 +127,8 @@ class BatchedReader:
                     request.error = RuntimeError("the poll read was interrupted")
                 request.done.set()
 
-    def _execute(self, conn: psycopg.Connection, batch: list[_Read]) -> None:
+    def _execute(self, taken: _Conn, batch: list[_Read]) -> None:
+        conn, cursor = taken
         self.statements += 1
         self.reads += len(batch)
         for kind in KeyKind:
@@ -139,7 +143,9 @@ class BatchedReader:
                     keys, tokens = [k[0] for k in keys], [k[1] for k in keys] + [None] * pad
                 params = read_params(keys + [None] * pad, [r.after_id for r in chunk] + [0] * pad,
                                      [r.limit for r in chunk] + [1] * pad, tokens)
-                for row in conn.execute(read_sql(kind, size), params).fetchall():
+                query, names = _positional_read_sql(kind, size)
+                cursor.execute(query, [params[name] for name in names])
+                for row in cursor.fetchall():
                     chunk[row[0] - 1].row = row
         # Presence for the whole batch in one upsert (throttled per user, see duely/eventlog/presence.py).
         due = [uid for uid in {r.row[1] for r in batch if r.presence and r.row is not None and not r.key.is_duel}
@@ -147,10 +153,14 @@ class BatchedReader:
         if due:
             conn.execute(presence.UPSERT_SQL, {"ids": sorted(due)})
 
-    def _take(self) -> psycopg.Connection:
+    def _take(self) -> _Conn:
         try:
             return self._idle.pop()
         except IndexError:
+            conn = self._connect()
+            return conn, psycopg.RawCursor(conn)  # one cursor per connection, used over and over
+
+    def _connect(self) -> psycopg.Connection:
             # synchronous_commit off: the only writes here are presence upserts, and losing the
             # last second of those in a crash is harmless, while waiting for a WAL flush per
             # poll is not. A generic plan: the batch's arrays make PostgreSQL otherwise re-plan
@@ -160,15 +170,33 @@ class BatchedReader:
                                    connect_timeout=CONNECT_TIMEOUT_SECS,
                                    options="-c synchronous_commit=off -c plan_cache_mode=force_generic_plan")
 
-    def _give_back(self, conn: psycopg.Connection) -> None:
+    def _give_back(self, taken: _Conn) -> None:
+        conn = taken[0]
         if conn.closed or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             conn.close()
         else:
-            self._idle.append(conn)
+            self._idle.append(taken)
 
     def close(self) -> None:
         while self._idle:
-            self._idle.pop().close()
+            self._idle.pop()[0].close()
+
+
+@functools.cache
+def _positional_read_sql(kind: KeyKind, size: int) -> tuple[bytes, tuple[str, ...]]:
+    """`store.read_sql` with PostgreSQL's own `$n` placeholders, as bytes, and the names of
+    `read_params` in their order. psycopg converts `%(name)s` queries on every execution, and past
+    50 parameters (batches of 32 and 64) it parses the whole statement again each time."""
+    names: list[str] = []
+
+    def placeholder(match: re.Match[str]) -> str:
+        if match.group(1) is None:
+            return "%"  # `%%`, the driver's escape of a literal %
+        names.append(match.group(1))
+        return f"${len(names)}"
+
+    query = re.sub(r"%\((\w+)\)s|%%", placeholder, read_sql(kind, size))
+    return query.encode(), tuple(names)
 
 
 def _semaphore(size: int) -> Any:
