@@ -18,13 +18,12 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from duely import duels, eventlog, outage, outcome, undecodable
 from duely.backoff import BROKER_RECONNECT
 from duely.config import Config
-from duely.db import CONSUMER_POOL, Database
+from duely.db import CONSUMER_POOL, Database, driver_execute
 from duely.eventlog.types import DuelLogSubmission, OpponentVerdict, SubmissionUpdate, SubmissionVerdict
 from duely.logs import kv
 from duely.runtime import Runtime
@@ -104,29 +103,28 @@ class _Submission:
 
 # Lock order: duels (in id order, so consumers with overlapping batches never deadlock), users,
 # submissions (docs/lifecycle.md). Every duel a message of the batch is about, with its players.
-_LOCK_DUELS = text(
-    """
+# Both locking reads run on the driver (`db.driver_execute`): SQLAlchemy's execution machinery
+# cost as much client CPU as the statements' round trips (the batch's fixed cost is paid per
+# submission when the stream is quiet).
+_LOCK_DUELS = """
     SELECT d.id, d.status, d.deadline, d.rated, d.started_at,
            ARRAY(SELECT p.user_id FROM duel_players p WHERE p.duel_id = d.id ORDER BY p.user_id) AS players
     FROM duels d
-    WHERE d.id IN (SELECT duel_id FROM submissions WHERE id = ANY(:ids))
+    WHERE d.id IN (SELECT duel_id FROM submissions WHERE id = ANY(%(ids)s))
     ORDER BY d.id
     FOR UPDATE OF d
     """
-)
 # Then the players' user rows, locked in id order, and with them every submission of those duels
 # (the finishing rule needs all of them): one statement, read after the duel locks are held, so
 # nobody else judges them meanwhile. At least one row per player (for the clock).
-_LOCK_USERS_LOAD_SUBMISSIONS = text(
-    """
+_LOCK_USERS_LOAD_SUBMISSIONS = """
     SELECT clock_timestamp() AS now, s.id, s.duel_id, s.user_id, s.language, s.submitted_at, s.status, s.progress,
            s.verdict, s.last_seq
-    FROM users u LEFT JOIN submissions s ON s.user_id = u.id AND s.duel_id = ANY(:duels)
-    WHERE u.id = ANY(:players)
+    FROM users u LEFT JOIN submissions s ON s.user_id = u.id AND s.duel_id = ANY(%(duels)s)
+    WHERE u.id = ANY(%(players)s)
     ORDER BY u.id
     FOR UPDATE OF u
     """
-)
 # The newest state of each submission the batch changed (run as a CTE of the events' statement).
 # The status guard is a safety net: under the duel locks no other transaction judges these submissions.
 _WRITE_SUBMISSIONS = (
@@ -157,13 +155,13 @@ def apply_messages(session: Session, messages: Sequence[TaskiMessage]) -> list[b
     """
     if not messages:
         return []
-    locked = session.execute(_LOCK_DUELS, {"ids": list({m.submission_id for m in messages})}).all()
+    locked = driver_execute(session, _LOCK_DUELS, {"ids": list({m.submission_id for m in messages})}, named=True).fetchall()
     if not locked:
         return [None] * len(messages)
     duel_of = {r.id: duels.LockedDuel(r.id, r.status, r.deadline, r.rated, r.started_at) for r in locked}
     players_of = {r.id: list(r.players) for r in locked}
-    rows = session.execute(_LOCK_USERS_LOAD_SUBMISSIONS, {
-        "duels": list(duel_of), "players": sorted({p for r in locked for p in r.players})}).all()
+    rows = driver_execute(session, _LOCK_USERS_LOAD_SUBMISSIONS, {
+        "duels": list(duel_of), "players": sorted({p for r in locked for p in r.players})}, named=True).fetchall()
     now = max(r.now for r in rows)
     subs = {r.id: _Submission(r.id, r.duel_id, r.user_id, r.language, r.submitted_at, r.status, r.progress, r.verdict,
                               r.last_seq) for r in rows if r.id is not None}
