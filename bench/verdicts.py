@@ -14,7 +14,7 @@ pattern: a submission's messages arrive together, so the swarm's batches are sma
 
 Steady mode (`--rate`), the instant judge's pattern: consumer.py runs as its own process and
 the bench publishes one submission's 2-12 messages at a time (1-11 updates and the verdict,
-sent together), N submissions a second for S seconds. Prints the consumer process's CPU (from
+sent together), N submissions a second (Poisson arrivals, or `--even`) for S seconds. Prints the consumer process's CPU (from
 /proc, user + system, its idle polling included) per submission and per message, and publish ->
 verdict applied (the submission's judged_at) p50 / p99. Run it at 25/s and 100/s to see batching:
 
@@ -177,6 +177,13 @@ def judged_at(db: Database, ids: list[str]) -> dict[str, float]:
     return {sid: float(at) for sid, at in rows}
 
 
+def verdict_transactions(db: Database, ids: list[str]) -> int:
+    """How many transactions wrote these submissions' verdicts (their rows' xmin): ~ the consumer's batches."""
+    with db.transaction() as s:
+        return s.execute(text("SELECT count(DISTINCT xmin::text) FROM submissions WHERE id = ANY(CAST(:ids AS uuid[]))"),
+                         {"ids": ids}).scalar_one()
+
+
 def wait_judged(db: Database, ids: list[str], timeout_secs: float) -> dict[str, float]:
     deadline = time.monotonic() + timeout_secs
     while True:
@@ -186,7 +193,7 @@ def wait_judged(db: Database, ids: list[str], timeout_secs: float) -> dict[str, 
         time.sleep(0.05)
 
 
-def steady(url: str, bootstrap: str, rate: float, seconds: float, seed: int) -> None:
+def steady(url: str, bootstrap: str, rate: float, seconds: float, seed: int, even: bool) -> None:
     """consumer.py in its own process; one submission's messages published together, `rate` a second."""
     db = Database(url)
     topic = "taski.steady"
@@ -212,9 +219,10 @@ def steady(url: str, bootstrap: str, rate: float, seconds: float, seed: int) -> 
             raise SystemExit("the consumer did not apply the warm-up submissions")
         time.sleep(0.5)
         cpu, sent, published = process_cpu_secs(consumer.pid), 0, {}
-        began = time.monotonic()
+        began, at = time.monotonic(), 0.0
         for i, sid in enumerate(ids):
-            pause = began + i / rate - time.monotonic()
+            at += 1 / rate if even else rng.expovariate(rate)  # independent players: Poisson arrivals
+            pause = began + at - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
             published[sid] = time.time()
@@ -222,14 +230,17 @@ def steady(url: str, bootstrap: str, rate: float, seconds: float, seed: int) -> 
         done = wait_judged(db, ids, 120)
         cpu = process_cpu_secs(consumer.pid) - cpu
         elapsed = time.monotonic() - began
+        transactions = verdict_transactions(db, ids)
     finally:
         consumer.terminate()
         consumer.wait(30)
         producer.close()
         db.dispose()
     latencies = sorted((done[sid] - published[sid]) * 1000 for sid in done)
-    print(f"steady: {len(ids)} submissions at {rate:g}/s ({sent} messages, {sent / len(ids):.1f} per submission) "
-          f"in {elapsed:.1f} s; applied {len(done)}")
+    arrivals = "evenly spaced" if even else "Poisson arrivals"
+    print(f"steady: {len(ids)} submissions at {rate:g}/s ({arrivals}) ({sent} messages, {sent / len(ids):.1f} per submission) "
+          f"in {elapsed:.1f} s; applied {len(done)}, in {transactions} transactions "
+          f"({len(done) / transactions:.2f} verdicts per batch); load average {os.getloadavg()[0]:.1f}")
     print(f"consumer.py process CPU: {cpu * 1e3 / len(ids):.2f} ms/submission, {cpu * 1e3 / sent:.3f} ms/message "
           f"({cpu / elapsed * 100:.0f}% of a core)")
     print(f"publish -> verdict applied: p50 {statistics.median(latencies):.0f} ms, "
@@ -243,6 +254,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, help="steady mode: submissions per second (consumer.py as a process)")
     parser.add_argument("--seconds", type=float, default=20, help="steady mode: how long to publish")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--even", action="store_true", help="steady mode: evenly spaced submissions, not Poisson arrivals")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = start_embedded_postgres(Path(tmp) / "pg", cleanup_mode=None)
@@ -252,7 +264,7 @@ def main() -> None:
         try:
             upgrade(url)
             if args.rate:
-                steady(url, bootstrap, args.rate, args.seconds, args.seed)
+                steady(url, bootstrap, args.rate, args.seconds, args.seed, args.even)
                 return
             db = Database(url)
             topic = "taski.bench"
