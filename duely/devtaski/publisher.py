@@ -39,6 +39,7 @@ TOPIC_PARTITIONS = 1
 BROKER_TIMEOUT_MS = 5000
 SEND_TIMEOUT_SECS = 15
 PUBLISH_BATCH_MAX = 500
+LINGER_MS = 1000  # never waited for: every batch ends with flush()
 _STOP = object()
 
 
@@ -58,6 +59,7 @@ class Publisher:
         self.faults = faults
         self._queue: queue.Queue = queue.Queue()
         self._held: dict[str, list[dict]] = {}  # kafka_reorder: a submission's messages until its verdict
+        self._queued = 0  # messages queued, not yet sent (under _held_lock)
         self._held_lock = threading.Lock()
         self._producer: KafkaProducer | None = None
         self._admin: KafkaAdminClient | None = None
@@ -70,23 +72,36 @@ class Publisher:
 
     def publish(self, message: dict) -> None:
         """Queue `message` (keyed by its submission_id) for sending, applying the Kafka fault switches."""
-        faults = self.faults.kafka()
-        sid = message["submission_id"]
-        with self._held_lock:
-            batch = self._held.pop(sid, [])
-            batch.append(message)
-            if faults.reorder:
-                if message["type"] != "verdict":
-                    self._held[sid] = batch
-                    return
-                batch.reverse()
-        for item in batch:
-            self._queue.put(item)
-            if faults.duplicate:
-                self._queue.put(item)
+        self.publish_many([message])
+
+    def publish_many(self, messages: list[dict]) -> None:
+        """Queue `messages` in order, as one item (one wake-up of the sending thread, and so one
+        produce request: the instant judge's messages of a submission go together)."""
+        out: list[dict] = []
+        for message in messages:
+            faults = self.faults.kafka()
+            sid = message["submission_id"]
+            with self._held_lock:
+                batch = self._held.pop(sid, [])
+                batch.append(message)
+                if faults.reorder:
+                    if message["type"] != "verdict":
+                        self._held[sid] = batch
+                        continue
+                    batch.reverse()
+            for item in batch:
+                out.append(item)
+                if faults.duplicate:
+                    out.append(item)
+        if out:
+            with self._held_lock:
+                self._queued += len(out)
+            self._queue.put(out)
 
     def backlog(self) -> int:
-        return self._queue.qsize()
+        """Messages queued and not yet sent."""
+        with self._held_lock:
+            return self._queued
 
     def stop(self, timeout_secs: float) -> None:
         """Send what is queued for up to `timeout_secs`, then drop the rest (they are re-sent on request)."""
@@ -98,16 +113,21 @@ class Publisher:
     def _run(self) -> None:
         self._connect_at_start()
         while True:
-            batch = [self._queue.get()]
-            while batch[-1] is not _STOP and len(batch) < PUBLISH_BATCH_MAX:
+            item = self._queue.get()
+            messages: list[dict] = []
+            while item is not _STOP:
+                messages += item
+                if len(messages) >= PUBLISH_BATCH_MAX:
+                    break
                 try:
-                    batch.append(self._queue.get_nowait())
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-            messages = [m for m in batch if m is not _STOP]
             if messages:
                 self._deliver(messages)
-            if batch[-1] is _STOP:
+                with self._held_lock:
+                    self._queued -= len(messages)
+            if item is _STOP:
                 return
 
     def _deliver(self, messages: list[dict]) -> None:
@@ -119,6 +139,7 @@ class Publisher:
             try:
                 producer = self._producer or self._connect()
                 futures = [producer.send(self.topic, key=key, value=value) for key, value in encoded]
+                producer.flush(SEND_TIMEOUT_SECS)  # the batch goes now, as one produce request (linger_ms held it)
                 for future in futures:
                     future.get(timeout=SEND_TIMEOUT_SECS)
                 if not topic_exists(self._admin, self.topic):
@@ -154,7 +175,9 @@ class Publisher:
                                        client_id="devtaski-admin")
         ensure_topic(self._admin, self.topic, TOPIC_PARTITIONS)
         self._producer = KafkaProducer(
-            bootstrap_servers=self.bootstrap_servers, client_id="devtaski", acks="all", linger_ms=0,
+            bootstrap_servers=self.bootstrap_servers, client_id="devtaski", acks="all",
+            # sends are held (not sent one by one as they are queued) until `flush` sends the whole batch at once
+            linger_ms=LINGER_MS,
             max_in_flight_requests_per_connection=1, retries=2,
             # our own retry loop resends after a broker restart; producer ids would not survive it
             enable_idempotence=False, allow_auto_create_topics=False,

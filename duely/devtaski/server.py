@@ -49,7 +49,8 @@ def run(config: Config) -> None:
         raise SystemExit(f"bad value for DEVTASKI_JUDGE: {config.devtaski_judge!r} (sandbox or instant)")
     service = DevTaski(problems, languages, store, publisher, pool)
     publisher.start()
-    workers = pool.start(service.handle_event)
+    workers = pool.start(service.handle_event, service.handle_events) if isinstance(pool, InstantJudge) \
+        else pool.start(service.handle_event)
     http = make_server(HOST, config.devtaski_port, create_devtaski_app(service, faults), threaded=True)
 
     def on_signal(signum, frame):
