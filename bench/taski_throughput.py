@@ -160,13 +160,17 @@ def instant(rate: float, seconds: float, seed: int) -> None:
             http = requests.Session()
             consumer = reader(bootstrap)
 
+            post_secs: list[float] = []
+
             def post(sid: str) -> None:
+                began = time.perf_counter()
                 failed_on = rng.randint(1, TESTS + 1)  # TESTS + 1: Accepted
                 marker = "" if failed_on > TESTS else f"# verdict: Wrong Answer on test #{failed_on}\n"
                 resp = http.post(f"{url}/api/submissions", json={"submission_id": sid, "task_id": problem.id,
                                                                 "language": "python", "solution": marker + "print(1)"},
                                  timeout=10)
                 resp.raise_for_status()
+                post_secs.append(time.perf_counter() - began)
 
             warm = {str(uuid.uuid4()) for _ in range(5)}
             for sid in warm:
@@ -203,11 +207,13 @@ def instant(rate: float, seconds: float, seed: int) -> None:
             broker.wait()
             log.close()
     latencies = sorted((seen[sid] - posted[sid]) * 1000 for sid in seen)
+    post_ms = sorted(secs * 1000 for secs in post_secs[len(warm):])
     print(f"instant: {len(posted)} submissions at {rate:g}/s (Poisson arrivals) in {elapsed:.1f} s, {len(seen)} verdicts, "
           f"{messages} messages ({messages / len(posted):.1f} per submission); load average {os.getloadavg()[0]:.1f}")
     print(f"dev Taski process CPU: {cpu * 1e3 / len(posted):.2f} ms/submission ({cpu / elapsed * 100:.0f}% of a core)")
     print(f"POST -> verdict read from Kafka: p50 {statistics.median(latencies):.0f} ms, "
-          f"p99 {latencies[int(len(latencies) * 0.99) - 1]:.0f} ms")
+          f"p99 {latencies[int(len(latencies) * 0.99) - 1]:.0f} ms; the POST itself: p50 {statistics.median(post_ms):.1f} ms, "
+          f"p99 {post_ms[int(len(post_ms) * 0.99) - 1]:.1f} ms")
 
 
 def main() -> None:
