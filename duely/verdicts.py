@@ -12,12 +12,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import math
 import signal
 import threading
-import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -283,44 +281,18 @@ def _make_consumer(config: Config):
 
 
 POLL_MAX_RECORDS = 200
-GATHER_SECS = 0.010  # a busy stream's batch waits at most this long for more of it
-BUSY_GAP_SECS = 0.100  # busy: the previous batch came less than this before
+# No client-side gathering of polls into larger batches: polling again for a few ms when the stream
+# was busy (tried: 10 ms when the previous batch came < 100 ms before) gave ~1.45 instead of ~1.27
+# submissions per batch at 25/s, but its extra polls cost more CPU than the batches saved
+# (6.9-7.5 vs 6.0-6.7 ms/submission, bench/verdicts.py --rate 25) and added ~8 ms to p50.
+# A larger fetch_max_wait_ms batches for free on the client but the broker then holds every
+# fetch: at 500 ms, 5 submissions per batch and 2 ms/submission, but p50 ~140 ms.
 
 
-class Gather:
-    """One apply batch from one or more polls: when the stream is busy, wait a little for more.
-
-    A batch costs a fixed ~3 ms of CPU (a transaction of three statements, an offset commit, a
-    fetch) whatever its size, and the instant judge's messages come one submission at a time, so
-    without this the fixed cost is paid per submission. A poll that returns records less than
-    BUSY_GAP_SECS after the previous batch means a busy stream: keep polling for up to
-    GATHER_SECS (or until POLL_MAX_RECORDS) and apply what came as one batch. A lone verdict (a
-    quiet stream) is applied at once. Records keep their order: partitions are read in order
-    and a later poll only appends."""
-
-    def __init__(self, gather_secs: float = GATHER_SECS, busy_gap_secs: float = BUSY_GAP_SECS,
-                 max_records: int = POLL_MAX_RECORDS, clock: Callable[[], float] = time.monotonic) -> None:
-        self.gather_secs, self.busy_gap_secs, self.max_records, self.clock = gather_secs, busy_gap_secs, max_records, clock
-        self._last_batch_at = -math.inf
-        self.batches = self.records = 0  # counts, for tests and the bench
-
-    def poll(self, consumer, timeout_ms: int = 500) -> list[tuple[bytes, str]]:
-        """(value, "topic/partition@offset") of the records to apply next, in order; [] when none came."""
-        items = self._take(consumer.poll(timeout_ms=timeout_ms, max_records=self.max_records))
-        if not items:
-            return items
-        now = self.clock()
-        busy, self._last_batch_at = now - self._last_batch_at < self.busy_gap_secs, now
-        until = now + self.gather_secs
-        while busy and len(items) < self.max_records and (left_ms := int((until - self.clock()) * 1000)) > 0:
-            items += self._take(consumer.poll(timeout_ms=left_ms, max_records=self.max_records - len(items)))
-        self.batches += 1
-        self.records += len(items)
-        return items
-
-    @staticmethod
-    def _take(batch) -> list[tuple[bytes, str]]:
-        return [(r.value, f"{r.topic}/{r.partition}@{r.offset}") for records in batch.values() for r in records]
+def poll_items(consumer) -> list[tuple[bytes, str]]:
+    """One poll's records as (value, "topic/partition@offset"), in order; [] when none came."""
+    batch = consumer.poll(timeout_ms=500, max_records=POLL_MAX_RECORDS)
+    return [(r.value, f"{r.topic}/{r.partition}@{r.offset}") for records in batch.values() for r in records]
 
 
 def apply_until_done(db: Database, items: list[tuple[bytes, str]], stop: threading.Event,
@@ -355,10 +327,9 @@ def consume(db: Database, config: Config, stop: threading.Event) -> None:
             consumer = _make_consumer(config)
             log.info("consumer connected", extra=kv(topic=config.taski_topic, group=config.duely_consumer_group))
             reconnect.reset()
-            gather = Gather()
             while not stop.is_set():
                 try:
-                    items = gather.poll(consumer)
+                    items = poll_items(consumer)
                 except Exception as exc:  # a batch that can never be read is skipped, not retried forever
                     if undecodable.skip_undecodable_batch(consumer, exc):
                         continue

@@ -1,17 +1,15 @@
-"""A busy stream's messages are gathered into fewer apply batches (verdicts.Gather), a lone
-verdict is not held back, and through the consumer loop a burst of many submissions, published
-one submission at a time, is applied with every event exactly once and the offsets committed."""
+"""Through the consumer loop, a burst of many submissions published one submission at a time
+(the instant judge's pattern) is applied with every event exactly once, in seq order, and every
+offset committed after it."""
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from sqlalchemy import text
 
-from duely import verdicts
 from duely.topics import admin_client, ensure_topic
 from tests.fixtures.stack import start_duel
 from tests.test_consumer import RunningConsumer, consumer_config, wait_until
@@ -24,68 +22,7 @@ def send(producer: KafkaProducer, topic: str, values: list[bytes], key: bytes = 
     producer.flush()
 
 
-def reader(bootstrap: str, topic: str) -> KafkaConsumer:
-    with admin_client(bootstrap) as admin:
-        ensure_topic(admin, topic)
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=50)
-    partition = TopicPartition(topic, 0)
-    consumer.assign([partition])
-    consumer.seek_to_beginning(partition)
-    return consumer
-
-
-def later(delay_secs: float, fn) -> threading.Thread:
-    thread = threading.Thread(target=lambda: (time.sleep(delay_secs), fn()), daemon=True)
-    thread.start()
-    return thread
-
-
-def test_a_busy_stream_is_gathered_into_one_batch_in_order(kafka_bootstrap):
-    topic = f"g-{uuid.uuid4().hex[:6]}"
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
-    consumer = reader(kafka_bootstrap, topic)
-    gather = verdicts.Gather(gather_secs=3.0, busy_gap_secs=60.0)  # every batch after the first is "busy"
-    try:
-        send(producer, topic, [b"a1", b"a2"])
-        first = []
-        while not first:
-            first = gather.poll(consumer)
-        assert [value for value, _ in first] == [b"a1", b"a2"]  # the first batch: nothing before it, not held
-        send(producer, topic, [b"b1", b"b2"])
-        thread = later(0.3, lambda: send(producer, topic, [b"c1", b"c2", b"c3"]))  # a separate produce request, later
-        second = gather.poll(consumer)
-        thread.join()
-        assert [value for value, _ in second] == [b"b1", b"b2", b"c1", b"c2", b"c3"]
-        assert [where for _, where in second] == [f"{topic}/0@{offset}" for offset in range(2, 7)]
-        assert (gather.batches, gather.records) == (2, 7)
-    finally:
-        consumer.close()
-        producer.close()
-
-
-def test_a_lone_batch_is_applied_at_once(kafka_bootstrap):
-    topic = f"g-{uuid.uuid4().hex[:6]}"
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
-    consumer = reader(kafka_bootstrap, topic)
-    gather = verdicts.Gather(gather_secs=30.0, busy_gap_secs=0.0)  # a quiet stream: never busy
-    try:
-        send(producer, topic, [b"a1", b"a2"])
-        thread = later(2.0, lambda: send(producer, topic, [b"b1"]))
-        got = []
-        while not got:
-            got = gather.poll(consumer)
-        assert [value for value, _ in got] == [b"a1", b"a2"]  # not held for the 30 s window
-        thread.join()
-        got = []
-        while not got:
-            got = gather.poll(consumer)
-        assert [value for value, _ in got] == [b"b1"]
-    finally:
-        consumer.close()
-        producer.close()
-
-
-def test_a_burst_of_many_submissions_is_applied_once_each_in_fewer_batches(db, database_url, kafka_bootstrap):
+def test_a_burst_of_many_submissions_is_applied_once_each_and_committed(db, database_url, kafka_bootstrap):
     tag = uuid.uuid4().hex[:6]
     with db.transaction() as s:
         users = sorted(s.execute(text("INSERT INTO users (nickname, password_hash) SELECT :t || '-' || g, 'x' "
@@ -133,13 +70,10 @@ def test_a_burst_of_many_submissions_is_applied_once_each_in_fewer_batches(db, d
     with db.transaction() as s:
         events = s.execute(text("SELECT user_id, type, data->>'submission_id', coalesce(data->>'status', data->>'verdict') "
                                 "FROM events WHERE data->>'submission_id' = ANY(:ids) ORDER BY id"), {"ids": ids}).all()
-        batches = s.execute(text("SELECT count(DISTINCT xmin::text) FROM submissions WHERE id = ANY(CAST(:ids AS uuid[]))"),
-                            {"ids": ids[1:]}).scalar_one()  # the transactions that wrote the burst's verdicts
     for sid, user in subs:  # each message's event exactly once, in seq order
         assert [(u, t, status) for u, t, s, status in events if s == sid] == [
             (user, "submission_update", "Test #1 passed"), (user, "submission_update", "Test #2 passed"),
             (user, "submission_verdict", "Wrong Answer on test #3")]
-    assert batches < len(ids) - 1
     checker = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=config.duely_consumer_group, enable_auto_commit=False)
     try:  # every offset committed, after the database: a restart reads nothing again
         assert checker.committed(TopicPartition(config.taski_topic, 0)) == 1 + 3 * len(subs)
