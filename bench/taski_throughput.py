@@ -9,6 +9,14 @@ verdict, so HTTP, queueing, sandboxing (bwrap + rlimits + uid switch), the 5 run
 submission and publishing are all included. Alongside, in the same run, the raw cost it is
 compared with: the solution interpreter started 5 times (`python3 -I -B -c pass`), and the
 same solution run on the same 5 inputs without any sandbox.
+
+Instant mode (`--rate N`): the dev Taski with DEVTASKI_JUDGE=instant, submissions POSTed N a
+second (Poisson arrivals, one keep-alive HTTP session, as Duely's dispatch) for S seconds, each
+asking by its marker for Accepted or a Wrong Answer on a random test (1-12 messages). Prints the
+dev Taski process's CPU per submission (from /proc, user + system) and POST -> verdict on Kafka
+p50 / p99:
+
+    .venv/bin/python bench/taski_throughput.py --rate 25 --seconds 20
 """
 
 from __future__ import annotations
@@ -16,11 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -102,12 +112,122 @@ def submit_batch(http: requests.Session, url: str, task_id: int, solution: str, 
     return ids
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_secs(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (/proc/PID/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def verdict_times(consumer: KafkaConsumer, ids: set[str], timeout_secs: float,
+                  all_posted: threading.Event | None = None) -> tuple[dict[str, float], int]:
+    """When each verdict was read (time.time()), and how many messages of these submissions came
+    (`ids` may grow until `all_posted` is set)."""
+    seen: dict[str, float] = {}
+    messages = 0
+    deadline = time.monotonic() + timeout_secs
+    while not (all_posted is None or all_posted.is_set()) or len(seen) < len(ids):
+        if time.monotonic() > deadline:
+            break
+        for records in consumer.poll(timeout_ms=100).values():
+            now = time.time()
+            for record in records:
+                message = json.loads(record.value)
+                if message["submission_id"] in ids:
+                    messages += 1
+                    if message["type"] == "verdict":
+                        seen.setdefault(message["submission_id"], now)
+    return seen, messages
+
+
+def instant(rate: float, seconds: float, seed: int) -> None:
+    problem, _ = five_test_problem()
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory(prefix="taski-bench-") as tmp:
+        kafka_port, port = free_port(), free_port()
+        bootstrap, url = f"127.0.0.1:{kafka_port}", f"http://127.0.0.1:{port}"
+        broker = start_broker(kafka_port, Path(tmp) / "tansu.log")
+        log = open(Path(tmp) / "devtaski.log", "wb")
+        devtaski = subprocess.Popen(
+            [sys.executable, "-m", "duely.devtaski", "--devtaski-port", str(port), "--kafka-bootstrap-servers", bootstrap,
+             "--taski-topic", TOPIC, "--devtaski-state-dir", str(Path(tmp) / "state"), "--devtaski-judge", "instant",
+             "--log-level", "WARNING"],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for_port("127.0.0.1", port, timeout=60)
+            http = requests.Session()
+            consumer = reader(bootstrap)
+
+            post_secs: list[float] = []
+
+            def post(sid: str) -> None:
+                began = time.perf_counter()
+                failed_on = rng.randint(1, TESTS + 1)  # TESTS + 1: Accepted
+                marker = "" if failed_on > TESTS else f"# verdict: Wrong Answer on test #{failed_on}\n"
+                resp = http.post(f"{url}/api/submissions", json={"submission_id": sid, "task_id": problem.id,
+                                                                "language": "python", "solution": marker + "print(1)"},
+                                 timeout=10)
+                resp.raise_for_status()
+                post_secs.append(time.perf_counter() - began)
+
+            warm = {str(uuid.uuid4()) for _ in range(5)}
+            for sid in warm:
+                post(sid)
+            verdict_times(consumer, warm, 60)
+            time.sleep(0.5)
+            cpu = process_cpu_secs(devtaski.pid)
+            posted: dict[str, float] = {}
+            ids: set[str] = set()
+            result: list = []
+            all_posted = threading.Event()
+            reading = threading.Thread(target=lambda: result.append(verdict_times(consumer, ids, seconds + 60, all_posted)))
+            reading.start()  # reads while submitting: the verdicts' times are when they came
+            began, at = time.monotonic(), 0.0
+            for _ in range(int(rate * seconds)):
+                at += rng.expovariate(rate)
+                pause = began + at - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                sid = str(uuid.uuid4())
+                ids.add(sid)
+                posted[sid] = time.time()
+                post(sid)
+            all_posted.set()
+            reading.join()
+            seen, messages = result[0]
+            cpu = process_cpu_secs(devtaski.pid) - cpu
+            elapsed = time.monotonic() - began
+            consumer.close()
+        finally:
+            devtaski.send_signal(signal.SIGTERM)
+            devtaski.wait(30)
+            broker.kill()
+            broker.wait()
+            log.close()
+    latencies = sorted((seen[sid] - posted[sid]) * 1000 for sid in seen)
+    post_ms = sorted(secs * 1000 for secs in post_secs[len(warm):])
+    print(f"instant: {len(posted)} submissions at {rate:g}/s (Poisson arrivals) in {elapsed:.1f} s, {len(seen)} verdicts, "
+          f"{messages} messages ({messages / len(posted):.1f} per submission); load average {os.getloadavg()[0]:.1f}")
+    print(f"dev Taski process CPU: {cpu * 1e3 / len(posted):.2f} ms/submission ({cpu / elapsed * 100:.0f}% of a core)")
+    print(f"POST -> verdict read from Kafka: p50 {statistics.median(latencies):.0f} ms, "
+          f"p99 {latencies[int(len(latencies) * 0.99) - 1]:.0f} ms; the POST itself: p50 {statistics.median(post_ms):.1f} ms, "
+          f"p99 {post_ms[int(len(post_ms) * 0.99) - 1]:.1f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--submissions", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--sandbox", default="auto", choices=["auto", "bwrap", "rlimits"])
+    parser.add_argument("--rate", type=float, help="instant mode: submissions per second to the instant judge")
+    parser.add_argument("--seconds", type=float, default=20, help="instant mode: how long to submit")
+    parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
+    if args.rate:
+        instant(args.rate, args.seconds, args.seed)
+        return
 
     problem, solution = five_test_problem()
     with tempfile.TemporaryDirectory(prefix="taski-bench-") as tmp:

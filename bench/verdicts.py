@@ -11,12 +11,24 @@ client CPU per submission when each batch is one submission's messages (the inst
 pattern: a submission's messages arrive together, so the swarm's batches are small).
 
     .venv/bin/python bench/verdicts.py [--submissions 2000] [--updates 3]
+
+Steady mode (`--rate`), the instant judge's pattern: consumer.py runs as its own process and
+the bench publishes one submission's 2-12 messages at a time (1-11 updates and the verdict,
+sent together), N submissions a second (Poisson arrivals, or `--even`) for S seconds. Prints the consumer process's CPU (from
+/proc, user + system, its idle polling included) per submission and per message, and publish ->
+verdict applied (the submission's judged_at) p50 / p99. Run it at 25/s and 100/s to see batching:
+
+    .venv/bin/python bench/verdicts.py --rate 25 --seconds 20
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import random
+import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -148,10 +160,101 @@ def consumer_rate(db: Database, config: Config, submission_ids: list[str], messa
     return messages / elapsed, len(submission_ids) / elapsed, cpu / messages
 
 
+ROOT = Path(__file__).resolve().parent.parent
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_secs(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (/proc/PID/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def judged_at(db: Database, ids: list[str]) -> dict[str, float]:
+    with db.transaction() as s:
+        rows = s.execute(text("SELECT id::text, extract(epoch FROM judged_at) FROM submissions "
+                              "WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'judged'"), {"ids": ids}).all()
+    return {sid: float(at) for sid, at in rows}
+
+
+def verdict_transactions(db: Database, ids: list[str]) -> int:
+    """How many transactions wrote these submissions' verdicts (their rows' xmin): ~ the consumer's batches."""
+    with db.transaction() as s:
+        return s.execute(text("SELECT count(DISTINCT xmin::text) FROM submissions WHERE id = ANY(CAST(:ids AS uuid[]))"),
+                         {"ids": ids}).scalar_one()
+
+
+def wait_judged(db: Database, ids: list[str], timeout_secs: float) -> dict[str, float]:
+    deadline = time.monotonic() + timeout_secs
+    while True:
+        done = judged_at(db, ids)
+        if len(done) == len(ids) or time.monotonic() > deadline:
+            return done
+        time.sleep(0.05)
+
+
+def steady(url: str, bootstrap: str, rate: float, seconds: float, seed: int, even: bool) -> None:
+    """consumer.py in its own process; one submission's messages published together, `rate` a second."""
+    db = Database(url)
+    topic = "taski.steady"
+    count = int(rate * seconds)
+    ids = make_submissions(db, count + 2, prefix="s")
+    warm, ids = ids[:2], ids[2:]
+    rng = random.Random(seed)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks="all")
+    env = {**os.environ, "DATABASE_URL": url, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "TASKI_TOPIC": topic,
+           "DUELY_CONSUMER_GROUP": "steady", "LOG_LEVEL": "WARNING"}
+    consumer = subprocess.Popen([sys.executable, str(ROOT / "consumer.py")], cwd=ROOT, env=env)
+    try:
+        def send(i: int, sid: str) -> int:
+            messages = messages_of(i, sid, rng.randint(1, 11))
+            for value in messages:
+                producer.send(topic, key=sid.encode(), value=value)
+            producer.flush()
+            return len(messages)
+
+        for i, sid in enumerate(warm):  # the consumer joins its group and reads them: start-up is not measured
+            send(i, sid)
+        if len(wait_judged(db, warm, 120)) != len(warm):
+            raise SystemExit("the consumer did not apply the warm-up submissions")
+        time.sleep(0.5)
+        cpu, sent, published = process_cpu_secs(consumer.pid), 0, {}
+        began, at = time.monotonic(), 0.0
+        for i, sid in enumerate(ids):
+            at += 1 / rate if even else rng.expovariate(rate)  # independent players: Poisson arrivals
+            pause = began + at - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            published[sid] = time.time()
+            sent += send(i + 2, sid)
+        done = wait_judged(db, ids, 120)
+        cpu = process_cpu_secs(consumer.pid) - cpu
+        elapsed = time.monotonic() - began
+        transactions = verdict_transactions(db, ids)
+    finally:
+        consumer.terminate()
+        consumer.wait(30)
+        producer.close()
+        db.dispose()
+    latencies = sorted((done[sid] - published[sid]) * 1000 for sid in done)
+    arrivals = "evenly spaced" if even else "Poisson arrivals"
+    print(f"steady: {len(ids)} submissions at {rate:g}/s ({arrivals}) ({sent} messages, {sent / len(ids):.1f} per submission) "
+          f"in {elapsed:.1f} s; applied {len(done)}, in {transactions} transactions "
+          f"({len(done) / transactions:.2f} verdicts per batch); load average {os.getloadavg()[0]:.1f}")
+    print(f"consumer.py process CPU: {cpu * 1e3 / len(ids):.2f} ms/submission, {cpu * 1e3 / sent:.3f} ms/message "
+          f"({cpu / elapsed * 100:.0f}% of a core)")
+    print(f"publish -> verdict applied: p50 {statistics.median(latencies):.0f} ms, "
+          f"p99 {latencies[int(len(latencies) * 0.99) - 1]:.0f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--submissions", type=int, default=2000)
     parser.add_argument("--updates", type=int, default=UPDATES_PER_SUBMISSION, help="progress messages per submission")
+    parser.add_argument("--rate", type=float, help="steady mode: submissions per second (consumer.py as a process)")
+    parser.add_argument("--seconds", type=float, default=20, help="steady mode: how long to publish")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--even", action="store_true", help="steady mode: evenly spaced submissions, not Poisson arrivals")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = start_embedded_postgres(Path(tmp) / "pg", cleanup_mode=None)
@@ -160,6 +263,9 @@ def main() -> None:
         bootstrap = f"127.0.0.1:{port}"
         try:
             upgrade(url)
+            if args.rate:
+                steady(url, bootstrap, args.rate, args.seconds, args.seed, args.even)
+                return
             db = Database(url)
             topic = "taski.bench"
             ids = make_submissions(db, args.submissions)

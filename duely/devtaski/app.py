@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -76,7 +77,8 @@ def _submission(body: object) -> SubmissionRequest:
     return SubmissionRequest(sid, task_id, language, solution)
 
 
-def create_devtaski_app(service: DevTaski, faults: Faults) -> Flask:
+def create_devtaski_app(service: DevTaski, faults: Faults, sleep: Callable[[float], None] = time.sleep) -> Flask:
+    """The Flask app; `sleep` is how a `slow` fault waits (gevent's under gevent's server)."""
     app = Flask("duely.devtaski")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
 
@@ -86,7 +88,7 @@ def create_devtaski_app(service: DevTaski, faults: Faults) -> Flask:
             return None
         delay_secs, fault = faults.take_http()
         if delay_secs:
-            time.sleep(delay_secs)
+            sleep(delay_secs)
         if fault is None:
             return None
         headers = {"Retry-After": str(fault.retry_after_secs)} if fault.retry_after_secs is not None else None

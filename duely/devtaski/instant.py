@@ -40,17 +40,23 @@ def passed_count(verdict: str, test_count: int) -> int:
 
 
 class InstantJudge:
-    """Same interface as `pool.JudgePool`: `start(on_event)`, `submit(job)`, `queued()`,
-    `workers()`, `stop()`. One thread turns jobs into events in order, so one submission's
-    events (and so its seqs) are always in order."""
+    """Same interface as `pool.JudgePool` (`start(on_event)`, `submit(job)`, `queued()`,
+    `workers()`, `stop()`), except that `start` may also be given `on_events`, which then gets
+    each submission's events as one list (its messages are published together). One thread
+    turns jobs into events in order, so one submission's events (and so its seqs) are always in order."""
 
     def __init__(self) -> None:
         self._jobs: queue.Queue[JudgingJob | None] = queue.Queue()
-        self._on_event: Callable[[JudgeEvent], None] = lambda event: None
+        self._on_events: Callable[[list[JudgeEvent]], None] = lambda events: None
         self._thread: threading.Thread | None = None
 
-    def start(self, on_event: Callable[[JudgeEvent], None]) -> list[WorkerReady]:
-        self._on_event = on_event
+    def start(self, on_event: Callable[[JudgeEvent], None],
+              on_events: Callable[[list[JudgeEvent]], None] | None = None) -> list[WorkerReady]:
+        def one_by_one(events: list[JudgeEvent]) -> None:
+            for event in events:
+                on_event(event)
+
+        self._on_events = on_events or one_by_one
         self._thread = threading.Thread(target=self._serve, name="instant-judge", daemon=True)
         self._thread.start()
         return self.workers()
@@ -74,10 +80,11 @@ class InstantJudge:
             sid = job.submission_id
             try:
                 verdict = verdict_for(job.source)
-                self._on_event(JudgeEvent("started", sid))
-                for number in range(1, passed_count(verdict, len(job.problem.tests)) + 1):
-                    self._on_event(JudgeEvent("passed", sid, test=number))
-                self._on_event(JudgeEvent("verdict", sid, verdict=verdict, detail="instant"))
+                events = [JudgeEvent("started", sid)]
+                events += [JudgeEvent("passed", sid, test=number)
+                           for number in range(1, passed_count(verdict, len(job.problem.tests)) + 1)]
+                events.append(JudgeEvent("verdict", sid, verdict=verdict, detail="instant"))
+                self._on_events(events)
             except Exception:  # a bad job must not stop the judge; a re-send judges it again
                 log.exception("instant judging failed", extra=logs.kv(submission_id=sid))
-                self._on_event(JudgeEvent("failed", sid, detail="instant judge error"))
+                self._on_events([JudgeEvent("failed", sid, detail="instant judge error")])

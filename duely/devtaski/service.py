@@ -112,17 +112,26 @@ class DevTaski:
 
     def handle_event(self, event: JudgeEvent) -> None:
         """One event from the judge pool (called from the pool's threads)."""
-        sid = event.submission_id
-        if event.kind == "started":
-            self.store.start_judging(sid)
-        elif event.kind == "passed":
-            self.publisher.publish(update_message(sid, self.store.next_seq(sid), event.test or 0))
-        elif event.kind == "verdict":
-            message = verdict_message(sid, self.store.next_seq(sid), event.verdict or "")
-            self.store.record_verdict(sid, message)  # on disk before anyone can see it
-            self.publisher.publish(message)
-            details = {"detail": event.detail} if event.detail else {}
-            log.info("judged", extra=logs.kv(submission_id=sid, verdict=event.verdict, seq=message["seq"], **details))
-        elif event.kind == "failed":
-            self.store.forget(sid)
-            log.error("could not judge; a re-send will judge it again", extra=logs.kv(submission_id=sid, error=event.detail))
+        self.handle_events([event])
+
+    def handle_events(self, events: list[JudgeEvent]) -> None:
+        """Events from the judge pool, in order; their messages are published together (the
+        instant judge hands over all of a submission's events at once: one produce request)."""
+        messages: list[dict] = []
+        for event in events:
+            sid = event.submission_id
+            if event.kind == "started":
+                self.store.start_judging(sid)
+            elif event.kind == "passed":
+                messages.append(update_message(sid, self.store.next_seq(sid), event.test or 0))
+            elif event.kind == "verdict":
+                message = verdict_message(sid, self.store.next_seq(sid), event.verdict or "")
+                self.store.record_verdict(sid, message)  # on disk before anyone can see it
+                messages.append(message)
+                details = {"detail": event.detail} if event.detail else {}
+                log.info("judged", extra=logs.kv(submission_id=sid, verdict=event.verdict, seq=message["seq"], **details))
+            elif event.kind == "failed":
+                self.store.forget(sid)
+                log.error("could not judge; a re-send will judge it again", extra=logs.kv(submission_id=sid, error=event.detail))
+        if messages:
+            self.publisher.publish_many(messages)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 from tests.devtaski.helpers import assert_judged_cleanly
@@ -43,6 +44,17 @@ def test_slow_delays_requests(devtaski):
     started = time.monotonic()
     devtaski.get("/api/languages")
     assert time.monotonic() - started < 0.5
+
+
+def test_a_slow_request_does_not_hold_up_the_others(devtaski):
+    devtaski.set_faults({"slow": {"delay_ms": 3000, "count": 1}})
+    slow = threading.Thread(target=lambda: devtaski.get("/api/languages"))
+    slow.start()
+    while (devtaski.get("/admin/faults").json().get("slow") or {}).get("remaining"):  # the slow one took the fault
+        time.sleep(0.01)
+    assert devtaski.get("/api/languages").status_code == 200
+    assert slow.is_alive()  # answered while the slow one still waits (one server thread: it must not block)
+    slow.join()
 
 
 def test_admin_endpoints_show_and_reset_faults_and_are_never_faulted(devtaski):
