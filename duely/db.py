@@ -129,38 +129,20 @@ class Database:
         """Run `fn(session)` in a transaction and commit; on a deadlock or serialization failure
         (SQLSTATE 40P01, 40001) roll back and run it again, up to `attempts` times in all, after a
         short jittered wait (backoff.TRANSACTION_RETRY). Every change goes through here."""
-        retry = TRANSACTION_RETRY.start()
-        for attempt in range(1, attempts + 1):
-            try:
-                with self.transaction() as session:
-                    return fn(session)
-            except (OperationalError, DBAPIError) as exc:
-                sqlstate = retryable_sqlstate(exc)
-                if sqlstate is None or attempt == attempts:
-                    raise
-                wait = retry.next()
-                log.info("retrying transaction after sqlstate %s (attempt %d, in %.3fs)", sqlstate, attempt, wait)
-                time.sleep(wait)
-        raise AssertionError("unreachable")
+        def once() -> T:
+            with self.transaction() as session:
+                return fn(session)
+        return _retried(once, attempts, "transaction")
 
     def run_alone(self, fn: Callable[[Connection], T], attempts: int = TRANSACTION_ATTEMPTS) -> T:
         """`run` for an `fn` that makes ONE statement (data-modifying CTEs and all, `driver_execute`)
         on a connection in autocommit: the statement is its own transaction, so it costs no BEGIN
         and COMMIT round trips, and no Session either (the hot writes). Retried like `run` on a
         deadlock or serialization failure."""
-        retry = TRANSACTION_RETRY.start()
-        for attempt in range(1, attempts + 1):
-            try:
-                with self._autocommit_engine.connect() as connection:
-                    return fn(connection)
-            except (OperationalError, DBAPIError) as exc:
-                sqlstate = retryable_sqlstate(exc)
-                if sqlstate is None or attempt == attempts:
-                    raise
-                wait = retry.next()
-                log.info("retrying statement after sqlstate %s (attempt %d, in %.3fs)", sqlstate, attempt, wait)
-                time.sleep(wait)
-        raise AssertionError("unreachable")
+        def once() -> T:
+            with self._autocommit_engine.connect() as connection:
+                return fn(connection)
+        return _retried(once, attempts, "statement")
 
     def read(self, fn: Callable[[Session], T]) -> T:
         """Run `fn(session)`, which only reads, in one transaction (one consistent connection;
@@ -171,6 +153,22 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _retried(once: Callable[[], T], attempts: int, what: str) -> T:
+    """`once()`, again after a deadlock or serialization failure, up to `attempts` times in all."""
+    retry = TRANSACTION_RETRY.start()
+    for attempt in range(1, attempts + 1):
+        try:
+            return once()
+        except (OperationalError, DBAPIError) as exc:
+            sqlstate = retryable_sqlstate(exc)
+            if sqlstate is None or attempt == attempts:
+                raise
+            wait = retry.next()
+            log.info("retrying %s after sqlstate %s (attempt %d, in %.3fs)", what, sqlstate, attempt, wait)
+            time.sleep(wait)
+    raise AssertionError("unreachable")
 
 
 def driver_execute(session: Session | Connection, sql: str, params: dict[str, Any] | None = None,
