@@ -568,3 +568,28 @@ def test_a_callers_own_session_carries_the_calls(instant_stack):
         client.duel(999999)
     assert missing.value.code == "not_found"
     assert seen == ["POST", "GET", "POST", "DELETE", "GET"]
+
+
+def test_a_pooled_connection_numbered_above_1023_is_reused(instant_stack):
+    """A process with many clients (a swarm of bots) has descriptors above 1023, which select()
+    refuses: the check of an idle pooled connection before its reuse must still work there."""
+    import resource
+    import socket
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip("this process may not open 2048 descriptors")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048), hard))
+    ballast = [socket.socket() for _ in range(1100)]  # the client's connection gets a number above them
+    try:
+        client = Client(instant_stack.url)
+        client.register("manyfds", "correct horse")  # opens the connection, left in the pool
+        (conn, _), = client.transport._idle
+        assert conn.sock.fileno() > 1023
+        assert client.join_queue()["status"] == "waiting"  # reuses it, after the check
+        assert client.queue_status()["status"] == "waiting"
+        assert client.transport._idle[0][0] is conn
+    finally:
+        for sock in ballast:
+            sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

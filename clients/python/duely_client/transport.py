@@ -201,9 +201,7 @@ class HttpTransport:
             except IndexError:
                 return None
             sock = conn.sock
-            # Readable while idle: the server closed it (EOF) or sent something unasked; either way
-            # it cannot carry a request. (A zero-timeout select is also gevent-friendly.)
-            if sock is None or now - since > MAX_IDLE_SECS or select.select([sock], [], [], 0)[0]:
+            if sock is None or now - since > MAX_IDLE_SECS or _readable(sock):
                 conn.close()
                 continue
             return conn
@@ -296,6 +294,17 @@ def transport_for(base_url: str, session: requests.Session | None = None) -> Htt
         return RequestsTransport(base_url, probe)
     probe.close()
     return HttpTransport(base_url, verify=settings["verify"], cert=settings["cert"])
+
+
+def _readable(sock: socket.socket) -> bool:
+    """Readable while idle: the server closed the connection (EOF) or sent something unasked;
+    either way it cannot carry a request. poll, not select: select() refuses descriptors above
+    1023, which a process with many clients (a swarm of bots) has. (gevent patches both.)"""
+    if not hasattr(select, "poll"):  # Windows: its select limits the number of sockets, not their values
+        return bool(select.select([sock], [], [], 0)[0])
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _ssl_context(verify: bool | str, cert: str | tuple[str, str] | None) -> ssl.SSLContext:
