@@ -22,6 +22,7 @@ p50 / p99:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -33,6 +34,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import requests
@@ -142,9 +144,10 @@ def verdict_times(consumer: KafkaConsumer, ids: set[str], timeout_secs: float,
     return seen, messages
 
 
-def instant(rate: float, seconds: float, seed: int) -> None:
-    problem, _ = five_test_problem()
-    rng = random.Random(seed)
+@contextlib.contextmanager
+def dev_taski(args: list[str]) -> Iterator[tuple[subprocess.Popen, str, str]]:
+    """A broker and the dev Taski (with `args`) in a temporary directory: (its process, the
+    bootstrap servers, its URL); both stopped at the end."""
     with tempfile.TemporaryDirectory(prefix="taski-bench-") as tmp:
         kafka_port, port = free_port(), free_port()
         bootstrap, url = f"127.0.0.1:{kafka_port}", f"http://127.0.0.1:{port}"
@@ -152,60 +155,66 @@ def instant(rate: float, seconds: float, seed: int) -> None:
         log = open(Path(tmp) / "devtaski.log", "wb")
         devtaski = subprocess.Popen(
             [sys.executable, "-m", "duely.devtaski", "--devtaski-port", str(port), "--kafka-bootstrap-servers", bootstrap,
-             "--taski-topic", TOPIC, "--devtaski-state-dir", str(Path(tmp) / "state"), "--devtaski-judge", "instant",
-             "--log-level", "WARNING"],
+             "--taski-topic", TOPIC, "--devtaski-state-dir", str(Path(tmp) / "state"), *args, "--log-level", "WARNING"],
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             wait_for_port("127.0.0.1", port, timeout=60)
-            http = requests.Session()
-            consumer = reader(bootstrap)
-
-            post_secs: list[float] = []
-
-            def post(sid: str) -> None:
-                began = time.perf_counter()
-                failed_on = rng.randint(1, TESTS + 1)  # TESTS + 1: Accepted
-                marker = "" if failed_on > TESTS else f"# verdict: Wrong Answer on test #{failed_on}\n"
-                resp = http.post(f"{url}/api/submissions", json={"submission_id": sid, "task_id": problem.id,
-                                                                "language": "python", "solution": marker + "print(1)"},
-                                 timeout=10)
-                resp.raise_for_status()
-                post_secs.append(time.perf_counter() - began)
-
-            warm = {str(uuid.uuid4()) for _ in range(5)}
-            for sid in warm:
-                post(sid)
-            verdict_times(consumer, warm, 60)
-            time.sleep(0.5)
-            cpu = process_cpu_secs(devtaski.pid)
-            posted: dict[str, float] = {}
-            ids: set[str] = set()
-            result: list = []
-            all_posted = threading.Event()
-            reading = threading.Thread(target=lambda: result.append(verdict_times(consumer, ids, seconds + 60, all_posted)))
-            reading.start()  # reads while submitting: the verdicts' times are when they came
-            began, at = time.monotonic(), 0.0
-            for _ in range(int(rate * seconds)):
-                at += rng.expovariate(rate)
-                pause = began + at - time.monotonic()
-                if pause > 0:
-                    time.sleep(pause)
-                sid = str(uuid.uuid4())
-                ids.add(sid)
-                posted[sid] = time.time()
-                post(sid)
-            all_posted.set()
-            reading.join()
-            seen, messages = result[0]
-            cpu = process_cpu_secs(devtaski.pid) - cpu
-            elapsed = time.monotonic() - began
-            consumer.close()
+            yield devtaski, bootstrap, url
         finally:
             devtaski.send_signal(signal.SIGTERM)
             devtaski.wait(30)
             broker.kill()
             broker.wait()
             log.close()
+
+
+def instant(rate: float, seconds: float, seed: int) -> None:
+    problem, _ = five_test_problem()
+    rng = random.Random(seed)
+    with dev_taski(["--devtaski-judge", "instant"]) as (devtaski, bootstrap, url):
+        http = requests.Session()
+        consumer = reader(bootstrap)
+
+        post_secs: list[float] = []
+
+        def post(sid: str) -> None:
+            began = time.perf_counter()
+            failed_on = rng.randint(1, TESTS + 1)  # TESTS + 1: Accepted
+            marker = "" if failed_on > TESTS else f"# verdict: Wrong Answer on test #{failed_on}\n"
+            resp = http.post(f"{url}/api/submissions", json={"submission_id": sid, "task_id": problem.id,
+                                                            "language": "python", "solution": marker + "print(1)"},
+                             timeout=10)
+            resp.raise_for_status()
+            post_secs.append(time.perf_counter() - began)
+
+        warm = {str(uuid.uuid4()) for _ in range(5)}
+        for sid in warm:
+            post(sid)
+        verdict_times(consumer, warm, 60)
+        time.sleep(0.5)
+        cpu = process_cpu_secs(devtaski.pid)
+        posted: dict[str, float] = {}
+        ids: set[str] = set()
+        result: list = []
+        all_posted = threading.Event()
+        reading = threading.Thread(target=lambda: result.append(verdict_times(consumer, ids, seconds + 60, all_posted)))
+        reading.start()  # reads while submitting: the verdicts' times are when they came
+        began, at = time.monotonic(), 0.0
+        for _ in range(int(rate * seconds)):
+            at += rng.expovariate(rate)
+            pause = began + at - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            sid = str(uuid.uuid4())
+            ids.add(sid)
+            posted[sid] = time.time()
+            post(sid)
+        all_posted.set()
+        reading.join()
+        seen, messages = result[0]
+        cpu = process_cpu_secs(devtaski.pid) - cpu
+        elapsed = time.monotonic() - began
+        consumer.close()
     latencies = sorted((seen[sid] - posted[sid]) * 1000 for sid in seen)
     post_ms = sorted(secs * 1000 for secs in post_secs[len(warm):])
     print(f"instant: {len(posted)} submissions at {rate:g}/s (Poisson arrivals) in {elapsed:.1f} s, {len(seen)} verdicts, "
@@ -230,35 +239,18 @@ def main() -> None:
         return
 
     problem, solution = five_test_problem()
-    with tempfile.TemporaryDirectory(prefix="taski-bench-") as tmp:
-        kafka_port, port = free_port(), free_port()
-        bootstrap, url = f"127.0.0.1:{kafka_port}", f"http://127.0.0.1:{port}"
-        broker = start_broker(kafka_port, Path(tmp) / "tansu.log")
-        log = open(Path(tmp) / "devtaski.log", "wb")
-        devtaski = subprocess.Popen(
-            [sys.executable, "-m", "duely.devtaski", "--devtaski-port", str(port), "--kafka-bootstrap-servers", bootstrap,
-             "--taski-topic", TOPIC, "--devtaski-state-dir", str(Path(tmp) / "state"), "--devtaski-workers", str(args.workers),
-             "--devtaski-sandbox", args.sandbox, "--log-level", "WARNING"],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            wait_for_port("127.0.0.1", port, timeout=60)
-            http = requests.Session()
-            sandbox = {w["sandbox"] for w in http.get(f"{url}/healthz", timeout=10).json()["workers"]}
-            consumer = reader(bootstrap)
-            wait_for_verdicts(consumer, submit_batch(http, url, problem.id, solution, args.workers * 2), 120)  # warm-up
+    with dev_taski(["--devtaski-workers", str(args.workers), "--devtaski-sandbox", args.sandbox]) as (devtaski, bootstrap, url):
+        http = requests.Session()
+        sandbox = {w["sandbox"] for w in http.get(f"{url}/healthz", timeout=10).json()["workers"]}
+        consumer = reader(bootstrap)
+        wait_for_verdicts(consumer, submit_batch(http, url, problem.id, solution, args.workers * 2), 120)  # warm-up
 
-            began = time.perf_counter()
-            ids = submit_batch(http, url, problem.id, solution, args.submissions)
-            posted = time.perf_counter() - began
-            verdicts = wait_for_verdicts(consumer, ids, 600)
-            elapsed = time.perf_counter() - began
-            consumer.close()
-        finally:
-            devtaski.send_signal(signal.SIGTERM)
-            devtaski.wait(30)
-            broker.kill()
-            broker.wait()
-            log.close()
+        began = time.perf_counter()
+        ids = submit_batch(http, url, problem.id, solution, args.submissions)
+        posted = time.perf_counter() - began
+        verdicts = wait_for_verdicts(consumer, ids, 600)
+        elapsed = time.perf_counter() - began
+        consumer.close()
         wrong = {v for v in verdicts.values() if v != "Accepted"}
         if wrong:
             raise SystemExit(f"unexpected verdicts {wrong}; see the dev Taski log")

@@ -184,18 +184,18 @@ class BatchedReader:
 
 @functools.cache
 def _positional_read_sql(kind: KeyKind, size: int) -> tuple[bytes, tuple[str, ...]]:
-    """`store.read_sql` with PostgreSQL's own `$n` placeholders, as bytes, and the names of
+    """`store.read_sql` with PostgreSQL's own numbered parameters (`$1`, `$2`...), as bytes, and the names of
     `read_params` in their order. psycopg converts `%(name)s` queries on every execution, and past
     50 parameters (batches of 32 and 64) it parses the whole statement again each time."""
     names: list[str] = []
 
-    def placeholder(match: re.Match[str]) -> str:
+    def numbered(match: re.Match[str]) -> str:
         if match.group(1) is None:
             return "%"  # `%%`, the driver's escape of a literal %
         names.append(match.group(1))
         return f"${len(names)}"
 
-    query = re.sub(r"%\((\w+)\)s|%%", placeholder, read_sql(kind, size))
+    query = re.sub(r"%\((\w+)\)s|%%", numbered, read_sql(kind, size))
     return query.encode(), tuple(names)
 
 
