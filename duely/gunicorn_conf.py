@@ -59,6 +59,10 @@ def post_worker_init(worker):
     if worker.age == 1:  # the first worker of this server checks, once
         _check_connection_budget()
 
+    from duely.gcfreeze import freeze_startup_heap
+
+    freeze_startup_heap()  # the app is loaded by now (gunicorn's load_wsgi runs before this hook)
+
     graceful_exit = worker.handle_exit
 
     def handle_exit(sig, frame):

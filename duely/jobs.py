@@ -23,6 +23,7 @@ from duely import challenges, dispatch, duels, outage
 from duely.config import Config
 from duely.db import SCHEDULER_POOL, Database
 from duely.eventlog.store import PRUNE_INTERVAL_SECS, prune_job
+from duely.gcfreeze import freeze_startup_heap
 from duely.matchmaking import queue, rounds
 from duely.runtime import Runtime
 from duely.wakeup import WokenLoop
@@ -121,6 +122,7 @@ def run_scheduler(config: Config) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    freeze_startup_heap()
     log.info("scheduler started with jobs: %s (woken: %s)", ", ".join(n for n, _, _ in scheduled_jobs()),
              ", ".join(loop.name for loop in loops))
     scheduler.start()

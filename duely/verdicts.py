@@ -26,6 +26,7 @@ from duely.backoff import BROKER_RECONNECT
 from duely.config import Config
 from duely.db import CONSUMER_POOL, Database, driver_execute
 from duely.eventlog.types import DuelLogSubmission, OpponentVerdict, SubmissionUpdate, SubmissionVerdict
+from duely.gcfreeze import freeze_startup_heap
 from duely.logs import kv
 from duely.runtime import Runtime
 from duely.statuses import DuelStatus, SubmissionState
@@ -368,6 +369,7 @@ def run_consumer(config: Config) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    freeze_startup_heap()
     consume(db, config, stop)
     db.dispose()
     log.info("consumer stopped")

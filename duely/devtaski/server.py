@@ -28,6 +28,7 @@ from duely.devtaski.problems import BUNDLED_DIR, load_problems
 from duely.devtaski.publisher import Publisher
 from duely.devtaski.service import DevTaski
 from duely.devtaski.store import SubmissionStore
+from duely.gcfreeze import freeze_startup_heap
 
 log = logging.getLogger("duely.devtaski")
 
@@ -82,6 +83,7 @@ def run(config: Config) -> None:
         judge=config.devtaski_judge,
         workers=" ".join(f"uid={w.uid}/{w.sandbox_mode}" for w in workers), kafka=bootstrap, topic=config.taski_topic,
         state=store.path))
+    freeze_startup_heap()
     try:
         http.serve_forever()
     finally:
