@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from duely_client import Client, DuelyError  # noqa: E402
 
+from duely.gcfreeze import freeze_startup_heap  # noqa: E402
 from duely.infra import free_port  # noqa: E402
 
 ACCEPTED = "print(1)\n"
@@ -287,6 +288,10 @@ def main() -> None:
 
         greenlets = [gevent.spawn(p.play, measuring) for p in players]
         gevent.sleep(1.0)  # every player's first poll is held before the window opens
+        # The players and their clients are this process's long-lived objects: a full collection
+        # over them paused every player at once (~120 ms seen with gc.callbacks) and showed up in
+        # the latencies measured here. As the stack's processes do (duely/gcfreeze.py):
+        freeze_startup_heap()
         stats.window_open = True
         measuring.set()
         sampler = gevent.spawn(sample_healthz, url, stats, stop)
