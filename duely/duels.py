@@ -9,6 +9,7 @@ its batch's state) and written by `finish`.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from duely.eventlog.types import (
 )
 from duely.logs import kv
 from duely.models import Duel, DuelPlayer, User
-from duely.statuses import ChallengeKind, ChallengeStatus, DuelStatus
+from duely.statuses import DuelStatus
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +64,7 @@ _OPEN = f"""
     SELECT u.id, u.nickname, u.rating, u.rating_exact, u.rating_deviation, u.rating_volatility, u.rated_at,
            u.establishing, now() AS now, duel.id AS duel_id, duel.deadline,
            u.id IN (SELECT user_id FROM left_queue) AS left_queue,
-           EXISTS (SELECT 1 FROM challenges c
-                   WHERE c.status = {ChallengeStatus.PENDING.sql} AND c.kind = {ChallengeKind.REMATCH.sql}
-                     AND (c.challenger_id = u.id OR c.to_user_id = u.id)) AS has_offers,
+           EXISTS (SELECT 1 FROM challenges c WHERE {{pending_rematch_offer}}) AS has_offers,
            CASE WHEN u.establishing AND %(rated)s THEN (
                SELECT json_agg(json_build_array(d.outcome, d.winner_id, o.rating_exact, o.rating_deviation,
                                                 o.rating_volatility) ORDER BY me.duel_id)
@@ -77,6 +76,17 @@ _OPEN = f"""
     FROM users u LEFT JOIN duel ON true
     WHERE u.id = ANY(%(ids)s)
     """
+
+
+@functools.cache
+def _open_sql() -> str:
+    """`_OPEN` with challenges' definition of a pending rematch offer (read at first use:
+    duely.challenges imports this module)."""
+    from duely.challenges import pending_rematch_offer
+
+    return _OPEN.replace("{pending_rematch_offer}", pending_rematch_offer("u.id", alias="c"))
+
+
 # Both player rows, riding along with the events' append (EventBatch.flush's `also`).
 _PLAYERS = """
     INSERT INTO duel_players (duel_id, user_id, rating_before, stakes, outcomes)
@@ -125,7 +135,7 @@ def open_duel(session: Session, player_ids: tuple[int, int], task: dict[str, Any
 
 def _open(session: Session, player_ids: tuple[int, int], task: dict[str, Any], duration_secs: float, rated: bool,
           duel_id: int | None, leave_queue: bool, need_queued: int) -> tuple[Opened, list[Any]]:
-    rows = driver_execute(session, _OPEN, {
+    rows = driver_execute(session, _open_sql(), {
         "ids": list(player_ids), "need_queued": need_queued, "leave_queue": leave_queue, "id": duel_id,
         "task_id": str(task["id"]), "duration": float(duration_secs), "rated": rated,
         "task": json.dumps({k: task.get(k) for k in ("id", "title", "statement", "time_limit_ms", "difficulty")}),
