@@ -152,7 +152,7 @@ def list_submissions(duel_id: int):
 
 
 @blp.route("/duels/<id:duel_id>/submit", methods=["POST"])
-@token_checked_in_view  # by the submit's own transaction (run_as_caller)
+@token_checked_in_view  # by the submit's own statement (submissions.submit_as)
 @blp.arguments(SubmitSchema)
 @blp.response(202, SubmitResultSchema)
 @blp.doc(security=BEARER, parameters=[{"in": "header", "name": "Idempotency-Key", "schema": {"type": "string"}}])
