@@ -2,8 +2,8 @@
 
 Lock order everywhere a duel and its players change together: the duel row, then the users
 rows in id order (`eventlog.lock_users`), then submission rows. Every result is decided by the
-contract's "who wins" rule (`duely.outcome.decide`: `finish_if_certain`, or the verdict intake on
-its batch's state) and written by `finish`.
+contract's "who wins" rule (`duely.outcome.decide`: `finish_if_certain`, `resign_as`, or the
+verdict intake on its batch's state) and written by `finish`.
 """
 
 from __future__ import annotations
