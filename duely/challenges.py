@@ -493,7 +493,20 @@ def expiry_job(db: Database) -> int:
 
 # -- rematch offers ----------------------------------------------------------------------------
 
-_OFFERS_OF = f"kind = {ChallengeKind.REMATCH.sql} AND (challenger_id = ANY(:uids) OR to_user_id = ANY(:uids))"
+def pending_rematch_offer(user_sql: str, alias: str | None = None) -> str:
+    """The one definition of "a pending rematch offer made by or to a user", as an SQL condition
+    on a challenges row (`alias`: the row's name in the statement, if it has one): status pending,
+    kind rematch, the user its challenger or its addressee. `user_sql` is an expression of the
+    user's id, or `ANY(<array>)` for any of several users. Its expiry is no part of it: an offer
+    past `expires_at` stays pending until the expiry job closes it, and a queue join or a duel
+    start still ends it, with its events. Used by the queue join (duely/matchmaking/queue.py) and
+    the duel start (`duels.open_duel`) too."""
+    c = f"{alias}." if alias else ""
+    return (f"{c}status = {_PENDING} AND {c}kind = {ChallengeKind.REMATCH.sql}"
+            f" AND ({c}challenger_id = {user_sql} OR {c}to_user_id = {user_sql})")
+
+
+_OFFERS_OF = pending_rematch_offer("ANY(:uids)")
 
 
 def lock_with_rematch_partners(session: Session, user_ids: Iterable[int]) -> None:
@@ -513,8 +526,8 @@ _LOCK_WITH_PARTNERS = text(
     f"""
     SELECT id FROM users
     WHERE id IN (SELECT unnest(CAST(:uids AS bigint[]))
-                 UNION SELECT challenger_id FROM challenges WHERE status = {_PENDING} AND {_OFFERS_OF}
-                 UNION SELECT to_user_id FROM challenges WHERE status = {_PENDING} AND {_OFFERS_OF})
+                 UNION SELECT challenger_id FROM challenges WHERE {_OFFERS_OF}
+                 UNION SELECT to_user_id FROM challenges WHERE {_OFFERS_OF})
     ORDER BY id FOR UPDATE OF users
     """
 )

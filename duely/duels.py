@@ -2,13 +2,14 @@
 
 Lock order everywhere a duel and its players change together: the duel row, then the users
 rows in id order (`eventlog.lock_users`), then submission rows. Every result is decided by the
-contract's "who wins" rule (`duely.outcome.decide`: `finish_if_certain`, or the verdict intake on
-its batch's state) and written by `finish`.
+contract's "who wins" rule (`duely.outcome.decide`: `finish_if_certain`, `resign_as`, or the
+verdict intake on its batch's state) and written by `finish`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from duely.eventlog.types import (
 )
 from duely.logs import kv
 from duely.models import Duel, DuelPlayer, User
-from duely.statuses import ChallengeKind, ChallengeStatus, DuelStatus
+from duely.statuses import DuelStatus
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +64,7 @@ _OPEN = f"""
     SELECT u.id, u.nickname, u.rating, u.rating_exact, u.rating_deviation, u.rating_volatility, u.rated_at,
            u.establishing, now() AS now, duel.id AS duel_id, duel.deadline,
            u.id IN (SELECT user_id FROM left_queue) AS left_queue,
-           EXISTS (SELECT 1 FROM challenges c
-                   WHERE c.status = {ChallengeStatus.PENDING.sql} AND c.kind = {ChallengeKind.REMATCH.sql}
-                     AND (c.challenger_id = u.id OR c.to_user_id = u.id)) AS has_offers,
+           EXISTS (SELECT 1 FROM challenges c WHERE {{pending_rematch_offer}}) AS has_offers,
            CASE WHEN u.establishing AND %(rated)s THEN (
                SELECT json_agg(json_build_array(d.outcome, d.winner_id, o.rating_exact, o.rating_deviation,
                                                 o.rating_volatility) ORDER BY me.duel_id)
@@ -77,6 +76,17 @@ _OPEN = f"""
     FROM users u LEFT JOIN duel ON true
     WHERE u.id = ANY(%(ids)s)
     """
+
+
+@functools.cache
+def _open_sql() -> str:
+    """`_OPEN` with challenges' definition of a pending rematch offer (read at first use:
+    duely.challenges imports this module)."""
+    from duely.challenges import pending_rematch_offer
+
+    return _OPEN.replace("{pending_rematch_offer}", pending_rematch_offer("u.id", alias="c"))
+
+
 # Both player rows, riding along with the events' append (EventBatch.flush's `also`).
 _PLAYERS = """
     INSERT INTO duel_players (duel_id, user_id, rating_before, stakes, outcomes)
@@ -125,7 +135,7 @@ def open_duel(session: Session, player_ids: tuple[int, int], task: dict[str, Any
 
 def _open(session: Session, player_ids: tuple[int, int], task: dict[str, Any], duration_secs: float, rated: bool,
           duel_id: int | None, leave_queue: bool, need_queued: int) -> tuple[Opened, list[Any]]:
-    rows = driver_execute(session, _OPEN, {
+    rows = driver_execute(session, _open_sql(), {
         "ids": list(player_ids), "need_queued": need_queued, "leave_queue": leave_queue, "id": duel_id,
         "task_id": str(task["id"]), "duration": float(duration_secs), "rated": rated,
         "task": json.dumps({k: task.get(k) for k in ("id", "title", "statement", "time_limit_ms", "difficulty")}),
@@ -356,16 +366,19 @@ _FINISH_WRITE = text(
 
 
 def finish(session: Session, duel: LockedDuel, players: list[int], decision: outcome.Decision, now: dt.datetime,
-           events: eventlog.EventBatch | None = None) -> None:
+           events: eventlog.EventBatch | None = None, users: dict[int, Any] | None = None) -> dict[int, int]:
     """Write a decided result: the duel, ratings and records, and the `duel_finished` events.
 
     The one implementation of a finish (verdicts, resignation, timeouts). The caller holds the
     duel row lock. With `events`, the events are added to the caller's batch (which appends them
-    in its order); without, they are appended here. Marks `duel` finished.
+    in its order); without, they are appended here. `users`: the players' rows as `_FINISH_LOAD`
+    reads them (columns of its SELECT), by id, when the caller read and locked them itself (in id
+    order, after the duel). Marks `duel` finished; returns each player's rating after it (shown).
     """
     if session.identity_map:  # ORM objects of this session: write their changes before the plain SQL
         session.flush()
-    users = {u.id: u for u in session.execute(_FINISH_LOAD, {"d": duel.id})}
+    if users is None:
+        users = {u.id: u for u in session.execute(_FINISH_LOAD, {"d": duel.id})}
     a, b = players
     if decision.outcome == "draw":
         score_a = 0.5
@@ -416,15 +429,81 @@ def finish(session: Session, duel: LockedDuel, players: list[int], decision: out
         batch.flush(session)
     log.info("duel finished", extra=kv(duel_id=duel.id, outcome=decision.outcome, winner_id=decision.winner_id,
                                        reason=decision.reason, rating_changes=changes))
+    return shown
 
 
-def resign(session: Session, user_id: int, duel_id: int) -> None:
-    """The caller gives up; the opponent wins at once. 409 duel_finished when already over."""
-    duel, _ = access_duel_as_player(session, user_id, duel_id, lock="update")
-    if duel.status != DuelStatus.ACTIVE:
+# A resignation in four statements between BEGIN and COMMIT (it was eleven: the duel and its
+# players were read twice, by the access check and by the finish, and the answer read them again).
+# 1. `_RESIGN_LOCK`: the caller (a token checked by the statement, or a user id), the duel row FOR
+#    UPDATE (only for a known caller), its players and what the answer shows of it;
+# 2. `_RESIGN_LOAD`: the players' user rows FOR UPDATE in id order (lock order: duel, users) with
+#    what `finish` needs of them, their submissions and the database clock. Its own statement, so
+#    its snapshot is younger than the duel lock the first one may have waited for: every
+#    submission and verdict committed before the lock was ours is seen (they change only under it);
+# 3. and 4. `finish`'s write and its events. The answer is built from those rows, not read again.
+_RESIGN_LOCK = """
+    WITH {who}, duel AS MATERIALIZED (
+        SELECT id, status, deadline, rated, started_at, task FROM duels
+        WHERE id = %(d)s AND EXISTS (SELECT 1 FROM who) FOR UPDATE
+    )
+    SELECT (SELECT user_id FROM who) AS caller, duel.id, duel.status, duel.deadline, duel.rated, duel.started_at,
+           duel.task, ARRAY(SELECT user_id FROM duel_players WHERE duel_id = duel.id ORDER BY user_id) AS players
+    FROM (SELECT 1) one LEFT JOIN duel ON true
+    """
+_RESIGN_LOCK_BY_USER = _RESIGN_LOCK.format(who="who AS (SELECT CAST(%(user)s AS bigint) AS user_id)")
+_RESIGN_LOCK_BY_TOKEN = _RESIGN_LOCK.format(
+    who="who AS (SELECT user_id FROM auth_tokens WHERE token_hash = %(h)s AND revoked_at IS NULL AND expires_at > now())")
+_RESIGN_LOAD = """
+    SELECT clock_timestamp() AS now, u.id, u.nickname, u.rating, u.rating_exact, u.rating_deviation,
+           u.rating_volatility, u.rated_at, dp.outcomes, dp.rating_before, dp.stakes,
+           ARRAY(SELECT s.submitted_at FROM submissions s WHERE s.duel_id = dp.duel_id AND s.user_id = u.id
+                 ORDER BY s.submitted_at, s.id) AS submitted_at,
+           ARRAY(SELECT s.verdict FROM submissions s WHERE s.duel_id = dp.duel_id AND s.user_id = u.id
+                 ORDER BY s.submitted_at, s.id) AS verdicts
+    FROM users u JOIN duel_players dp ON dp.user_id = u.id AND dp.duel_id = %(d)s
+    ORDER BY u.id FOR UPDATE OF u
+    """
+
+
+def resign(session: Session, user_id: int, duel_id: int) -> dict:
+    """The caller gives up; the opponent wins at once (unless the result was already certain).
+    Returns the finished duel as `duel_json` shows it. Errors, in this order: 404 no such duel,
+    403 not a player, 409 duel_finished when already over."""
+    return _resign(session, _RESIGN_LOCK_BY_USER, {"user": user_id, "d": duel_id})[1]
+
+
+def resign_as(session: Session, token_hash: str, duel_id: int) -> tuple[int, dict]:
+    """`resign` for the holder of a bearer token (its hash, `auth.hash_token`), checked by the
+    resignation's first statement: (user id, the finished duel). 401 for a bad token first."""
+    return _resign(session, _RESIGN_LOCK_BY_TOKEN, {"h": token_hash, "d": duel_id})
+
+
+def _resign(session: Session, lock_sql: str, params: dict[str, Any]) -> tuple[int, dict]:
+    row = driver_execute(session, lock_sql, params, named=True).fetchone()
+    if row.caller is None:
+        raise errors.Unauthorized("The token is missing, unknown, expired or revoked.")
+    if row.id is None:
+        raise errors.NotFound("No such duel.")
+    user_id, players = row.caller, list(row.players)
+    if user_id not in players:
+        raise errors.Forbidden("Only the two players of this duel may do that.")
+    if row.status != DuelStatus.ACTIVE:
         raise errors.DuelFinished()
-    if not try_finish(session, duel_id, resigned_by=user_id):
-        raise errors.DuelFinished()
+    duel = LockedDuel(row.id, row.status, row.deadline, row.rated, row.started_at)
+    users = driver_execute(session, _RESIGN_LOAD, {"d": duel.id}, named=True).fetchall()
+    now = users[0].now
+    subs = [outcome.SubmissionView(user_id=u.id, submitted_at=at, verdict=verdict)
+            for u in users for at, verdict in zip(u.submitted_at, u.verdicts, strict=True)]
+    decision = outcome.decide(subs, now=now, deadline=duel.deadline, player_ids=tuple(players), resigned_by=user_id)
+    if decision is None:  # cannot be: a resignation always decides an active duel
+        raise AssertionError(f"duel {duel.id}: a resignation decided nothing")
+    shown = finish(session, duel, players, decision, now, users={u.id: u for u in users})
+    return user_id, duel_object(
+        duel_id=duel.id, status=DuelStatus.FINISHED, rated=duel.rated, task=row.task,
+        players=[{"user_id": u.id, "nickname": u.nickname, "rating_before": u.rating_before,
+                  "rating_after": shown[u.id], "stakes": u.stakes} for u in users],
+        started_at=duel.started_at, deadline=duel.deadline, finished_at=now,
+        result={"outcome": decision.outcome, "winner_id": decision.winner_id, "reason": decision.reason})
 
 
 def duels_due(session: Session, limit: int = 200) -> list[int]:
@@ -446,28 +525,43 @@ def duel_json(session: Session, duel: Duel) -> dict:
         select(DuelPlayer, User.nickname).join(User, User.id == DuelPlayer.user_id)
         .where(DuelPlayer.duel_id == duel.id).order_by(DuelPlayer.user_id)
     ).all()
-    players: list[dict[str, Any]] = [
-        {"user_id": p.user_id, "nickname": nick, "rating_before": p.rating_before, "rating_after": p.rating_after}
-        for p, nick in rows
-    ]
     finished = duel.status == DuelStatus.FINISHED
+    return duel_object(
+        duel_id=duel.id, status=duel.status, rated=duel.rated, task=duel.task,
+        players=[{"user_id": p.user_id, "nickname": nick, "rating_before": p.rating_before,
+                  "rating_after": p.rating_after, "stakes": p.stakes} for p, nick in rows],
+        started_at=duel.started_at, deadline=duel.deadline, finished_at=duel.finished_at,
+        result={"outcome": duel.outcome, "winner_id": duel.winner_id, "reason": duel.reason} if finished else None)
+
+
+def duel_object(*, duel_id: int, status: str, rated: bool, task: dict[str, Any], players: list[dict[str, Any]],
+                started_at: dt.datetime, deadline: dt.datetime, finished_at: dt.datetime | None,
+                result: dict[str, Any] | None) -> dict:
+    """The contract's duel object from plain values (`players`: user_id, nickname, rating_before,
+    rating_after, stakes each, in user id order; `result`: outcome, winner_id, reason, None while
+    the duel is active)."""
+    shown: list[dict[str, Any]] = [
+        {"user_id": p["user_id"], "nickname": p["nickname"], "rating_before": p["rating_before"],
+         "rating_after": p["rating_after"]}
+        for p in players
+    ]
     return {
-        "id": duel.id,
-        "status": duel.status,
-        "rated": duel.rated,
-        "task": {"id": duel.task.get("id"), "title": duel.task.get("title"), "statement": duel.task.get("statement"),
-                 "time_limit_ms": duel.task.get("time_limit_ms")},
-        "players": players,
-        "started_at": isoformat(duel.started_at),
-        "deadline": isoformat(duel.deadline),
-        "finished_at": isoformat(duel.finished_at),
-        "result": {"outcome": duel.outcome, "winner_id": duel.winner_id, "reason": duel.reason} if finished else None,
+        "id": duel_id,
+        "status": status,
+        "rated": rated,
+        "task": {"id": task.get("id"), "title": task.get("title"), "statement": task.get("statement"),
+                 "time_limit_ms": task.get("time_limit_ms")},
+        "players": shown,
+        "started_at": isoformat(started_at),
+        "deadline": isoformat(deadline),
+        "finished_at": isoformat(finished_at),
+        "result": result,
         "rating_changes": {
-            str(p["user_id"]): p["rating_after"] - p["rating_before"] for p in players if p["rating_after"] is not None
+            str(p["user_id"]): p["rating_after"] - p["rating_before"] for p in shown if p["rating_after"] is not None
         },
         # What each player wins or loses, fixed at the start ({} for unrated duels and for duels
         # rated before Glicko-2).
-        "stakes": {str(p.user_id): p.stakes for p, _ in rows if p.stakes is not None},
+        "stakes": {str(p["user_id"]): p["stakes"] for p in players if p["stakes"] is not None},
     }
 
 

@@ -10,6 +10,7 @@ from flask import current_app, g, request
 from flask_smorest import Blueprint as _Blueprint
 from marshmallow import EXCLUDE, Schema, pre_load
 from marshmallow import ValidationError as SchemaValidationError
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from webargs.flaskparser import FlaskParser
 from werkzeug.routing import BaseConverter, ValidationError
@@ -150,6 +151,20 @@ def run_as_caller(fn: Callable[[Session, int], T]) -> T:
         return fn(session, user_id)
 
     return svc.db.run(act)
+
+
+def alone_or_full(alone: Callable[[Connection, str], tuple[int, T | None]], full: Callable[[Session, int], T]) -> T:
+    """A hot write that has a one-statement path: `alone(connection, token_hash)` checks the
+    caller's token and does the common case in ONE statement (Database.run_alone, no BEGIN or
+    COMMIT), answering (user id, result), or (user id, None) when it changed nothing and declines;
+    then `full(session, user_id)` decides in a transaction of its own (`run_as_caller`). A bad
+    token is 401 from the statement and changes nothing. Views using it are decorated with
+    `token_checked_in_view`."""
+    token_hash = caller_token_hash()
+    g.user_id, result = services().db.run_alone(lambda connection: alone(connection, token_hash))
+    if result is None:
+        result = run_as_caller(full)
+    return result
 
 
 def token_checked_in_view(view: Callable[..., T]) -> Callable[..., T]:

@@ -15,7 +15,6 @@ from duely.api.common import (
     caller_token_hash,
     current_user_id,
     login_required,
-    run_as_caller,
     services,
     token_checked_in_view,
 )
@@ -153,7 +152,7 @@ def list_submissions(duel_id: int):
 
 
 @blp.route("/duels/<id:duel_id>/submit", methods=["POST"])
-@token_checked_in_view  # by the submit's own transaction (run_as_caller)
+@token_checked_in_view  # by the submit's own statement (submissions.submit_as)
 @blp.arguments(SubmitSchema)
 @blp.response(202, SubmitResultSchema)
 @blp.doc(security=BEARER, parameters=[{"in": "header", "name": "Idempotency-Key", "schema": {"type": "string"}}])
@@ -171,16 +170,15 @@ def submit(body, duel_id: int):
 
 
 @blp.route("/duels/<id:duel_id>/resign", methods=["POST"])
-@token_checked_in_view  # by the resignation's own transaction (run_as_caller)
+@token_checked_in_view  # by the resignation's own first statement (duels.resign_as)
 @blp.response(202, DuelSchema)
 @blp.doc(security=BEARER)
 def resign(duel_id: int):
     """Give up: the opponent wins at once."""
-    def act(session, user_id: int):
-        duels.resign(session, user_id, duel_id)
-        return duels.duel_json(session, duels.get_duel(session, duel_id))
-
-    return run_as_caller(act)
+    # The token is checked by the resignation's first statement (duels.resign_as): no statement of its own.
+    token_hash = caller_token_hash()
+    g.user_id, duel = services().db.run(lambda s: duels.resign_as(s, token_hash, duel_id))
+    return duel
 
 
 @blp.route("/users/<id:user_id>/duels", methods=["GET"])

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from flask import Response, g
+from flask import Response
 from marshmallow import Schema, fields
 
 from duely.api.common import (
     BEARER,
     Blueprint,
-    caller_token_hash,
+    alone_or_full,
     current_user_id,
     login_required,
-    run_as_caller,
     services,
     token_checked_in_view,
 )
@@ -30,31 +29,24 @@ class QueueStatusSchema(Schema):
 
 
 @blp.route("/queue", methods=["POST"])
-@token_checked_in_view  # by the join's own transaction (run_as_caller)
+@token_checked_in_view  # by the join's own statement (alone_or_full)
 @blp.response(202, QueueStatusSchema)
 @blp.doc(security=BEARER)
 def join_queue():
     """Wait for an opponent (idempotent). Keep polling /api/updates to stay in the queue."""
     # The common join (and an idempotent repeat) is one statement, token check included; anything
     # else (in a duel, a pending rematch offer, a concurrent change) takes the full path.
-    svc = services()
-    token_hash = caller_token_hash()
-    g.user_id, since = svc.db.run_alone(lambda s: queue.join_alone(s, token_hash))
-    if since is None:
-        since = run_as_caller(queue.join)
+    since = alone_or_full(queue.join_alone, queue.join)
     return {"status": QueueStatus.WAITING, "since": isoformat(since), "duel_id": None}
 
 
 @blp.route("/queue", methods=["DELETE"])
-@token_checked_in_view  # by the leave's own transaction (run_as_caller)
+@token_checked_in_view  # by the leave's own statement (alone_or_full)
 @blp.response(204)
 @blp.doc(security=BEARER)
 def leave_queue():
-    svc = services()
-    token_hash = caller_token_hash()
-    g.user_id, left = svc.db.run_alone(lambda s: queue.leave_alone(s, token_hash))
-    if left is None:  # not waiting as of the statement's snapshot, but changed since: decide afresh
-        run_as_caller(lambda s, user_id: queue.leave(s, user_id, reason=QueueLeftReason.LEFT))
+    # None from the statement: not waiting as of its snapshot, but changed since: decide afresh.
+    alone_or_full(queue.leave_alone, lambda s, user_id: queue.leave(s, user_id, reason=QueueLeftReason.LEFT))
     return Response(status=204)
 
 

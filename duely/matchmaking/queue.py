@@ -20,7 +20,7 @@ from duely.eventlog import presence
 from duely.eventlog.store import USER_LOG, append_ctes, isoformat_sql, notify_sql
 from duely.eventlog.types import EventType, QueueJoined, QueueLeft, QueueLeftReason
 from duely.logs import kv
-from duely.statuses import ChallengeKind, ChallengeStatus, QueueStatus
+from duely.statuses import QueueStatus
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,7 @@ _LEAVE = "DELETE FROM queue_entries WHERE user_id = %(u)s RETURNING user_id"
 _TOKEN_CTE = """tok AS (
         SELECT user_id FROM auth_tokens WHERE token_hash = %(h)s AND revoked_at IS NULL AND expires_at > now()
     )"""
-_PENDING_REMATCH = (f"c.status = {ChallengeStatus.PENDING.sql} AND c.kind = {ChallengeKind.REMATCH.sql}"
-                    " AND (c.challenger_id = t.user_id OR c.to_user_id = t.user_id)")
+_PENDING_REMATCH = challenges.pending_rematch_offer("t.user_id", alias="c")
 # A join: lock the user; when it has no pending rematch offer (either side: the full path ends
 # them, locking their other players too), plays no duel and its row did not change since the
 # snapshot: queue it, touch its presence, append `queue_joined`, NOTIFY the user's polls and the
