@@ -13,11 +13,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import QueuePool
 
 from duely.backoff import TRANSACTION_RETRY
 
@@ -150,6 +151,26 @@ class Database:
         at READ COMMITTED)."""
         with self.transaction() as session:
             return fn(session)
+
+    def open_connections(self, count: int) -> int:
+        """Open up to `count` pool connections now (never more than the pool keeps) and leave them
+        in the pool; returns how many it holds afterwards. The engine's first connection runs
+        SQLAlchemy's dialect set-up (several round trips) while every other new connection waits
+        for it, and each new connection costs PostgreSQL a process: done when a web worker starts,
+        the first requests after a (re)start no longer queue behind that (the cold start of
+        `bench/updates.py --parts actions`, README)."""
+        pool = self.engine.pool
+        count = min(count, pool.size()) if isinstance(pool, QueuePool) else count
+        held: list[Connection] = []
+        try:
+            for _ in range(count):
+                connection = self.engine.connect()
+                held.append(connection)
+                connection.execute(text("SELECT 1"))
+        finally:
+            for connection in held:
+                connection.close()
+        return pool.checkedin() if isinstance(pool, QueuePool) else len(held)
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -24,3 +24,22 @@ def test_a_connection_killed_while_idle_is_replaced_before_use(database_url):
             assert s.execute(text("SELECT 1")).scalar_one() == 1
     finally:
         database.dispose()
+
+
+def test_connections_opened_at_start_are_distinct_server_sessions_kept_in_the_pool(database_url):
+    """What a web worker does as it starts (duely/gunicorn_conf.py): the connections stay in the
+    pool for the first requests, and never more than the pool keeps."""
+    database = Database(database_url, pool_size=3, max_overflow=2)
+    try:
+        assert database.open_connections(2) == 2
+        assert database.engine.pool.checkedin() == 2
+        assert database.open_connections(10) == 3  # the pool keeps 3: overflow ones would be closed at once
+        held = [database.engine.connect() for _ in range(3)]
+        try:  # three distinct server sessions, all taken from the pool: none had to be opened now
+            assert len({c.execute(text("SELECT pg_backend_pid()")).scalar_one() for c in held}) == 3
+            assert database.engine.pool.checkedin() == 0 and database.engine.pool.overflow() == 0
+        finally:
+            for c in held:
+                c.close()
+    finally:
+        database.dispose()
