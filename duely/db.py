@@ -168,8 +168,14 @@ class Database:
                 held.append(connection)
                 connection.execute(text("SELECT 1"))
         finally:
+            records = [connection.info for connection in held]  # the pool's record of each
             for connection in held:
                 connection.close()
+        for record in records:
+            # Pinged at their first use, like connections that sat idle (_ping_when_idle): the
+            # database may restart before a request ever takes them, and a worker that saw no
+            # outage would otherwise answer its first request after the restart with a 503.
+            record["idle_since"] = float("-inf")
         return pool.checkedin() if isinstance(pool, QueuePool) else len(held)
 
     def dispose(self) -> None:

@@ -43,3 +43,22 @@ def test_connections_opened_at_start_are_distinct_server_sessions_kept_in_the_po
                 c.close()
     finally:
         database.dispose()
+
+
+def test_connections_opened_ahead_of_use_survive_a_restart_before_their_first_use(database_url):
+    """A worker opens its connections as it starts; if the database restarts (here: their server
+    sessions are ended) before any request takes them, the first request still succeeds."""
+    name = "duely-test-opened-ahead"
+    url = database_url + ("&" if "?" in database_url else "?") + "application_name=" + name
+    database = Database(url, pool_size=2, max_overflow=0)
+    try:
+        database.open_connections(2)
+        with Database(database_url, pool_size=1, max_overflow=0).transaction() as other:
+            ended = other.execute(text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = :n"),
+                                  {"n": name}).scalar_one()
+        assert ended == 2
+        for _ in range(2):  # both pooled connections, each taken once: no error, a new session
+            with database.transaction() as s:
+                assert s.execute(text("SELECT 1")).scalar_one() == 1
+    finally:
+        database.dispose()
