@@ -65,6 +65,14 @@ def cpu_secs(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
 
 
+def logged_statements(log_path: Path, start: int) -> list[str]:
+    """The statements PostgreSQL logged (log_statement = 'all') after byte `start` of its log."""
+    with open(log_path, "rb") as f:
+        f.seek(start)
+        return [line for line in f.read().decode(errors="replace").splitlines()
+                if "LOG:  statement: " in line or "LOG:  execute " in line]
+
+
 class Client:
     """One keep-alive HTTP/1.1 connection."""
 
@@ -306,10 +314,7 @@ class Bench:
             for i in range(count):
                 step(i)
             time.sleep(0.2)
-            with open(log_path, "rb") as f:
-                f.seek(start)
-                lines = [line for line in f.read().decode(errors="replace").splitlines()
-                         if "LOG:  statement: " in line or "LOG:  execute " in line]
+            lines = logged_statements(log_path, start)
             print(f"  {name:8s} {len(lines) / count:5.1f}", flush=True)
             if self.args.verbose:
                 for line in lines[: len(lines) // count]:

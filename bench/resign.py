@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from request_cpu import SECRET_KEY, Bench  # noqa: E402  (the same seeding and PostgreSQL's CPU)
+from request_cpu import SECRET_KEY, Bench, logged_statements  # noqa: E402  (the same seeding and PostgreSQL's CPU)
 
 
 def main(argv: list[str]) -> None:
@@ -93,10 +93,7 @@ def main(argv: list[str]) -> None:
         for p in [next(pending) for _ in range(count)]:
             resign(p)
         time.sleep(0.2)
-        with open(log_path, "rb") as f:
-            f.seek(start)
-            lines = [line for line in f.read().decode(errors="replace").splitlines()
-                     if "LOG:  statement: " in line or "LOG:  execute " in line]
+        lines = logged_statements(log_path, start)
         print(f"SQL statements per resign (PostgreSQL's log, {count} resigns): {len(lines) / count:.1f}")
         if args.verbose:
             for line in lines[: len(lines) // count]:
