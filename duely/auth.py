@@ -50,12 +50,23 @@ def issue_token(session: Session, user_id: int, secret_key: str, ttl_secs: float
     return token
 
 
-# The token rule (known hash, not revoked, not expired), run on the driver directly
-# (db.driver_execute): every authenticated request runs it, and SQLAlchemy's execution cost more
-# CPU than the statement. The rule is the poll's too (eventlog/store.py, _JOIN_USER).
-_AUTHENTICATE = (
-    "SELECT user_id FROM auth_tokens WHERE token_hash = %(h)s AND revoked_at IS NULL AND expires_at > now()"
-)
+def live_token_sql(hash_sql: str, alias: str = "auth_tokens") -> str:
+    """The token rule as an SQL condition on a row of `auth_tokens` named `alias`: its hash is
+    `hash_sql` (a parameter or a column), it is not revoked and not expired. The one definition:
+    every statement that checks a bearer token itself embeds it (`TOKEN_OWNER_SQL`, the hot
+    one-statement writes, the poll's join in eventlog/store.py)."""
+    return f"{alias}.token_hash = {hash_sql} AND {alias}.revoked_at IS NULL AND {alias}.expires_at > now()"
+
+
+# The user a token hash (parameter `h`) belongs to: no row for a bad token. Run on the driver
+# directly (db.driver_execute): every authenticated request runs it, and SQLAlchemy's execution
+# cost more CPU than the statement; the hot writes embed it as a CTE.
+TOKEN_OWNER_SQL = f"SELECT user_id FROM auth_tokens WHERE {live_token_sql('%(h)s')}"
+
+
+def bad_token() -> errors.Unauthorized:
+    """The one answer to a missing, unknown, expired or revoked token."""
+    return errors.Unauthorized("The token is missing, unknown, expired or revoked.")
 
 
 def authenticate(session: Session, token: str, secret_key: str) -> int:
@@ -66,9 +77,9 @@ def authenticate(session: Session, token: str, secret_key: str) -> int:
 def authenticate_hash(session: Session, token_hash: str) -> int:
     """`authenticate` for a token already hashed (`hash_token`): also the first statement of a
     hot write's own transaction, which then needs no connection or session of its own for it."""
-    row = driver_execute(session, _AUTHENTICATE, {"h": token_hash}).fetchone()
+    row = driver_execute(session, TOKEN_OWNER_SQL, {"h": token_hash}).fetchone()
     if row is None:
-        raise errors.Unauthorized("The token is missing, unknown, expired or revoked.")
+        raise bad_token()
     user_id: int = row[0]
     return user_id
 

@@ -19,6 +19,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from duely import errors, eventlog, outcome, rating
+from duely.auth import TOKEN_OWNER_SQL, bad_token
 from duely.clock import isoformat
 from duely.db import driver_execute
 from duely.eventlog.types import (
@@ -451,8 +452,7 @@ _RESIGN_LOCK = """
     FROM (SELECT 1) one LEFT JOIN duel ON true
     """
 _RESIGN_LOCK_BY_USER = _RESIGN_LOCK.format(who="who AS (SELECT CAST(%(user)s AS bigint) AS user_id)")
-_RESIGN_LOCK_BY_TOKEN = _RESIGN_LOCK.format(
-    who="who AS (SELECT user_id FROM auth_tokens WHERE token_hash = %(h)s AND revoked_at IS NULL AND expires_at > now())")
+_RESIGN_LOCK_BY_TOKEN = _RESIGN_LOCK.format(who=f"who AS ({TOKEN_OWNER_SQL})")
 _RESIGN_LOAD = """
     SELECT clock_timestamp() AS now, u.id, u.nickname, u.rating, u.rating_exact, u.rating_deviation,
            u.rating_volatility, u.rated_at, dp.outcomes, dp.rating_before, dp.stakes,
@@ -481,7 +481,7 @@ def resign_as(session: Session, token_hash: str, duel_id: int) -> tuple[int, dic
 def _resign(session: Session, lock_sql: str, params: dict[str, Any]) -> tuple[int, dict]:
     row = driver_execute(session, lock_sql, params, named=True).fetchone()
     if row.caller is None:
-        raise errors.Unauthorized("The token is missing, unknown, expired or revoked.")
+        raise bad_token()
     if row.id is None:
         raise errors.NotFound("No such duel.")
     user_id, players = row.caller, list(row.players)

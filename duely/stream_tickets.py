@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from duely import errors
+from duely.auth import bad_token
 from duely.clock import utcnow
 from duely.models import AuthToken
 
@@ -39,7 +40,7 @@ def issue(session: Session, token_hash: str, secret_key: str, ttl_secs: float) -
                                            AuthToken.expires_at > utcnow())
     ).scalar_one_or_none()
     if token_expires is None:
-        raise errors.Unauthorized("The token is missing, unknown, expired or revoked.")
+        raise bad_token()
     expires_at = min(utcnow() + dt.timedelta(seconds=ttl_secs), token_expires).replace(microsecond=0)
     expires = int(expires_at.timestamp())
     return f"{expires}.{token_hash}.{_sign(secret_key, expires, token_hash)}", expires_at

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from duely import dispatch, duels, errors
+from duely.auth import TOKEN_OWNER_SQL, bad_token
 from duely.clock import isoformat
 from duely.config import Config
 from duely.db import driver_execute
@@ -59,8 +60,7 @@ class SubmitPolicy:
 # lock order of docs/lifecycle.md. The checks are those of the contract, raised by `_raise_refusal`
 # in its order; `ok_input` is the body's own checks (language, size), made before the statement.
 _WHO_USER = "who AS (SELECT CAST(%(user)s AS bigint) AS user_id)"
-_WHO_TOKEN = ("who AS (SELECT user_id FROM auth_tokens"
-              " WHERE token_hash = %(h)s AND revoked_at IS NULL AND expires_at > now())")
+_WHO_TOKEN = f"who AS ({TOKEN_OWNER_SQL})"
 _SUBMIT = """
     WITH {who}, d AS MATERIALIZED (
         SELECT id, status, deadline FROM duels WHERE id = %(duel)s AND EXISTS (SELECT 1 FROM who) FOR UPDATE
@@ -151,7 +151,7 @@ def _submit(session: Session | Connection, by_token: bool, who: dict[str, Any], 
         params["user_data"] = params["duel_data"] = None
     row = driver_execute(session, _submit_sql(by_token), params, named=True).fetchone()
     if row is None:  # only a token can match nothing
-        raise errors.Unauthorized("The token is missing, unknown, expired or revoked.")
+        raise bad_token()
     user_id: int = row.user_id
     if row.submitted_at is not None:
         log.info("submission stored", extra=kv(submission_id=submission_id, duel_id=duel_id, user_id=user_id,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from duely import errors
+from duely.auth import bad_token
 from duely.eventlog.listener import Listener, WakeKey, duel_key
 from duely.eventlog.reader import BatchedReader
 from duely.eventlog.store import POLL_LIMIT_DEFAULT, KeyKind, PollKey, Updates, updates_from_row
@@ -86,7 +87,7 @@ def hold(reader: BatchedReader, listener: Listener, request: PollRequest, user_i
             row = reader.read(request.key, after_id, request.limit, presence=first and request.refresh_presence)
             if row is None:
                 if request.key.kind in (KeyKind.TOKEN, KeyKind.DUEL_AS):
-                    raise errors.Unauthorized("The token is missing, unknown, expired or revoked.")
+                    raise bad_token()
                 if request.key.kind is KeyKind.DUEL:
                     raise errors.NotFound("No such duel.")
                 raise errors.NotFound("No such user.")

@@ -28,6 +28,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from duely import errors
+from duely.auth import live_token_sql
 from duely.clock import isoformat, utcnow
 from duely.eventlog.listener import NOTIFY_CHANNEL, duel_key
 from duely.eventlog.types import DUEL_PAYLOADS, PAYLOADS, DuelPayload, Payload
@@ -224,17 +225,15 @@ _READ_SQL = """
     ) e"""
 _JOIN_USER = {
     KeyKind.USER: "JOIN users u ON u.id = q.key",
-    # The bearer token is checked in the same statement (the rule of duely.auth.authenticate:
+    # The bearer token is checked in the same statement (the rule of duely.auth.live_token_sql:
     # known hash, not revoked, not expired): a poll costs no round trip for authentication.
-    KeyKind.TOKEN: "JOIN auth_tokens t ON t.token_hash = q.key AND t.revoked_at IS NULL AND t.expires_at > now()"
-                   " JOIN users u ON u.id = t.user_id",
+    KeyKind.TOKEN: f"JOIN auth_tokens t ON {live_token_sql('q.key', 't')} JOIN users u ON u.id = t.user_id",
     # A duel's public log: the owner row is the duel.
     KeyKind.DUEL: "JOIN duels u ON u.id = q.key",
     # ...read for a spectator: anyone signed in may, so the token is checked in the same
     # statement, as for a personal poll; an unknown duel is a row with a NULL duel (404), an
     # unknown token no row (401).
-    KeyKind.DUEL_AS: "JOIN auth_tokens t ON t.token_hash = q.tok AND t.revoked_at IS NULL AND t.expires_at > now()"
-                     " LEFT JOIN duels u ON u.id = q.key",
+    KeyKind.DUEL_AS: f"JOIN auth_tokens t ON {live_token_sql('q.tok', 't')} LEFT JOIN duels u ON u.id = q.key",
 }
 _KEY_TYPE = {KeyKind.USER: "bigint", KeyKind.TOKEN: "text", KeyKind.DUEL: "bigint", KeyKind.DUEL_AS: "bigint"}
 

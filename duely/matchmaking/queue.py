@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from duely import challenges, duels, errors, eventlog
+from duely.auth import TOKEN_OWNER_SQL, bad_token
 from duely.clock import isoformat
 from duely.db import driver_execute
 from duely.eventlog import presence
@@ -47,9 +48,7 @@ _LEAVE = "DELETE FROM queue_entries WHERE user_id = %(u)s RETURNING user_id"
 # ended: every such change appends an event, which bumps `users.last_event_id` under this lock),
 # so each statement compares the user's row as locked (the newest version) with its snapshot:
 # when they differ it does nothing and says so, and the full path decides with fresh reads.
-_TOKEN_CTE = """tok AS (
-        SELECT user_id FROM auth_tokens WHERE token_hash = %(h)s AND revoked_at IS NULL AND expires_at > now()
-    )"""
+_TOKEN_CTE = f"tok AS ({TOKEN_OWNER_SQL})"
 _PENDING_REMATCH = challenges.pending_rematch_offer("t.user_id", alias="c")
 # A join: lock the user; when it has no pending rematch offer (either side: the full path ends
 # them, locking their other players too), plays no duel and its row did not change since the
@@ -106,7 +105,7 @@ def join_alone(session: Session | Connection, token_hash: str) -> tuple[int, dt.
     bad token."""
     row = driver_execute(session, _JOIN_ALONE, {"h": token_hash}).fetchone()
     if row is None:
-        raise errors.Unauthorized("The token is missing, unknown, expired or revoked.")
+        raise bad_token()
     user_id: int = row[0]
     if row[2]:
         log.info("queue joined", extra=kv(user_id=user_id))
@@ -119,7 +118,7 @@ def leave_alone(session: Session | Connection, token_hash: str) -> tuple[int, bo
     must decide. Unauthorized for a bad token."""
     row = driver_execute(session, _LEAVE_ALONE, {"h": token_hash}).fetchone()
     if row is None:
-        raise errors.Unauthorized("The token is missing, unknown, expired or revoked.")
+        raise bad_token()
     user_id, left, unchanged = row
     if left:
         log.info("queue left", extra=kv(user_id=user_id, reason=QueueLeftReason.LEFT))
