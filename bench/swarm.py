@@ -19,6 +19,8 @@ submissions/s sustained, submit -> own verdict event p50/p99, queue join -> duel
 p50/p99, p99 of each write endpoint, counts of lost / doubled / gaps / 5xx, and as the baseline
 of the same run the latency of `GET /healthz` (no database work beyond SELECT 1) under the same load,
 the requests made per submission, and the CPU per submission of each part of the stack (/proc).
+It also prints the most the players' pace can offer (`offered_pace`: the same players against a
+stack that answers instantly): a sustained rate close to it says the load, not the stack, was the limit.
 """
 
 from gevent import monkey
@@ -57,6 +59,38 @@ P_WRONG = 0.6  # each submission is wrong with this probability...
 P_RESIGN = 0.05  # ...and at the start of a duel a player resigns instead with this one
 DRAIN_SECS = 30.0
 POLL_TIMEOUT_SECS = 25.0  # what the web page and the client library use; idle players cost a poll per this
+
+
+def offered_pace(think_secs: float, duels: int = 20_000, seed: int = 1) -> float:
+    """Submissions per second ONE player makes against a stack that answers instantly: the most
+    its pace can offer, whatever the stack. Simulated with the players' own rules (`Player`):
+    each player of a duel resigns at its start with P_RESIGN, else thinks and submits until
+    Accepted (each wrong with P_WRONG); the first Accepted ends the duel (a submission still
+    being thought about is dropped); each then thinks once more and joins, paired at once.
+    With N players the swarm can sustain at most N times this: a run near it measures the
+    players' pace, not the stack's capacity."""
+    if think_secs <= 0:
+        return float("inf")
+    rng = random.Random(seed)
+
+    def pause() -> float:
+        return think_secs * rng.uniform(0.5, 1.5)
+
+    submissions = seconds = 0.0
+    for _ in range(duels):
+        resigned = [rng.random() < P_RESIGN for _ in range(2)]
+        attempts: list[list[float]] = []  # each player's submission times, up to its first Accepted
+        for player in range(2):
+            times: list[float] = []
+            while not resigned[player]:
+                times.append((times[-1] if times else 0.0) + pause())
+                if rng.random() >= P_WRONG:
+                    break
+            attempts.append(times)
+        end = 0.0 if any(resigned) else min(times[-1] for times in attempts)
+        submissions += sum(1 for times in attempts for t in times if t <= end)
+        seconds += 2 * end + pause() + pause()  # both players' duel, then each one's think before joining
+    return submissions / seconds
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -324,6 +358,9 @@ def main() -> None:
     print(f"\nplayers {args.players}, think {args.think:g} s, window {window:.0f} s (machine load shared with other work)")
     print(f"submissions/s sustained: {stats.submits_in_window / window:.1f} submitted, "
           f"{stats.verdicts_in_window / window:.1f} verdicts seen within the window")
+    # What the players could offer at all: a rate near it measures their pace, not the stack.
+    print(f"the players' pace offers at most {args.players * offered_pace(args.think):.0f} submissions/s "
+          f"(against an instant stack, think {args.think:g} s): a sustained rate near it is the players' limit, not the stack's")
     print(f"submit -> own verdict event: p50 {ms(quantile(stats.submit_to_verdict, 0.5))}, "
           f"p99 {ms(quantile(stats.submit_to_verdict, 0.99))} ({len(stats.submit_to_verdict)} verdicts)")
     print(f"queue join -> duel_started: p50 {ms(quantile(stats.join_to_start, 0.5))}, "
