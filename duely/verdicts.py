@@ -209,7 +209,10 @@ def _apply_progress(events: eventlog.EventBatch, sub: _Submission, m: TaskiMessa
     events.duel(sub.duel_id, DuelLogSubmission(
         submission_id=str(sub.id), user_id=sub.user_id, language=sub.language, submitted_at=sub.submitted_at,
         state=SubmissionState.TESTING, status=m.text, verdict=None))
-    log.info("submission progress", extra=kv(submission_id=sub.id, seq=m.seq, status=repr(m.text)))
+    # DEBUG, not INFO: a judge sends one per test passed (a dozen per Accepted), which made most
+    # of the consumer's log; the stored, sent, judged lines follow a submission end to end.
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("submission progress", extra=kv(submission_id=sub.id, seq=m.seq, status=repr(m.text)))
 
 
 def _apply_verdict(session: Session, events: eventlog.EventBatch, sub: _Submission, m: TaskiMessage,
