@@ -62,3 +62,24 @@ def test_connections_opened_ahead_of_use_survive_a_restart_before_their_first_us
                 assert s.execute(text("SELECT 1")).scalar_one() == 1
     finally:
         database.dispose()
+
+
+def test_pooled_connections_plan_a_prepared_statement_once(database_url):
+    """Every pooled connection, in a transaction or alone, uses generic plans for its prepared
+    statements (db.PLAN_CACHE_MODE, set as it connects: a rolled back transaction keeps it)."""
+    database = Database(database_url, pool_size=1, max_overflow=0)
+    try:
+        with database.transaction() as s:
+            assert s.execute(text("SHOW plan_cache_mode")).scalar_one() == dbmod.PLAN_CACHE_MODE
+        try:
+            with database.transaction() as s:  # rolled back: the pool's one connection is reused next
+                s.execute(text("SELECT 1"))
+                raise LookupError
+        except LookupError:
+            pass
+        with database.transaction() as s:
+            assert s.execute(text("SHOW plan_cache_mode")).scalar_one() == dbmod.PLAN_CACHE_MODE
+        assert database.run_alone(
+            lambda c: dbmod.driver_execute(c, "SHOW plan_cache_mode").fetchone()[0]) == dbmod.PLAN_CACHE_MODE
+    finally:
+        database.dispose()

@@ -191,3 +191,23 @@ def test_migration_0002_carries_existing_players_over(database_url):
             assert rows[uid].rating_volatility == rating.START_VOLATILITY
         assert rows[1].rated_at == rows[2].rated_at == finished_at and rows[3].rated_at is None
         assert rows[3].rating_deviation == pytest.approx(350.0)
+
+
+def test_an_establishing_players_next_duel_reads_its_rated_history(make_user, finished_duel, db):
+    """The start of a duel reads what an establishing player's rating is made of (duels._OPEN's
+    history: each earlier rated result, oldest first, against the opponent as rated now)."""
+    from duely import duels
+
+    alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol")
+    first = finished_duel(alice, bob, loser=bob)
+    second = finished_duel(carol, bob, loser=carol)  # bob's rating moves again after the duel with alice
+    third = finished_duel(alice, carol, loser=alice)
+    bob_now = list(user_row(db, bob.id, "rating_exact, rating_deviation, rating_volatility"))
+    carol_now = list(user_row(db, carol.id, "rating_exact, rating_deviation, rating_volatility"))
+    with db.transaction() as s:
+        _, rows = duels.open_duel(s, (alice.id, bob.id), {"id": "t1", "title": "T"}, 600.0)
+        history = {row.id: row.history for row in rows}
+        s.rollback()
+    assert first < second < third
+    # [outcome, winner, the opponent's rating, deviation and volatility as they are now], by duel
+    assert history[alice.id] == [["win", alice.id, *bob_now], ["win", carol.id, *carol_now]]
