@@ -29,8 +29,9 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import literal_column, select, text
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnClause
 
 from duely import duels, errors, eventlog, users
 from duely.config import Config
@@ -68,6 +69,10 @@ TASKI_RETRY_AFTER_SECS = 5.0
 NO_TASK_RETRY_AFTER_SECS = 30.0
 
 _PENDING = ChallengeStatus.PENDING.sql
+# ...and as the ORM's columns: literals, not bound parameters (statuses.py), so that a prepared
+# statement's generic plan (db.PLAN_CACHE_MODE) can use the partial indexes on pending challenges.
+_PENDING_COLUMN: ColumnClause[str] = literal_column(_PENDING)
+_REMATCH_COLUMN: ColumnClause[str] = literal_column(ChallengeKind.REMATCH.sql)
 
 
 # -- the rules, as pure functions ------------------------------------------------------------
@@ -214,7 +219,7 @@ def pending_for(session: Session, user_id: int) -> dict[str, list[ChallengeView]
     """The snapshot: pending challenges and rematch offers addressed to the user, and the user's own."""
     rows = session.execute(
         select(Challenge)
-        .where(Challenge.status == ChallengeStatus.PENDING, Challenge.expires_at > text("now()"),
+        .where(Challenge.status == _PENDING_COLUMN, Challenge.expires_at > text("now()"),
                (Challenge.to_user_id == user_id) | (Challenge.challenger_id == user_id))
         .order_by(Challenge.created_at, Challenge.id)
     ).scalars().all()
@@ -558,8 +563,8 @@ def offer_rematch(session: Session, config: Config, user_id: int, duel_id: int) 
     opponent_id = players[0] if players[1] == user_id else players[1]
     eventlog.lock_users(session, players)  # both offering at once: the second finds the first's offer
     pending = session.execute(
-        select(Challenge).where(Challenge.rematch_of == duel_id, Challenge.kind == ChallengeKind.REMATCH,
-                                Challenge.status == ChallengeStatus.PENDING, Challenge.expires_at > text("now()"))
+        select(Challenge).where(Challenge.rematch_of == duel_id, Challenge.kind == _REMATCH_COLUMN,
+                                Challenge.status == _PENDING_COLUMN, Challenge.expires_at > text("now()"))
         .execution_options(populate_existing=True)
     ).scalars().all()
     theirs = [c for c in pending if c.challenger_id != user_id]
