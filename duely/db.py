@@ -68,6 +68,7 @@ PING_IDLE_SECS = 2.0
 # as the execution (0.85 of 1.96 ms per event append, 0.45 of 1.56 ms per submit, 1.66 of 2.36 ms
 # per duel start). A statement whose generic plan could be slow must not depend on its values
 # for its plan (the duel start's rating history is written so: duels._OPEN).
+# The poll readers' own connections (duely/eventlog/reader.py) use the same mode.
 PLAN_CACHE_MODE = "force_generic_plan"
 
 

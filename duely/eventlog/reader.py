@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 
 from duely import errors, outage
-from duely.db import CONNECT_TIMEOUT_SECS, psycopg_url
+from duely.db import CONNECT_TIMEOUT_SECS, PLAN_CACHE_MODE, psycopg_url
 from duely.eventlog import presence
 from duely.eventlog.presence import PresenceThrottle
 from duely.eventlog.store import KeyKind, PollKey, read_params, read_sql
@@ -168,7 +168,7 @@ class BatchedReader:
             # the index nested loop, right for one read and for hundreds.
             return psycopg.connect(self.url, autocommit=True, application_name=READER_APPLICATION_NAME,
                                    connect_timeout=CONNECT_TIMEOUT_SECS,
-                                   options="-c synchronous_commit=off -c plan_cache_mode=force_generic_plan")
+                                   options=f"-c synchronous_commit=off -c plan_cache_mode={PLAN_CACHE_MODE}")
 
     def _give_back(self, taken: _Conn) -> None:
         conn = taken[0]
