@@ -12,6 +12,7 @@ from duely import errors, passwords
 from duely.api import compression, error_handlers
 from duely.api.common import ID_MAX, IdConverter, Services
 from duely.api.fast_poll import FastPoll
+from duely.api.fast_writes import FastWrites
 from duely.api.proxy import TrustedProxies
 from duely.api.schemas import ErrorSchema
 from duely.config import Config
@@ -57,8 +58,10 @@ def create_app(config: Config, db: Database | None = None, runtime: Runtime | No
         runtime = Runtime(config, db)
     passwords.configure(config.password_hash_threads)
     app.extensions["duely"] = Services.build(config, db or runtime.db, runtime)
-    # The plain long poll is answered below Flask (duely/api/fast_poll.py), behind the proxy fix.
-    app.wsgi_app = TrustedProxies(FastPoll(app, app.wsgi_app), config.forwarded_allow_ips)  # type: ignore[method-assign]
+    # The plain long poll and the plain hot writes are answered below Flask (duely/api/fast_poll.py,
+    # duely/api/fast_writes.py), behind the proxy fix; the poll, the commonest request, is looked at first.
+    app.wsgi_app = TrustedProxies(FastPoll(app, FastWrites(app, app.wsgi_app)),  # type: ignore[method-assign]
+                                  config.forwarded_allow_ips)
     app.url_map.converters["id"] = IdConverter
 
     api = DuelyApi(app, spec_kwargs={"servers": [{"url": "/"}]})

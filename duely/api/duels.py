@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from flask import g, request
 from marshmallow import Schema, fields, validate
 from sqlalchemy.orm import Session
@@ -166,6 +168,11 @@ def submit(body, duel_id: int):
     # One statement, token check included (submissions.submit_as): run alone, no BEGIN/COMMIT.
     g.user_id, submission_id, _ = svc.db.run_alone(lambda s: submissions.submit_as(
         s, token_hash, duel_id, body["language"], body["solution"], key, svc.submit_policy))
+    return submit_answer(submission_id)
+
+
+def submit_answer(submission_id: uuid.UUID) -> dict:
+    """The 202 body of a submit (SubmitResultSchema), also rendered below Flask (duely/api/fast_writes.py)."""
     return {"submission_id": str(submission_id), "status": SubmissionState.PENDING}
 
 

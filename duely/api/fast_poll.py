@@ -23,12 +23,12 @@ from typing import Any
 from flask import Flask
 
 from duely import auth
+from duely.api.below_flask import WSGIApp, plain_bearer, through_flask
 from duely.api.common import Services
 from duely.api.compression import COMPRESS_MIN_BYTES
 from duely.api.updates import PATH, UpdatesQuerySchema, ok_response, render_updates
 from duely.eventlog import poll as polling
 
-WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 _NAMES = frozenset(("last_event_id", "timeout", "limit"))
 # Only characters a plain query needs: anything percent-encoded, `+`, `;`... goes to Flask.
 _PLAIN_QUERY = re.compile(r"[a-z_]+=[0-9.]*(?:&[a-z_]+=[0-9.]*)*")
@@ -55,15 +55,6 @@ def plain_query(query: str) -> dict[str, Any] | None:
             return None
         args[name] = value
     return UpdatesQuerySchema.fast_load(args)
-
-
-def plain_bearer(header: str | None) -> str | None:
-    """The token of `Authorization: Bearer <token>` (common.bearer_token's reading), else None."""
-    if not header:
-        return None
-    scheme, _, token = header.partition(" ")
-    token = token.strip()
-    return token if scheme.lower() == "bearer" and token else None
 
 
 class FastPoll:
@@ -102,10 +93,5 @@ class FastPoll:
                        body: bytes = b"") -> Iterable[bytes]:
         """The answer as the app makes it: the error handlers' for `exc`, else `body` after the
         app's after_request hooks (compression)."""
-        app = self.flask_app
-        with app.request_context(environ):
-            if exc is not None:
-                answer = app.make_response(app.handle_user_exception(exc))
-            else:
-                answer = ok_response(body)
-            return app.finalize_request(answer)(environ, start_response)
+        answer = None if exc is not None else ok_response(body)
+        return through_flask(self.flask_app, environ, start_response, exc=exc, answer=answer)

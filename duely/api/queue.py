@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from flask import Response
 from marshmallow import Schema, fields
 
@@ -36,7 +38,11 @@ def join_queue():
     """Wait for an opponent (idempotent). Keep polling /api/updates to stay in the queue."""
     # The common join (and an idempotent repeat) is one statement, token check included; anything
     # else (in a duel, a pending rematch offer, a concurrent change) takes the full path.
-    since = alone_or_full(queue.join_alone, queue.join)
+    return join_answer(alone_or_full(queue.join_alone, queue.join))
+
+
+def join_answer(since: dt.datetime) -> dict:
+    """The 202 body of a join (QueueStatusSchema), also rendered below Flask (duely/api/fast_writes.py)."""
     return {"status": QueueStatus.WAITING, "since": isoformat(since), "duel_id": None}
 
 
