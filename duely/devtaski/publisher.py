@@ -1,12 +1,12 @@
 """Publishing judging progress to Kafka, surviving the broker.
 
 One thread sends the messages in the order they were published (so one submission's messages
-keep their order), in batches of what has queued up meanwhile: a batch is sent in order over
-one connection with one request in flight, and every message of it is acknowledged by the
-broker (acks=all) before the next batch. (One message at a time, with its ack and topic check,
-capped the instant judge at a few dozen messages a second on a loaded box: the swarm benchmark
-then measured this queue, not Duely.) A batch that fails is sent again whole: a message sent
-twice is harmless, Duely's intake ignores a `seq` it has seen. Any failure -
+keep their order), in batches of what has queued up meanwhile and within BATCH_LINGER_SECS: a
+batch is sent in order over one connection with one request in flight, and every message of it
+is acknowledged by the broker (acks=all) before the next batch. (One message at a time, with
+its ack and topic check, capped the instant judge at a few dozen messages a second on a loaded
+box: the swarm benchmark then measured this queue, not Duely.) A batch that fails is sent again
+whole: a message sent twice is harmless, Duely's intake ignores a `seq` it has seen. Any failure -
 broker down, restarted empty (the development tansu keeps nothing, the topic is gone), a
 producer gone stale - drops the producer; the thread then re-creates the topic and a producer
 and sends the same message again, with a growing pause, until it goes through. `publish` never
@@ -40,6 +40,11 @@ TOPIC_PARTITIONS = 1
 BROKER_TIMEOUT_MS = 5000
 SEND_TIMEOUT_SECS = 15
 PUBLISH_BATCH_MAX = 500
+# After the first message of a batch, wait this long for more before sending, as a real judge's
+# producer does (librdkafka's default linger.ms is 5): under load one produce request, and on
+# Duely's side one consumer batch and transaction, carries several submissions' messages instead
+# of one each. A lone submission's verdict is this much later.
+BATCH_LINGER_SECS = 0.005
 LINGER_MS = 1000  # never waited for: every batch ends with flush()
 VERIFY_EVERY_SECS = 0.2  # sent messages are checked against a broker restarted empty this often, not per batch
 _STOP = object()
@@ -122,12 +127,13 @@ class Publisher:
             except queue.Empty:
                 item = None  # time to verify
             messages: list[dict] = []
+            send_at = time.monotonic() + BATCH_LINGER_SECS
             while item is not None and item is not _STOP:
                 messages += item
                 if len(messages) >= PUBLISH_BATCH_MAX:
                     break
                 try:
-                    item = self._queue.get_nowait()
+                    item = self._queue.get(timeout=max(0.0, send_at - time.monotonic()))
                 except queue.Empty:
                     item = None
             if messages:
