@@ -161,14 +161,21 @@ def list_submissions(duel_id: int):
 def submit(body, duel_id: int):
     """Store a solution for judging (idempotent by client_temp_id or Idempotency-Key)."""
     svc = services()
-    key = body["client_temp_id"] or request.headers.get("Idempotency-Key") or None
-    if key is not None and len(key) > CLIENT_TEMP_ID_MAX_LEN:
-        raise errors.ValidationFailed(fields={"Idempotency-Key": [f"At most {CLIENT_TEMP_ID_MAX_LEN} characters."]})
+    key = idempotency_key(body["client_temp_id"], request.headers.get("Idempotency-Key"))
     token_hash = caller_token_hash()
     # One statement, token check included (submissions.submit_as): run alone, no BEGIN/COMMIT.
     g.user_id, submission_id, _ = svc.db.run_alone(lambda s: submissions.submit_as(
         s, token_hash, duel_id, body["language"], body["solution"], key, svc.submit_policy))
     return submit_answer(submission_id)
+
+
+def idempotency_key(client_temp_id: str | None, header: str | None) -> str | None:
+    """A submit's idempotency key: the body's client_temp_id, else the Idempotency-Key header;
+    ValidationFailed for a header longer than a client_temp_id may be."""
+    key = client_temp_id or header or None
+    if key is not None and len(key) > CLIENT_TEMP_ID_MAX_LEN:
+        raise errors.ValidationFailed(fields={"Idempotency-Key": [f"At most {CLIENT_TEMP_ID_MAX_LEN} characters."]})
+    return key
 
 
 def submit_answer(submission_id: uuid.UUID) -> dict:

@@ -33,16 +33,16 @@ from collections.abc import Callable, Iterable
 from flask import Flask, Response
 from werkzeug.exceptions import ClientDisconnected
 
-from duely import auth, submissions
+from duely import auth, errors, submissions
 from duely.api.below_flask import WSGIApp, json_body, plain_bearer, through_flask
-from duely.api.common import ID_MAX, Services
+from duely.api.common import ID_MAX, IdConverter, Services
 from duely.api.compression import COMPRESS_MIN_BYTES
-from duely.api.duels import SubmitSchema, submit_answer
+from duely.api.duels import SubmitSchema, idempotency_key, submit_answer
 from duely.api.queue import join_answer
 from duely.matchmaking import queue
 
 QUEUE_PATH = "/api/queue"
-_SUBMIT_PATH = re.compile(r"/api/duels/([1-9][0-9]{0,18})/submit")
+_SUBMIT_PATH = re.compile(rf"/api/duels/({IdConverter.regex})/submit")  # the route's <id:duel_id>
 # What Flask answers a 204 with (its Response's default mimetype), kept so both paths agree.
 _NO_CONTENT_HEADERS = [("Content-Type", "text/html; charset=utf-8"), ("Vary", "Accept-Encoding")]
 
@@ -121,9 +121,12 @@ class FastWrites:
             args = SubmitSchema.fast_load(json.loads(body))
         except ValueError:
             args = None
-        key = None if args is None else args["client_temp_id"] or environ.get("HTTP_IDEMPOTENCY_KEY") or None
-        if args is None or (key is not None and len(key) > submissions.CLIENT_TEMP_ID_MAX_LEN):
-            return self.wsgi_app(environ, start_response)  # the schema words the error
+        try:
+            key = None if args is None else idempotency_key(args["client_temp_id"], environ.get("HTTP_IDEMPOTENCY_KEY"))
+        except errors.ValidationFailed:
+            args = None
+        if args is None:
+            return self.wsgi_app(environ, start_response)  # the view words the error
         svc = self.services
         token_hash = self._token_hash(token)
         try:
