@@ -251,7 +251,8 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 def cpu_by_part(data_dir: Path) -> dict[str, float]:
     """CPU seconds used so far by each part of the stack, read from /proc: the supervisor's
     children (found through `run.log`'s "started process=NAME pid=PID" lines, with all their
-    descendants), PostgreSQL (every `postgres` process), this process (the players), the rest."""
+    descendants, ended ones included), PostgreSQL (every `postgres` process, and the backends and
+    workers that ended), this process (the players), the rest."""
     roots: dict[int, str] = {}
     for line in (data_dir / "run.log").read_text(errors="replace").splitlines():
         if "started process=" in line and " pid=" in line:
@@ -269,7 +270,9 @@ def cpu_by_part(data_dir: Path) -> dict[str, float]:
         comm = stat[stat.index("(") + 1:stat.rindex(")")]
         rest = stat[stat.rindex(")") + 2:].split()
         parents[int(entry)] = int(rest[1])
-        usage[int(entry)] = (comm, (int(rest[11]) + int(rest[12])) / CLOCK_TICKS)
+        # utime + stime, and cutime + cstime: what its children that ended used (a PostgreSQL
+        # backend of a connection that was closed, an autovacuum worker), or they would be missed
+        usage[int(entry)] = (comm, sum(int(field) for field in rest[11:15]) / CLOCK_TICKS)
     totals: dict[str, float] = defaultdict(float)
     for pid, (comm, secs) in usage.items():
         part, walk = None, pid
