@@ -49,9 +49,13 @@ CONNECT_TIMEOUT_SECS = 5
 # pool_timeout of background processes (scheduler, consumer): they may wait, nobody is waiting on them.
 BACKGROUND_POOL_TIMEOUT_SECS = 30.0
 # Connections of the scheduler and consumer processes (pool + overflow), for the connection
-# budget in the README ("Database connections").
-SCHEDULER_POOL = (4, 4)
-CONSUMER_POOL = (2, 2)
+# budget in the README ("Database connections"). Kept, not overflow: an overflow connection is
+# closed when it is returned, and the scheduler's dispatch, matchmaking, duel starters and periodic
+# jobs together often held more than a pool of 4, so it opened ~6 new PostgreSQL backends a
+# second under the swarm's load (pg_stat_database.sessions), each forked, authenticated and
+# planning its statements afresh.
+SCHEDULER_POOL = (8, 0)
+CONSUMER_POOL = (4, 0)
 
 
 # A pooled connection idle for longer than this is pinged before use (a restarted server

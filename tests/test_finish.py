@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
+from duely import duels
 from duely.jobs import finish_job
 from tests.fixtures.stack import event_types
 from tests.test_submissions import submit
@@ -91,6 +92,24 @@ def test_deadline_with_nothing_submitted_is_a_draw_by_the_job(make_user, duel_be
     assert finish_job(runtime) == 1
     assert duel_state(alice, duel_id)["result"]["outcome"] == "draw"
     assert finish_job(runtime) == 0
+
+
+def test_the_job_finds_an_active_duel_with_an_accepted_submission_and_only_that(make_user, duel_between, db, runtime):
+    # The safety net for a verdict whose finish did not happen with it: the Accepted is written
+    # here without the consumer's finish, as a crash between the two would leave it.
+    alice, bob, carol, dave = (make_user(n) for n in ("alice", "bob", "carol", "dave"))
+    accepted_duel, other_duel = duel_between(alice, bob), duel_between(carol, dave)
+    sid = submit(alice, accepted_duel).get_json()["submission_id"]
+    submit(carol, other_duel)
+    with db.transaction() as s:
+        s.execute(text("UPDATE submissions SET status = 'judged', verdict = 'Wrong Answer on test #1' WHERE duel_id = :d"),
+                  {"d": other_duel})
+        s.execute(text("UPDATE submissions SET status = 'judged', verdict = 'Accepted' WHERE id = :s"), {"s": sid})
+    assert db.read(duels.duels_due) == [accepted_duel]
+    assert finish_job(runtime) == 1
+    assert duel_state(alice, accepted_duel)["result"] == {"outcome": "win", "winner_id": alice.id, "reason": "accepted"}
+    assert duel_state(carol, other_duel)["status"] == "active"
+    assert db.read(duels.duels_due) == []
 
 
 def test_resign_gives_the_opponent_the_win_once(make_user, duel_between, db):
