@@ -15,7 +15,8 @@ measured window), then for `--duration` seconds every player, built on the clien
 API: queue, submit (a mix of wrong and accepted: the verdict comes from a `# verdict:` marker),
 resign sometimes, queue again. Afterwards it lets outstanding verdicts arrive, checks that every
 player's log was gapless and every submission got exactly one verdict event, and prints:
-submissions/s sustained, submit -> own verdict event p50/p99, queue join -> duel_started
+submissions/s sustained, submit -> own verdict event p50/p99 (and minute by minute when the
+window is two minutes or longer), queue join -> duel_started
 p50/p99, p99 of each write endpoint, counts of lost / doubled / gaps / 5xx, and as the baseline
 of the same run the latency of `GET /healthz` (no database work beyond SELECT 1) under the same load,
 the requests made per submission, and the CPU per submission of each part of the stack (/proc).
@@ -111,6 +112,8 @@ class Stats:
         self.endpoint: dict[str, list[float]] = defaultdict(list)
         self.statuses: dict[int, int] = defaultdict(int)
         self.submit_to_verdict: list[float] = []
+        self.verdict_began: list[float] = []  # when each submission in submit_to_verdict began (same order)
+        self.submit_began: list[float] = []  # when each submission made within the window began
         self.join_to_start: list[float] = []
         self.submitted: dict[str, float] = {}  # submission id -> monotonic time the submit began
         self.verdict_events: dict[str, int] = defaultdict(int)
@@ -186,6 +189,7 @@ class Player:
         sid = self.client.submit(duel_id, WRONG if self.rng.random() < P_WRONG else ACCEPTED)
         self.stats.submitted[sid] = began
         self.stats.submits_in_window += 1
+        self.stats.submit_began.append(began)
 
     def on_event(self, event: dict) -> None:
         kind, data, now = event["type"], event["data"], time.monotonic()
@@ -204,6 +208,7 @@ class Player:
             began = self.stats.submitted.get(sid)
             if began is not None and self.stats.verdict_events[sid] == 1:
                 self.stats.submit_to_verdict.append(now - began)
+                self.stats.verdict_began.append(began)
                 if self.stats.window_open:
                     self.stats.verdicts_in_window += 1
             if data["verdict"] != "Accepted" and data["duel_id"] == self.duel_id:
@@ -297,6 +302,22 @@ def sample_healthz(url: str, stats: Stats, stop: gevent.event.Event) -> None:
         gevent.sleep(0.1)
 
 
+SLICE_SECS = 60.0
+
+
+def by_slice(stats: Stats, window_began: float, window: float) -> list[str]:
+    """Per SLICE_SECS of the window: submissions/s, and submit -> own verdict p50/p99 of the
+    submissions begun in it."""
+    lines = []
+    for start in range(0, int(window // SLICE_SECS)):
+        lo, hi = window_began + start * SLICE_SECS, window_began + (start + 1) * SLICE_SECS
+        rate = sum(1 for t in stats.submit_began if lo <= t < hi) / SLICE_SECS
+        latencies = [v for t, v in zip(stats.verdict_began, stats.submit_to_verdict, strict=True) if lo <= t < hi]
+        lines.append(f"{start * SLICE_SECS:.0f}-{(start + 1) * SLICE_SECS:.0f} s {rate:.1f}/s, "
+                     f"p50 {ms(quantile(latencies, 0.5))}, p99 {ms(quantile(latencies, 0.99))}")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--players", type=int, default=200)
@@ -366,6 +387,8 @@ def main() -> None:
           f"(against an instant stack, think {args.think:g} s): a sustained rate near it is the players' limit, not the stack's")
     print(f"submit -> own verdict event: p50 {ms(quantile(stats.submit_to_verdict, 0.5))}, "
           f"p99 {ms(quantile(stats.submit_to_verdict, 0.99))} ({len(stats.submit_to_verdict)} verdicts)")
+    if window >= 2 * SLICE_SECS:  # sustained, or fading: the window minute by minute
+        print("  by minute of the window: " + "; ".join(by_slice(stats, window_began, window)))
     print(f"queue join -> duel_started: p50 {ms(quantile(stats.join_to_start, 0.5))}, "
           f"p99 {ms(quantile(stats.join_to_start, 0.99))} ({len(stats.join_to_start)} duels)")
     for route, values in sorted(stats.endpoint.items()):
