@@ -18,16 +18,6 @@ log = logging.getLogger(__name__)
 
 BROKER_TIMEOUT_MS = 5000
 
-# Partitions of a topic created here (by the consumer or the dev Taski; in production Taski's
-# team creates it, with any number: docs/taski-topic.md). Eight, not one, for the development
-# tansu: its memory store reads a partition by walking every batch in it, so each fetch that
-# returns messages costs CPU in proportion to the batches the partition holds. One partition
-# grew from ~1.6 to ~8.3 ms of broker CPU per produce-and-fetch between 1,000 and 10,000
-# batches; eight (messages keyed by submission, spread over them) 1.1 to 2.0 ms, idle no dearer
-# (bench-like script, 2026-12-04). Over a 5-minute swarm the broker's CPU per submission had
-# tripled (0.5 -> 1.5 ms) with one.
-CREATED_PARTITIONS = 8
-
 
 @contextmanager
 def admin_client(bootstrap_servers: str, **options: Any) -> Iterator[Any]:
@@ -42,7 +32,7 @@ def admin_client(bootstrap_servers: str, **options: Any) -> Iterator[Any]:
         admin.close()
 
 
-def ensure_topic(admin: Any, topic: str, partitions: int = CREATED_PARTITIONS) -> bool:
+def ensure_topic(admin: Any, topic: str, partitions: int = 1) -> bool:
     """Create `topic` (replication factor 1) unless it exists; True when it was created here."""
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError

@@ -12,7 +12,7 @@ import pytest
 from kafka import KafkaProducer
 from sqlalchemy import text
 
-from duely import topics, verdicts
+from duely import verdicts
 from duely.config import Config
 from duely.infra import free_port, start_broker
 from tests.test_submissions import submit
@@ -82,27 +82,6 @@ def test_consumer_applies_messages_and_skips_poison(db, database_url, kafka_boot
         ])
         assert wait_until(lambda: verdict_of(db, second) == "Compilation Error"), "the partition got stuck on poison"
         assert verdict_of(db, first) == "Wrong Answer on test #1"
-    finally:
-        consumer.close()
-
-
-def test_the_topic_a_consumer_creates_has_several_partitions_and_every_one_is_read(
-        db, database_url, kafka_bootstrap, two_submissions):
-    first, second = two_submissions
-    config = consumer_config(database_url, kafka_bootstrap, f"t-{uuid.uuid4().hex[:6]}")
-    consumer = RunningConsumer(db, config)
-    try:
-        probe = KafkaProducer(bootstrap_servers=kafka_bootstrap)
-        try:
-            assert wait_until(lambda: probe.partitions_for(config.taski_topic) == set(range(topics.CREATED_PARTITIONS)))
-            for partition, message in ((0, verdict_msg(first, 1, "Accepted")),
-                                       (topics.CREATED_PARTITIONS - 1, verdict_msg(second, 1, "Time Limit Exceeded"))):
-                probe.send(config.taski_topic, value=json.dumps(message).encode(), partition=partition)
-            probe.flush()
-        finally:
-            probe.close()
-        assert wait_until(lambda: verdict_of(db, second) == "Time Limit Exceeded")
-        assert wait_until(lambda: verdict_of(db, first) == "Accepted")
     finally:
         consumer.close()
 
