@@ -525,7 +525,8 @@ def duels_due(session: Session, limit: int = 200) -> list[int]:
 # Each active duel (the partial index ix_duels_active_deadline) probes its own submissions
 # (ix_submissions_duel_submitted), the LATERAL with LIMIT keeping that a probe: written as an
 # EXISTS under the OR, the generic plan hashed every Accepted submission ever judged, a scan of
-# the whole growing table every second (pg_stat_user_tables: 19,000 rows per run at 20,000).
+# the whole growing table every second (EXPLAIN ANALYZE at ~25,000 submissions: 10.3 ms; as a
+# probe per active duel, 312 of them: 2.7 ms).
 _DUE = text(
     f"""
     SELECT d.id FROM duels d
