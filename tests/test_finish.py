@@ -95,8 +95,8 @@ def test_deadline_with_nothing_submitted_is_a_draw_by_the_job(make_user, duel_be
 
 
 def test_the_job_finds_an_active_duel_with_an_accepted_submission_and_only_that(make_user, duel_between, db, runtime):
-    # The safety net for a verdict whose finish did not happen with it: the Accepted is written
-    # here without the consumer's finish, as a crash between the two would leave it.
+    # The sweep on its own: the Accepted verdict is written directly, not through the consumer
+    # (which finishes a duel in the verdict's own transaction), so only the job can finish it.
     alice, bob, carol, dave = (make_user(n) for n in ("alice", "bob", "carol", "dave"))
     accepted_duel, other_duel = duel_between(alice, bob), duel_between(carol, dave)
     sid = submit(alice, accepted_duel).get_json()["submission_id"]
