@@ -20,6 +20,10 @@ window is two minutes or longer), queue join -> duel_started
 p50/p99, p99 of each write endpoint, counts of lost / doubled / gaps / 5xx, and as the baseline
 of the same run the latency of `GET /healthz` (no database work beyond SELECT 1) under the same load,
 the requests made per submission, and the CPU per submission of each part of the stack (/proc).
+Where the time goes: from the events' created_at (the stack's clock is this box's), the submit
+request until the submission's row, that until the verdict's row (dispatch, judge, broker,
+intake) and that until its player read it (commit, wake-up, the poll, the player); with the
+players' own event-loop lag, and PostgreSQL's active backends by wait event (pg_stat_activity).
 It also prints the most the players' pace can offer (`offered_pace`: the same players against a
 stack that answers instantly): a sustained rate close to it says the load, not the stack, was the limit.
 """
@@ -39,6 +43,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections import defaultdict  # noqa: E402
+from datetime import datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import gevent  # noqa: E402
@@ -94,6 +99,11 @@ def offered_pace(think_secs: float, duels: int = 20_000, seed: int = 1) -> float
     return submissions / seconds
 
 
+def wall_clock(created_at: str) -> float:
+    """An event's created_at (ISO-8601 UTC, "Z") as seconds since the epoch."""
+    return datetime.fromisoformat(created_at.replace("Z", "+00:00")).timestamp()
+
+
 def quantile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -116,12 +126,24 @@ class Stats:
         self.submit_began: list[float] = []  # when each submission made within the window began
         self.join_to_start: list[float] = []
         self.submitted: dict[str, float] = {}  # submission id -> monotonic time the submit began
+        self.submitted_wall: dict[str, float] = {}  # the same, wall clock
         self.verdict_events: dict[str, int] = defaultdict(int)
         self.verdicts_in_window = 0
         self.submits_in_window = 0
         self.gaps = 0
         self.errors: dict[str, int] = defaultdict(int)
         self.healthz: list[float] = []
+        # Where a verdict's time goes, from the events' created_at (the stack's clock is this box's):
+        # the submit request until the submission's row, that until the verdict's row (the pipeline:
+        # dispatch, judge, broker, intake), and that until the player has read it (commit, wake-up,
+        # the poll's answer, the player's loop).
+        self.stored_at: dict[str, float] = {}  # submission id -> created_at of its submission_created
+        self.submit_to_stored: list[float] = []
+        self.stored_to_verdict: list[float] = []
+        self.verdict_to_seen: list[float] = []
+        self.loop_lag: list[float] = []  # how late the players' own event loop woke a 10 ms sleep
+        self.pg_waits: dict[str, int] = defaultdict(int)  # PostgreSQL's active backends by wait event, summed over samples
+        self.pg_samples = 0
         self.requests: dict[str, int] = defaultdict(int)  # route -> requests made within the window
 
     def on_response(self, method: str, route: str, status: int, secs: float) -> None:
@@ -185,14 +207,17 @@ class Player:
         duel_id = self.duel_id if duel_id is None else duel_id
         if duel_id != self.duel_id:  # the duel ended while this player was thinking
             return
-        began = time.monotonic()
+        began, began_wall = time.monotonic(), time.time()
         sid = self.client.submit(duel_id, WRONG if self.rng.random() < P_WRONG else ACCEPTED)
         self.stats.submitted[sid] = began
+        self.stats.submitted_wall[sid] = began_wall
         self.stats.submits_in_window += 1
         self.stats.submit_began.append(began)
 
     def on_event(self, event: dict) -> None:
         kind, data, now = event["type"], event["data"], time.monotonic()
+        if kind == "submission_created":
+            self.stats.stored_at[data["submission_id"]] = wall_clock(event["created_at"])
         if kind == "duel_started":
             self.duel_id = data["duel_id"]
             if self.joined_at is not None and self.stats.window_open:
@@ -209,6 +234,11 @@ class Player:
             if began is not None and self.stats.verdict_events[sid] == 1:
                 self.stats.submit_to_verdict.append(now - began)
                 self.stats.verdict_began.append(began)
+                verdict_at, stored_at = wall_clock(event["created_at"]), self.stats.stored_at.get(sid)
+                self.stats.verdict_to_seen.append(time.time() - verdict_at)
+                if stored_at is not None:
+                    self.stats.submit_to_stored.append(stored_at - self.stats.submitted_wall[sid])
+                    self.stats.stored_to_verdict.append(verdict_at - stored_at)
                 if self.stats.window_open:
                     self.stats.verdicts_in_window += 1
             if data["verdict"] != "Accepted" and data["duel_id"] == self.duel_id:
@@ -302,6 +332,39 @@ def sample_healthz(url: str, stats: Stats, stop: gevent.event.Event) -> None:
         gevent.sleep(0.1)
 
 
+def sample_loop_lag(stats: Stats, stop: gevent.event.Event, period: float = 0.01) -> None:
+    """How late this process's event loop runs a greenlet that asked to sleep `period`: every
+    latency measured here includes this much of the players' own waiting (1,000 players share
+    one process and the box's cores with the stack)."""
+    while not stop.is_set():
+        began = time.monotonic()
+        gevent.sleep(period)
+        if stats.window_open:
+            stats.loop_lag.append(max(0.0, time.monotonic() - began - period))
+
+
+def sample_pg_waits(data_dir: Path, stats: Stats, stop: gevent.event.Event, period: float = 0.1) -> None:
+    """What the stack's PostgreSQL backends are doing, sampled from pg_stat_activity every
+    `period` over the window (the embedded server's socket is in DATA_DIR/pg): the mean number
+    of active backends by wait event ("cpu" when running). Lock waits at commit are PostgreSQL's
+    NOTIFY queue lock, held by a committing transaction that sent NOTIFY until its WAL flush."""
+    import psycopg
+
+    try:
+        conn = psycopg.connect(host=str(data_dir / "pg"), user="postgres", dbname="postgres", autocommit=True)
+    except psycopg.Error:
+        return  # not the embedded server: no figure
+    with conn:
+        while not stop.is_set():
+            if stats.window_open:
+                stats.pg_samples += 1
+                for wait_type, wait_event in conn.execute(
+                        "SELECT coalesce(wait_event_type, 'cpu'), coalesce(wait_event, '') FROM pg_stat_activity"
+                        " WHERE backend_type = 'client backend' AND state = 'active' AND pid <> pg_backend_pid()"):
+                    stats.pg_waits[f"{wait_type}/{wait_event}" if wait_event else wait_type] += 1
+            gevent.sleep(period)
+
+
 SLICE_SECS = 60.0
 
 
@@ -353,6 +416,8 @@ def main() -> None:
         stats.window_open = True
         measuring.set()
         sampler = gevent.spawn(sample_healthz, url, stats, stop)
+        lag_sampler = gevent.spawn(sample_loop_lag, stats, stop)
+        pg_sampler = gevent.spawn(sample_pg_waits, data_dir, stats, stop)
         window_began = time.monotonic()
         cpu_before = cpu_by_part(data_dir)
         gevent.sleep(args.duration)
@@ -364,7 +429,8 @@ def main() -> None:
             gevent.sleep(0.2)
         gevent.sleep(1.0)  # a doubled verdict would arrive now
         stop.set()
-        gevent.joinall(greenlets + [sampler], timeout=5)
+        samplers: list[gevent.Greenlet] = [sampler, lag_sampler, pg_sampler]
+        gevent.joinall(greenlets + samplers, timeout=5)
         stats.closed = True
         gevent.killall(greenlets, timeout=10)  # the polls still held
     finally:
@@ -387,6 +453,11 @@ def main() -> None:
           f"(against an instant stack, think {args.think:g} s): a sustained rate near it is the players' limit, not the stack's")
     print(f"submit -> own verdict event: p50 {ms(quantile(stats.submit_to_verdict, 0.5))}, "
           f"p99 {ms(quantile(stats.submit_to_verdict, 0.99))} ({len(stats.submit_to_verdict)} verdicts)")
+    print("  where it goes: " + "; ".join(
+        f"{label} p50 {ms(quantile(values, 0.5))}, p99 {ms(quantile(values, 0.99))}" for label, values in (
+            ("submit request began -> submission stored", stats.submit_to_stored),
+            ("stored -> verdict stored (dispatch, judge, broker, intake)", stats.stored_to_verdict),
+            ("verdict stored -> read by its player (commit, wake-up, poll, the player)", stats.verdict_to_seen))))
     if window >= 2 * SLICE_SECS:  # sustained, or fading: the window minute by minute
         print("  by minute of the window: " + "; ".join(by_slice(stats, window_began, window)))
     print(f"queue join -> duel_started: p50 {ms(quantile(stats.join_to_start, 0.5))}, "
@@ -395,6 +466,12 @@ def main() -> None:
         print(f"  {route}: p50 {ms(quantile(values, 0.5))}, p99 {ms(quantile(values, 0.99))} ({len(values)} calls)")
     print(f"baseline GET /healthz under the same load: p50 {ms(quantile(stats.healthz, 0.5))}, "
           f"p99 {ms(quantile(stats.healthz, 0.99))}")
+    print(f"the players' own event loop, lag of a 10 ms sleep (included in every latency above): "
+          f"p50 {ms(quantile(stats.loop_lag, 0.5))}, p99 {ms(quantile(stats.loop_lag, 0.99))}, "
+          f"max {ms(max(stats.loop_lag, default=float('nan')))}")
+    if stats.pg_samples:
+        print(f"PostgreSQL's active backends by wait, mean of {stats.pg_samples} samples: " + ", ".join(
+            f"{wait} {n / stats.pg_samples:.2f}" for wait, n in sorted(stats.pg_waits.items(), key=lambda item: -item[1])[:6]))
     print("requests per submission: " + ", ".join(
         f"{route} {n / max(1, stats.submits_in_window):.2f}" for route, n in sorted(stats.requests.items(), key=lambda item: -item[1])))
     cpu = {part: cpu_after[part] - cpu_before.get(part, 0.0) for part in cpu_after}
