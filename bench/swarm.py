@@ -3,6 +3,7 @@
     .venv/bin/python bench/swarm.py --players 20 --think 1 --duration 30
     .venv/bin/python bench/swarm.py --players 1000 --think 30 --duration 300
     .venv/bin/python bench/swarm.py --players 20 --duration 30      # no thinking: a closed loop
+    .venv/bin/python bench/swarm.py --players 1000 --think 4 --transport stream  # logs over SSE
 
 `--think S`: each player pauses a random 0.5-1.5 x S before every submission and queue join (and
 arrives within the first S), so the load is chosen by the number of players and their pace; with
@@ -13,7 +14,8 @@ DEVTASKI_JUDGE=instant) in a temporary DATA_DIR on free ports, registers N playe
 measured window), then for `--duration` seconds every player, built on the client library
 (clients/python/duely_client) and run as a gevent greenlet here, plays duels through the public
 API: queue, submit (a mix of wrong and accepted: the verdict comes from a `# verdict:` marker),
-resign sometimes, queue again. Afterwards it lets outstanding verdicts arrive, checks that every
+resign sometimes, queue again. Each player follows its log with long polls (`updates()`), or with
+`--transport stream` over the Server-Sent Events stream (`stream()`). Afterwards it lets outstanding verdicts arrive, checks that every
 player's log was gapless and every submission got exactly one verdict event, and prints:
 submissions/s sustained, submit -> own verdict event p50/p99 (and minute by minute when the
 window is two minutes or longer), queue join -> duel_started
@@ -43,6 +45,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections import defaultdict  # noqa: E402
+from collections.abc import Iterable  # noqa: E402
 from datetime import datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -157,9 +160,11 @@ class Stats:
 
 
 class Player:
-    def __init__(self, url: str, index: int, stats: Stats, stop: gevent.event.Event, think_secs: float = 0.0):
+    def __init__(self, url: str, index: int, stats: Stats, stop: gevent.event.Event, think_secs: float = 0.0,
+                 transport: str = "poll"):
         self.client = Client(url, on_response=stats.on_response, timeout=30)
         self.think_secs = think_secs
+        self.transport = transport
         self.nickname = f"swarm{index}"
         self.stats, self.stop = stats, stop
         self.rng = random.Random(index)
@@ -171,7 +176,8 @@ class Player:
         self.client.register(self.nickname, "swarm password 1")
 
     def play(self, measuring: gevent.event.Event) -> None:
-        updates = self.client.updates(0, timeout=POLL_TIMEOUT_SECS, stop=self.stop)
+        updates: Iterable[dict] = (self.client.stream(0, stop=self.stop) if self.transport == "stream"
+                                   else self.client.updates(0, timeout=POLL_TIMEOUT_SECS, stop=self.stop))
         measuring.wait()
         if self.think_secs > 0:  # players arrive spread over one think time, not all in the same instant
             gevent.spawn_later(self.rng.uniform(0, self.think_secs), self.act, self.join)
@@ -387,6 +393,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of the measured window")
     parser.add_argument("--think", type=float, default=0.0,
                         help="mean seconds a player thinks before each submission and queue join (0: none, a closed loop)")
+    parser.add_argument("--transport", choices=("poll", "stream"), default="poll",
+                        help="how players follow their log: long polls (updates()) or the Server-Sent Events stream (stream())")
     parser.add_argument("--keep", action="store_true", help="keep the data directory (logs) afterwards")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -402,7 +410,7 @@ def main() -> None:
     try:
         wait_healthy(url, proc)
         print(f"stack up at {url} (data in {data_dir}); registering {args.players} players", flush=True)
-        players = [Player(url, i, stats, stop, args.think) for i in range(args.players)]
+        players = [Player(url, i, stats, stop, args.think, args.transport) for i in range(args.players)]
         began = time.monotonic()
         gevent.pool.Pool(16).map(lambda p: p.register(), players)
         print(f"registered in {time.monotonic() - began:.1f} s; playing for {args.duration:.0f} s", flush=True)
@@ -445,7 +453,8 @@ def main() -> None:
     lost = sum(1 for s in stats.submitted if stats.verdict_events.get(s, 0) == 0)
     doubled = sum(1 for s in stats.submitted if stats.verdict_events.get(s, 0) > 1)
     five_xx = sum(n for status, n in stats.statuses.items() if status >= 500)
-    print(f"\nplayers {args.players}, think {args.think:g} s, window {window:.0f} s (machine load shared with other work)")
+    print(f"\nplayers {args.players}, think {args.think:g} s, window {window:.0f} s, following their logs by "
+          f"{'the event stream' if args.transport == 'stream' else 'long polls'} (machine load shared with other work)")
     print(f"submissions/s sustained: {stats.submits_in_window / window:.1f} submitted, "
           f"{stats.verdicts_in_window / window:.1f} verdicts seen within the window")
     # What the players could offer at all: a rate near it measures their pace, not the stack.

@@ -9,6 +9,9 @@ Ctrl-C (or SIGTERM) leaves the queue and exits cleanly.
     .venv/bin/python examples/bot.py --nickname bot1 --solutions tests/devtaski/solutions \
         --problems duely/devtaski/problems
 
+`--stream` follows the event log over its Server-Sent Events stream (`Client.stream()`, one
+open connection) instead of long polls (`Client.updates()`); the bot plays the same either way.
+
 Solutions are found by task: `<task id>.<ext>`, `<title as a-slug>.<ext>`, or, with
 `--problems`, `<folder name>.<ext>` of the problem whose problem.json has that id.
 """
@@ -40,8 +43,9 @@ def slug(title: str) -> str:
 
 class Bot:
     def __init__(self, client: Client, nickname: str, password: str, language: str, solutions: Path | None,
-                 problems: Path | None):
+                 problems: Path | None, stream: bool = False):
         self.client, self.nickname, self.password, self.language = client, nickname, password, language
+        self.stream = stream  # follow the log over the event stream instead of long polls
         self.solutions = solutions
         self.folder_by_task = self._problem_folders(problems)
         self.duel_id: int | None = None
@@ -75,7 +79,8 @@ class Bot:
     def run(self) -> None:
         self.client.login_or_register(self.nickname, self.password)
         self.say(f"logged in as user {self.client.user_id}")
-        updates = self.client.updates(self._newest_event_id(), on_resync=lambda _: self.resync())
+        follow = self.client.stream if self.stream else self.client.updates
+        updates = follow(self._newest_event_id(), on_resync=lambda _: self.resync())
         self.resync()
         for event in updates:
             self.on_event(event)
@@ -167,13 +172,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--language", default="python", choices=sorted(EXTENSIONS))
     parser.add_argument("--solutions", type=Path, help="folder of solutions by task")
     parser.add_argument("--problems", type=Path, help="the dev Taski's problems folder (maps task ids to names)")
+    parser.add_argument("--stream", action="store_true",
+                        help="follow the event log over Server-Sent Events (one open connection) instead of long polls")
     args = parser.parse_args(argv)
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
-    bot = Bot(Client(args.url), args.nickname, args.password, args.language, args.solutions, args.problems)
+    bot = Bot(Client(args.url), args.nickname, args.password, args.language, args.solutions, args.problems,
+              args.stream)
     try:
         bot.run()
     except KeyboardInterrupt:

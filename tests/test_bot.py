@@ -17,7 +17,7 @@ from tests.fixtures.stack import ROOT
 def test_two_bots_play_then_leave_on_ctrl_c(instant_stack, db, tmp_path):
     bots = []
     for name, extra in (("bot-a", ["--solutions", "tests/devtaski/solutions", "--problems", "duely/devtaski/problems"]),
-                        ("bot-b", [])):
+                        ("bot-b", ["--stream"])):  # one follows its log by long polls, the other by the stream
         out = open(tmp_path / f"{name}.out", "w")
         bots.append((subprocess.Popen([sys.executable, str(ROOT / "examples" / "bot.py"), "--url", instant_stack.url,
                                        "--nickname", name, *extra], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT),

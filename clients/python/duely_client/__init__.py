@@ -6,12 +6,14 @@
     client.join_queue()
     for event in client.updates():             # long polls, reconnects, resumes where it was
         ...
+    for event in client.stream():              # the same over Server-Sent Events (one connection)
+        ...
     client.create_challenge("bob")             # or None: an open challenge; accept_challenge(id)
     for event in client.duel_updates(duel_id): # a spectator's view of any duel, to duel_finished
         ...
 """
 
-from duely_client.client import Client, Updates
+from duely_client.client import Client, EventStream, Updates
 from duely_client.errors import (
     AlreadyInDuel,
     Blocked,
@@ -41,6 +43,6 @@ from duely_client.errors import (
 __all__ = [
     "AlreadyInDuel", "Blocked", "CannotAcceptOwn", "CannotBlockSelf", "CannotChallengeSelf", "CannotDeclineOpen",
     "ChallengeClosed", "ChallengesDisabled", "Client", "Conflict", "ConnectionFailed", "DuelActive", "DuelFinished",
-    "DuelyError", "EventsExpired", "Forbidden", "NicknameTaken", "NotFound", "OpponentBusy", "RateLimited",
+    "DuelyError", "EventStream", "EventsExpired", "Forbidden", "NicknameTaken", "NotFound", "OpponentBusy", "RateLimited",
     "ServerError", "Unauthorized", "Unavailable", "Updates", "ValidationError",
 ]

@@ -23,10 +23,13 @@ from duely_client.errors import (
     Unavailable,
     error_for,
 )
-from duely_client.transport import TransportError, build_path, encode_json, transport_for
+from duely_client.transport import StreamAnswer, TransportError, build_path, encode_json, transport_for
 
 DEFAULT_TIMEOUT_SECS = 10.0
 POLL_TIMEOUT_SECS = 25.0
+# The server writes a heartbeat on an idle event stream every SSE_HEARTBEAT (15 s by default):
+# a stream silent this long is taken for a dead connection and opened again.
+STREAM_IDLE_SECS = 45.0
 BACKOFF_MIN_SECS = 0.2
 BACKOFF_MAX_SECS = 10.0
 SUBMIT_ATTEMPTS = 6
@@ -416,6 +419,19 @@ class Client:
         """Every event after `last_event_id`, in order, forever (until `stop` is set). See `Updates`."""
         return Updates(self, last_event_id, timeout=timeout, on_resync=on_resync, stop=stop)
 
+    def stream(self, last_event_id: int = 0, *, on_resync: Callable[[int], object] | None = None,
+               stop: threading.Event | None = None, idle_timeout: float = STREAM_IDLE_SECS) -> EventStream:
+        """`updates()` over the Server-Sent Events stream: the same events, in order, each once,
+        with the same reconnects, waits and 410 resync, on one open connection. See `EventStream`."""
+        return EventStream(self, last_event_id, on_resync=on_resync, stop=stop, idle_timeout=idle_timeout)
+
+    def duel_stream(self, duel_id: int, last_event_id: int = 0, *, on_resync: Callable[[int], object] | None = None,
+                    stop: threading.Event | None = None, idle_timeout: float = STREAM_IDLE_SECS) -> EventStream:
+        """`duel_updates()` over the duel's Server-Sent Events stream; ends after `duel_finished`."""
+        return EventStream(self, last_event_id, path=f"/api/duels/{int(duel_id)}/stream",
+                           route="GET /api/duels/{id}/stream", on_resync=on_resync, stop=stop,
+                           idle_timeout=idle_timeout, end_after="duel_finished")
+
     def poll_duel(self, duel_id: int, last_event_id: int = 0, timeout: float = POLL_TIMEOUT_SECS,
                   limit: int = 100) -> Page:
         """One long poll of a duel's public log (anyone signed in may watch any duel)."""
@@ -433,6 +449,134 @@ class Client:
         duel_id = int(duel_id)
         return Updates(self, last_event_id, timeout=timeout, on_resync=on_resync, stop=stop,
                        poll=lambda last, wait: self.poll_duel(duel_id, last, wait), end_after="duel_finished")
+
+
+class EventStream:
+    """An iterator over a log's events read from its Server-Sent Events stream (`GET /api/stream`,
+    or a duel's public `GET /api/duels/{id}/stream`): what `Updates` does, without a request per
+    answer. The server writes each event as it is committed on the one open connection, so
+    there is no gap between a poll's answer and the next poll, and neither side parses a
+    request or an answer's headers per event.
+
+    The same promises as `Updates`: events in order, each once; `last_event_id` is the id of the
+    last event yielded, and every (re)connect resumes after it (`Last-Event-ID`). A stream that
+    ends (the server restarting) is opened again at once; connection failures and 5xx are retried
+    with exponential backoff and jitter; 429 and 503 wait `Retry-After`; 410 `events_expired` calls
+    `on_resync(new_last_event_id)` and continues from that id. A stream silent for `idle_timeout`
+    seconds (no event, no heartbeat) is taken for a dead connection and opened again. Other errors
+    (401 after a logout, 404) are raised. `stop` is checked between events and heartbeats; `close()`
+    ends the iteration at once, from any thread.
+    """
+
+    def __init__(self, client: Client, last_event_id: int = 0, *, path: str = "/api/stream",
+                 route: str = "GET /api/stream", on_resync: Callable[[int], object] | None = None,
+                 stop: threading.Event | None = None, idle_timeout: float = STREAM_IDLE_SECS,
+                 end_after: str | None = None):
+        self.client = client
+        self.path, self.route = path, route
+        self.last_event_id = last_event_id
+        self.on_resync = on_resync
+        self.stop = stop or threading.Event()
+        self.idle_timeout = idle_timeout
+        self.end_after = end_after
+        self.ended = False
+        self.failures = 0  # consecutive opens that failed or ended without a frame (for logs and tests)
+        self.opened = 0  # streams opened (for tests)
+        self._answer: StreamAnswer | None = None
+        self._lines: Iterator[bytes] | None = None
+        self._framed = False  # the open stream has delivered a frame or a heartbeat
+
+    def __iter__(self) -> Iterator[Event]:
+        return self
+
+    def __next__(self) -> Event:
+        while not self.ended:
+            if self.stop.is_set():
+                self.close()
+                break
+            if self._lines is None:
+                self._open()
+                continue
+            event = self._next_frame()
+            if event is None or event["id"] <= self.last_event_id:  # a heartbeat; or an event seen already
+                continue
+            self.last_event_id = event["id"]
+            if self.end_after is not None and event["type"] == self.end_after:
+                self.ended = True
+                self.close()
+            return event
+        raise StopIteration
+
+    def close(self) -> None:
+        """Stop iterating and close the stream's connection (a read blocked on it returns at once)."""
+        self.stop.set()
+        answer, self._answer, self._lines = self._answer, None, None
+        if answer is not None:
+            answer.close()
+
+    def _open(self) -> None:
+        if self.failures:
+            if self.stop.wait(_backoff(self.failures)):
+                return
+        started, status = time.monotonic(), 0
+        try:
+            answer = self.client.transport.open_stream(
+                self.path, {"Accept": "text/event-stream", "Last-Event-ID": str(self.last_event_id)},
+                self.idle_timeout)
+            status = answer.status
+        except TransportError:
+            self.failures += 1
+            return
+        finally:
+            if self.client.on_response is not None:
+                self.client.on_response("GET", self.route, status, time.monotonic() - started)
+        if status == 200:
+            self.opened += 1
+            self._answer, self._lines, self._framed = answer, answer.lines(), False
+            return
+        try:
+            body = jsonlib.loads(answer.body.decode())
+        except ValueError:
+            body = None
+        error = error_for(status, body, answer.retry_after)
+        if isinstance(error, EventsExpired):
+            self.failures = 0
+            if self.on_resync is not None:
+                self.on_resync(error.last_event_id)
+            self.last_event_id = error.last_event_id
+        elif isinstance(error, (RateLimited, Unavailable)):
+            self.stop.wait(error.retry_after if error.retry_after is not None else _backoff(self.failures + 1))
+        elif isinstance(error, ServerError):
+            self.failures += 1
+        else:
+            raise error
+
+    def _next_frame(self) -> Event | None:
+        """The next event of the open stream, or None after a heartbeat or when the stream ended
+        (then it is closed, and the next call opens another)."""
+        assert self._lines is not None
+        data: list[bytes] = []
+        try:
+            for line in self._lines:
+                if line:
+                    if line.startswith(b"data:"):
+                        data.append(line[6:] if line[5:6] == b" " else line[5:])
+                    elif line.startswith(b":"):  # a comment: the heartbeat
+                        self._framed, self.failures = True, 0
+                        return None
+                    continue  # id:, event:, retry: (the id is in the data, the wait is ours)
+                if data:  # a blank line ends a frame
+                    self._framed, self.failures = True, 0
+                    return jsonlib.loads(b"\n".join(data).decode())
+        except TransportError:
+            pass
+        # The stream ended or failed: open it again (at once, if it had delivered anything).
+        if not self._framed:
+            self.failures += 1
+        answer, self._answer, self._lines = self._answer, None, None
+        if answer is not None:
+            answer.close()
+        return None
 
 
 class Updates:

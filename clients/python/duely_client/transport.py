@@ -30,6 +30,7 @@ import select
 import socket
 import ssl
 import time
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 from urllib.parse import urlencode, urlsplit
 
@@ -42,6 +43,7 @@ MAX_IDLE_SECS = 60.0
 USER_AGENT = "duely-client"
 _MAX_LINE = 65537
 _MAX_HEADERS = 100
+_MAX_STREAM_LINE = 16 * 1024 * 1024  # an event's data line; far above any event Duely writes
 
 # Raised when the peer closed or reset the connection: before any byte of the answer, these mean
 # the request was not read (http.client.RemoteDisconnected is a ConnectionResetError).
@@ -105,6 +107,50 @@ class Connection:
             raise http.client.IncompleteRead(b"") from exc
 
     def _answer(self, line: bytes, head_only: bool) -> tuple[int, dict[bytes, bytes], bytes, bool]:
+        version, status, headers = self._head(line)
+        return (status, headers, *self._body(version, status, headers, head_only))
+
+    def open_stream(self, request: bytes) -> tuple[int, dict[bytes, bytes], bytes | None]:
+        """Send a request and read the head of its answer: (status, headers, body). A 200 answer's
+        body is left on the connection for `lines()`; any other is read whole (an error's JSON)."""
+        assert self.sock is not None
+        self.sock.sendall(request)
+        line = self.file.readline(_MAX_LINE)
+        if not line:
+            raise http.client.RemoteDisconnected("the server closed the connection without an answer")
+        version, status, headers = self._head(line)
+        if status == 200:
+            return status, headers, None
+        return status, headers, self._body(version, status, headers, False)[0]
+
+    def lines(self, headers: dict[bytes, bytes]) -> Iterator[bytes]:
+        """A streamed body's lines as they arrive (without their line ends), chunked or not, until it ends."""
+        readline = self.file.readline
+        if b"chunked" not in headers.get(b"transfer-encoding", b"").lower():
+            while line := readline(_MAX_LINE):
+                if not line.endswith(b"\n"):
+                    raise http.client.IncompleteRead(line)
+                yield line.rstrip(b"\r\n")
+            return
+        pending = b""
+        while True:
+            try:
+                size = int(readline(_MAX_LINE).split(b";", 1)[0], 16)
+            except ValueError:
+                raise http.client.IncompleteRead(pending) from None
+            if size == 0:
+                return
+            chunk = self.file.read(size + 2)  # the chunk and its CRLF
+            if len(chunk) < size + 2:
+                raise http.client.IncompleteRead(chunk)
+            # A line may span chunks (a proxy may cut the stream anywhere): keep the unfinished end.
+            *complete, pending = (pending + chunk[:size]).split(b"\n")
+            if len(pending) > _MAX_STREAM_LINE:
+                raise http.client.IncompleteRead(pending[:100])
+            for line in complete:
+                yield line.removesuffix(b"\r")
+
+    def _head(self, line: bytes) -> tuple[bytes, int, dict[bytes, bytes]]:
         readline = self.file.readline
         while True:
             version, _, rest = line.partition(b" ")
@@ -123,7 +169,10 @@ class Connection:
             if 100 <= status < 200:  # an interim answer (100 Continue): the real one follows
                 line = readline(_MAX_LINE)
                 continue
-            break
+            return version, status, headers
+
+    def _body(self, version: bytes, status: int, headers: dict[bytes, bytes], head_only: bool) -> tuple[bytes, bool]:
+        """The answer's body and whether the connection stays open for another request."""
         connection = headers.get(b"connection", b"").lower()
         keep = connection != b"close" if version == b"HTTP/1.1" else connection == b"keep-alive"
         if head_only or status in (204, 304):
@@ -137,7 +186,7 @@ class Connection:
                 raise http.client.IncompleteRead(body, size - len(body))
         else:  # the body runs to the end of the connection
             body, keep = self.file.read(), False
-        return status, headers, body, keep
+        return body, keep
 
     def _read_chunked(self) -> bytes:
         parts: list[bytes] = []
@@ -155,6 +204,34 @@ class Connection:
             if len(chunk) < size + 2:
                 raise http.client.IncompleteRead(b"".join(parts))
             parts.append(chunk[:size])
+
+
+class StreamAnswer:
+    """An answer read as it arrives (an event stream): `status`, and `lines()` of a 200 answer's
+    body; any other answer's `body` is read whole. It holds its own connection until `close()`."""
+
+    def __init__(self, status: int, headers: dict[str, str], body: bytes, lines: Iterator[bytes] | None,
+                 close: Callable[[], None]):
+        self.status = status
+        self.headers = headers  # lower-case names
+        self.body = body
+        self.retry_after = headers.get("retry-after")
+        self._lines = lines
+        self._close = close
+
+    def lines(self) -> Iterator[bytes]:
+        """The body's lines without their line ends. Raises TransportError when the connection
+        fails or stays silent past the stream's timeout; ends when the server ends the answer."""
+        if self._lines is None:
+            return
+        try:
+            yield from self._lines
+        except (OSError, http.client.HTTPException, ValueError, requests.RequestException) as exc:
+            raise TransportError(f"{type(exc).__name__}: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the connection (from any thread: a read blocked on it then fails)."""
+        self._close()
 
 
 class HttpTransport:
@@ -251,6 +328,29 @@ class HttpTransport:
         return Answer(status, data, None if retry_after is None else retry_after.decode("latin-1"))
 
 
+    def open_stream(self, path: str, headers: dict[str, str], timeout: float) -> StreamAnswer:
+        """GET `path` on a connection of its own (never pooled) with these extra `headers`; the
+        socket's `timeout` also bounds the silence between two reads of the stream."""
+        target = self.prefix + path
+        if " " in target or "\r" in target or "\n" in target:
+            raise ValueError(f"not a request target: {target!r}")
+        merged = {**self.headers, **headers}
+        head = "".join(f"{name}: {value}\r\n" for name, value in merged.items()).encode("latin-1")
+        conn: Connection | None = None
+        try:
+            conn = Connection(self.host, self.port, timeout, self.context)
+            status, raw, body = conn.open_stream(b"GET %s HTTP/1.1\r\n%s\r\n" % (target.encode(), head))
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            if conn is not None:
+                conn.close()
+            raise TransportError(f"{type(exc).__name__}: {exc}") from exc
+        decoded = {name.decode("latin-1"): value.decode("latin-1") for name, value in raw.items()}
+        if body is not None:
+            conn.close()
+            return StreamAnswer(status, decoded, body, None, conn.close)
+        return StreamAnswer(status, decoded, b"", conn.lines(raw), conn.close)
+
+
 class RequestsTransport:
     """Through a `requests.Session`: a caller's own (adapters, auth, mounts) or when a proxy applies."""
 
@@ -275,6 +375,33 @@ class RequestsTransport:
         except requests.RequestException as exc:
             raise TransportError(f"{type(exc).__name__}: {exc}") from exc
         return Answer(response.status_code, response.content, response.headers.get("Retry-After"))
+
+    def open_stream(self, path: str, headers: dict[str, str], timeout: float) -> StreamAnswer:
+        try:
+            response = self.session.get(self.base_url + path, headers=headers, stream=True, timeout=timeout)
+        except requests.RequestException as exc:
+            raise TransportError(f"{type(exc).__name__}: {exc}") from exc
+        decoded = {name.lower(): value for name, value in response.headers.items()}
+        if response.status_code != 200:
+            try:
+                body = response.content
+            except requests.RequestException as exc:
+                raise TransportError(f"{type(exc).__name__}: {exc}") from exc
+            finally:
+                response.close()
+            return StreamAnswer(response.status_code, decoded, body, None, response.close)
+
+        def lines() -> Iterator[bytes]:
+            pending = b""
+            # chunk_size None: each piece as it arrives (iter_lines would wait for 512 bytes)
+            for piece in response.iter_content(chunk_size=None):
+                *complete, pending = (pending + piece).split(b"\n")
+                if len(pending) > _MAX_STREAM_LINE:
+                    raise ValueError("an event stream line too long")
+                for line in complete:
+                    yield line.removesuffix(b"\r")
+
+        return StreamAnswer(200, decoded, b"", lines(), response.close)
 
 
 def transport_for(base_url: str, session: requests.Session | None = None) -> HttpTransport | RequestsTransport:
