@@ -7,6 +7,7 @@ from duely.runtime import Runtime
 
 config = load_config()
 # The worker's runtime (and logging) first: create_app may log.
-runtime = Runtime(config, Database(config.database_url, config.db_pool_size, config.db_max_overflow, config.db_pool_timeout),
+runtime = Runtime(config, Database(config.database_url, config.db_pool_size, config.db_max_overflow, config.db_pool_timeout,
+                                  application_name="duely-web"),
                   process="web")
 app = create_app(config, runtime=runtime)

@@ -21,7 +21,8 @@ submissions/s sustained, submit -> own verdict event p50/p99 (and minute by minu
 window is two minutes or longer), queue join -> duel_started
 p50/p99, p99 of each write endpoint, counts of lost / doubled / gaps / 5xx, and as the baseline
 of the same run the latency of `GET /healthz` (no database work beyond SELECT 1) under the same load,
-the requests made per submission, and the CPU per submission of each part of the stack (/proc).
+the requests made per submission, and the CPU per submission of each part of the stack (/proc),
+PostgreSQL's split by client (the backends' application_name: duely-web, duely-reader, ...).
 Where the time goes: from the events' created_at (the stack's clock is this box's), the submit
 request until the submission's row, that until the verdict's row (dispatch, judge, broker,
 intake) and that until its player read it (commit, wake-up, the poll, the player); with the
@@ -37,6 +38,7 @@ monkey.patch_all()
 import argparse  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
+import re  # noqa: E402
 import resource  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
@@ -326,6 +328,32 @@ def cpu_by_part(data_dir: Path) -> dict[str, float]:
     return totals
 
 
+def pg_cpu_by_client(data_dir: Path) -> dict[int, tuple[str, float]]:
+    """CPU seconds used so far by each live PostgreSQL backend, with whose it is: its
+    `application_name` without a trailing pid (the stack's pools, readers and listeners name
+    themselves: duely-web, duely-reader, duely-scheduler, ...), else its backend type. Empty when
+    the server is not the embedded one."""
+    import psycopg
+
+    try:
+        conn = psycopg.connect(host=str(data_dir / "pg"), user="postgres", dbname="postgres", autocommit=True)
+    except psycopg.Error:
+        return {}
+    with conn:
+        rows = conn.execute("SELECT pid, application_name, backend_type FROM pg_stat_activity"
+                            " WHERE pid <> pg_backend_pid()").fetchall()
+    usage: dict[int, tuple[str, float]] = {}
+    for pid, app, backend_type in rows:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        name = re.sub(r"-\d+$", "", app) if app else backend_type
+        usage[pid] = (name, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
+    return usage
+
+
 def sample_healthz(url: str, stats: Stats, stop: gevent.event.Event) -> None:
     client = Client(url, timeout=10)
     while not stop.is_set():
@@ -427,11 +455,11 @@ def main() -> None:
         lag_sampler = gevent.spawn(sample_loop_lag, stats, stop)
         pg_sampler = gevent.spawn(sample_pg_waits, data_dir, stats, stop)
         window_began = time.monotonic()
-        cpu_before = cpu_by_part(data_dir)
+        cpu_before, pg_before = cpu_by_part(data_dir), pg_cpu_by_client(data_dir)
         gevent.sleep(args.duration)
         stats.window_open = False
         window = time.monotonic() - window_began
-        cpu_after = cpu_by_part(data_dir)
+        cpu_after, pg_after = cpu_by_part(data_dir), pg_cpu_by_client(data_dir)
         drain_until = time.monotonic() + DRAIN_SECS
         while time.monotonic() < drain_until and any(stats.verdict_events.get(s, 0) == 0 for s in list(stats.submitted)):
             gevent.sleep(0.2)
@@ -488,6 +516,13 @@ def main() -> None:
     print(f"CPU per submission (ms; share of the box's {os.cpu_count()} cores over the window): " + ", ".join(
         f"{part} {secs * 1000 / submits:.1f} ({secs / window / (os.cpu_count() or 1):.0%})"
         for part, secs in sorted(cpu.items(), key=lambda item: -item[1]) if secs > 0))
+    pg_by_client: dict[str, float] = defaultdict(float)
+    for pid, (name, secs) in pg_after.items():  # a backend that started in the window counts whole
+        pg_by_client[name] += secs - pg_before.get(pid, (name, 0.0))[1]
+    if pg_by_client:
+        print("  postgres by client (ms per submission; backends alive at the window's end): " + ", ".join(
+            f"{name} {secs * 1000 / submits:.2f}" for name, secs in sorted(pg_by_client.items(), key=lambda item: -item[1])
+            if secs * 1000 / submits >= 0.01))
     print(f"lost {lost}, doubled {doubled}, gaps {stats.gaps}, 5xx {five_xx}, no answer "
           f"{stats.statuses.get(0, 0)}; other errors {dict(stats.errors) or 'none'}")
 

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
@@ -77,7 +77,7 @@ PLAN_CACHE_MODE = "force_generic_plan"
 
 
 def make_engine(database_url: str, pool_size: int = 10, max_overflow: int = 10,
-                pool_timeout: float = BACKGROUND_POOL_TIMEOUT_SECS) -> Engine:
+                pool_timeout: float = BACKGROUND_POOL_TIMEOUT_SECS, application_name: str = "duely") -> Engine:
     engine = create_engine(
         sqlalchemy_url(database_url),
         pool_size=pool_size,
@@ -86,11 +86,20 @@ def make_engine(database_url: str, pool_size: int = 10, max_overflow: int = 10,
         # (sqlalchemy.exc.TimeoutError, see duely/outage.py) instead of queueing for ever.
         pool_timeout=pool_timeout,
         pool_recycle=1800,
-        connect_args={"connect_timeout": CONNECT_TIMEOUT_SECS},
+        connect_args=_connect_args(database_url, application_name),
     )
     _ping_when_idle(engine, PING_IDLE_SECS)
     _plan_once(engine, PLAN_CACHE_MODE)
     return engine
+
+
+def _connect_args(database_url: str, application_name: str) -> dict[str, Any]:
+    """The pool's connection settings: `application_name` tells the process's pool apart in
+    pg_stat_activity (duely-web, duely-scheduler, ...), unless DATABASE_URL names one itself."""
+    args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_SECS}
+    if "application_name" not in make_url(sqlalchemy_url(database_url)).query:
+        args["application_name"] = application_name
+    return args
 
 
 def _plan_once(engine: Engine, mode: str) -> None:
@@ -131,10 +140,10 @@ class Database:
     """One engine and its session factory; one per process."""
 
     def __init__(self, database_url: str, pool_size: int = 10, max_overflow: int = 10,
-                 pool_timeout: float = BACKGROUND_POOL_TIMEOUT_SECS):
+                 pool_timeout: float = BACKGROUND_POOL_TIMEOUT_SECS, application_name: str = "duely"):
         self.url = database_url
         self.pool_timeout = pool_timeout  # the poll reader's connections wait as long (duely/eventlog/reader.py)
-        self.engine = make_engine(database_url, pool_size, max_overflow, pool_timeout)
+        self.engine = make_engine(database_url, pool_size, max_overflow, pool_timeout, application_name)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
         self._autocommit_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._autocommit_sessionmaker = sessionmaker(self._autocommit_engine)

@@ -106,7 +106,8 @@ def guarded(job: ScheduledJob, database_outage: outage.OutageLog) -> ScheduledJo
 
 
 def run_scheduler(config: Config) -> None:
-    runtime = Runtime(config, Database(config.required("database_url"), *SCHEDULER_POOL), process="scheduler")
+    runtime = Runtime(config, Database(config.required("database_url"), *SCHEDULER_POOL, application_name="duely-scheduler"),
+                      process="scheduler")
     scheduler = BlockingScheduler(job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
     database_outage = outage.OutageLog(log)
     for name, job, interval in scheduled_jobs():

@@ -368,7 +368,8 @@ def consume(db: Database, config: Config, stop: threading.Event) -> None:
 
 
 def run_consumer(config: Config) -> None:
-    db = Runtime(config, Database(config.required("database_url"), *CONSUMER_POOL), process="consumer").db
+    db = Runtime(config, Database(config.required("database_url"), *CONSUMER_POOL, application_name="duely-consumer"),
+                 process="consumer").db
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

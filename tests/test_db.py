@@ -83,3 +83,16 @@ def test_pooled_connections_plan_a_prepared_statement_once(database_url):
             lambda c: dbmod.driver_execute(c, "SHOW plan_cache_mode").fetchone()[0]) == dbmod.PLAN_CACHE_MODE
     finally:
         database.dispose()
+
+
+def test_a_pool_names_its_connections_for_pg_stat_activity(database_url):
+    """An operator tells the processes' pools apart in pg_stat_activity (duely-web, duely-scheduler, ...)."""
+    database = Database(database_url, pool_size=1, max_overflow=0, application_name="duely-web")
+    try:
+        with database.transaction() as s:
+            pid = s.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with Database(database_url, pool_size=1, max_overflow=0).transaction() as other:
+            names = dict(other.execute(text("SELECT pid, application_name FROM pg_stat_activity")).all())
+        assert names[pid] == "duely-web"
+    finally:
+        database.dispose()

@@ -54,7 +54,8 @@ def create_app(config: Config, db: Database | None = None, runtime: Runtime | No
     assert isinstance(app.json, DefaultJSONProvider)  # Flask's own, told to keep the contract's key order
     app.json.sort_keys = False
     if runtime is None:
-        db = db or Database(config.required("database_url"), config.db_pool_size, config.db_max_overflow, config.db_pool_timeout)
+        db = db or Database(config.required("database_url"), config.db_pool_size, config.db_max_overflow,
+                            config.db_pool_timeout, application_name="duely-web")
         runtime = Runtime(config, db)
     passwords.configure(config.password_hash_threads)
     app.extensions["duely"] = Services.build(config, db or runtime.db, runtime)
