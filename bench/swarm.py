@@ -5,6 +5,10 @@
     .venv/bin/python bench/swarm.py --players 20 --duration 30      # no thinking: a closed loop
     .venv/bin/python bench/swarm.py --players 1000 --think 4 --transport stream  # logs over SSE
 
+`--warmup S`: the players play S seconds before the measured window opens, so that the window
+measures a steady state rather than a fresh database's first minute (its plans made on empty
+tables, until autovacuum's first ANALYZE: see the README); every submission is still checked.
+
 `--think S`: each player pauses a random 0.5-1.5 x S before every submission and queue join (and
 arrives within the first S), so the load is chosen by the number of players and their pace; with
 0 every player acts the moment it can and the latency measured is the queue the box builds.
@@ -122,7 +126,9 @@ def ms(value: float) -> str:
 
 class Stats:
     def __init__(self) -> None:
-        self.window_open = False
+        self.playing = False  # the players act (the warm-up and the window)
+        self.window_open = False  # what they do is measured
+        self.window_began = float("inf")  # monotonic time the window opened (none yet: nothing is timed)
         self.closed = False
         self.endpoint: dict[str, list[float]] = defaultdict(list)
         self.statuses: dict[int, int] = defaultdict(int)
@@ -200,7 +206,7 @@ class Player:
             gevent.spawn_later(self.think_secs * self.rng.uniform(0.5, 1.5), self.act, action, *args)
 
     def act(self, action, *args) -> None:
-        if self.stop.is_set() or not self.stats.window_open:
+        if self.stop.is_set() or not self.stats.playing:
             return
         try:
             action(*args)
@@ -219,8 +225,9 @@ class Player:
         sid = self.client.submit(duel_id, WRONG if self.rng.random() < P_WRONG else ACCEPTED)
         self.stats.submitted[sid] = began
         self.stats.submitted_wall[sid] = began_wall
-        self.stats.submits_in_window += 1
-        self.stats.submit_began.append(began)
+        if self.stats.window_open:
+            self.stats.submits_in_window += 1
+            self.stats.submit_began.append(began)
 
     def on_event(self, event: dict) -> None:
         kind, data, now = event["type"], event["data"], time.monotonic()
@@ -239,7 +246,8 @@ class Player:
             sid = data["submission_id"]
             self.stats.verdict_events[sid] += 1
             began = self.stats.submitted.get(sid)
-            if began is not None and self.stats.verdict_events[sid] == 1:
+            # latencies of the submissions begun in the window (a warm-up's are checked, not timed)
+            if began is not None and self.stats.verdict_events[sid] == 1 and began >= self.stats.window_began:
                 self.stats.submit_to_verdict.append(now - began)
                 self.stats.verdict_began.append(began)
                 verdict_at, stored_at = wall_clock(event["created_at"]), self.stats.stored_at.get(sid)
@@ -421,6 +429,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of the measured window")
     parser.add_argument("--think", type=float, default=0.0,
                         help="mean seconds a player thinks before each submission and queue join (0: none, a closed loop)")
+    parser.add_argument("--warmup", type=float, default=0.0,
+                        help="seconds the players play before the measured window (every submission is still checked)")
     parser.add_argument("--transport", choices=("poll", "stream"), default="poll",
                         help="how players follow their log: long polls (updates()) or the Server-Sent Events stream (stream())")
     parser.add_argument("--keep", action="store_true", help="keep the data directory (logs) afterwards")
@@ -441,7 +451,9 @@ def main() -> None:
         players = [Player(url, i, stats, stop, args.think, args.transport) for i in range(args.players)]
         began = time.monotonic()
         gevent.pool.Pool(16).map(lambda p: p.register(), players)
-        print(f"registered in {time.monotonic() - began:.1f} s; playing for {args.duration:.0f} s", flush=True)
+        print(f"registered in {time.monotonic() - began:.1f} s; "
+              + (f"warming up for {args.warmup:.0f} s, then " if args.warmup > 0 else "")
+              + f"playing for {args.duration:.0f} s", flush=True)
 
         greenlets = [gevent.spawn(p.play, measuring) for p in players]
         gevent.sleep(1.0)  # every player's first poll is held before the window opens
@@ -449,15 +461,20 @@ def main() -> None:
         # over them paused every player at once (~120 ms seen with gc.callbacks) and showed up in
         # the latencies measured here. As the stack's processes do (duely/gcfreeze.py):
         freeze_startup_heap()
-        stats.window_open = True
+        stats.playing = True
         measuring.set()
+        if args.warmup > 0:  # played, not measured: a fresh database's first minute (README) is behind
+            gevent.sleep(args.warmup)
+            print("warm-up over: the window opens", flush=True)
+        stats.window_began = time.monotonic()
+        stats.window_open = True
         sampler = gevent.spawn(sample_healthz, url, stats, stop)
         lag_sampler = gevent.spawn(sample_loop_lag, stats, stop)
         pg_sampler = gevent.spawn(sample_pg_waits, data_dir, stats, stop)
-        window_began = time.monotonic()
+        window_began = stats.window_began
         cpu_before, pg_before = cpu_by_part(data_dir), pg_cpu_by_client(data_dir)
         gevent.sleep(args.duration)
-        stats.window_open = False
+        stats.window_open = stats.playing = False
         window = time.monotonic() - window_began
         cpu_after, pg_after = cpu_by_part(data_dir), pg_cpu_by_client(data_dir)
         drain_until = time.monotonic() + DRAIN_SECS
