@@ -494,6 +494,26 @@ def test_refresh_writes_presence_then_throttles(db, make_poller):
         assert last_seen(s, alice.id) > first
 
 
+def test_the_heartbeat_writes_only_the_users_not_written_lately(db, make_poller):
+    """The held-polls heartbeat skips users this process wrote within the throttle (their polls
+    did), counts as a write for the polls' throttle, and does not wait for the WAL flush."""
+    alice, bob = make_poller(), make_poller()
+    throttle = presence.PresenceThrottle()
+    assert throttle.claim_write(alice.id)  # alice's own poll has just written her presence
+    with db.transaction() as s:
+        assert throttle.touch_many(s, [alice.id, bob.id, bob.id]) == [bob.id]
+        assert s.execute(text("SHOW synchronous_commit")).scalar_one() == "off"
+    with db.transaction() as s:
+        assert last_seen(s, bob.id) is not None and last_seen(s, alice.id) is None
+        assert s.execute(text("SHOW synchronous_commit")).scalar_one() == "on"  # SET LOCAL: that transaction only
+    assert throttle.claim_write(bob.id) is False  # the heartbeat's write counts for bob's polls
+    with db.transaction() as s:  # once the throttle window has passed, every held user is written
+        assert throttle.touch_many(s, [bob.id, alice.id], throttle_secs=0) == [alice.id, bob.id]
+    with db.transaction() as s:
+        assert throttle.touch_many(s, [alice.id, bob.id]) == []  # nothing due: no statement at all
+        assert last_seen(s, alice.id) is not None
+
+
 def test_seen_since_and_is_present(db, make_poller):
     alice, bob = make_poller(), make_poller()
     with db.transaction() as s:
