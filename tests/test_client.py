@@ -127,7 +127,9 @@ def test_updates_survive_a_server_restart(instant_stack, db):
     assert updates.last_event_id == 5
 
 
-def test_updates_resync_after_410_and_continue(instant_stack, db):
+@pytest.mark.parametrize("follow", ["updates", "stream"])
+def test_updates_resync_after_410_and_continue(instant_stack, db, follow):
+    """The same for `updates()` (long polls) and `stream()` (the SSE stream)."""
     from sqlalchemy import text
 
     from duely import eventlog
@@ -146,8 +148,10 @@ def test_updates_resync_after_410_and_continue(instant_stack, db):
         resyncs.append(newest)
         db.run(lambda s: eventlog.append(s, user_id, QueueJoined(since=utcnow())))
 
-    updates = client.updates(0, timeout=2, on_resync=resync)
-    first = next(updates)
+    events = client.updates(0, timeout=2, on_resync=resync) if follow == "updates" else client.stream(0, on_resync=resync)
+    first = next(events)
+    if follow == "stream":
+        events.close()
     assert resyncs == [3] and first["id"] == 4 and first["type"] == "queue_joined"
 
 

@@ -1,6 +1,7 @@
 """The client library's event stream (`Client.stream()`, `Client.duel_stream()`: Server-Sent
 Events) against the real stack: the same promises as `updates()` (in order, each once, resumed
-after restarts, 410 resync, Retry-After), on one open connection."""
+after restarts, Retry-After; the 410 resync is tested with updates() in tests/test_client.py),
+on one open connection."""
 
 from __future__ import annotations
 
@@ -89,31 +90,6 @@ def test_stream_carries_a_duel_for_both_players_like_updates(instant_stack):
     verdict = next(e for e in alice_seen if e["type"] == "submission_verdict")
     assert verdict["data"]["submission_id"] == sid and verdict["data"]["verdict"] == "Wrong Answer on test #1"
     assert any(e["type"] == "duel_finished" for e in bob_polls)
-
-
-def test_stream_resync_after_410_and_continue(instant_stack, db):
-    from sqlalchemy import text
-
-    from duely import eventlog
-    from duely.clock import utcnow
-    from duely.eventlog.types import QueueJoined
-
-    client = Client(instant_stack.url)
-    user_id = client.register("late", "correct horse")["id"]
-    for _ in range(3):
-        _append_left(db, user_id)
-    with db.transaction() as s:  # as pruning would
-        s.execute(text("DELETE FROM events WHERE user_id = :u AND id <= 2"), {"u": user_id})
-    resyncs: list[int] = []
-
-    def resync(newest: int) -> None:  # a bot re-reads its REST snapshot here; meanwhile life goes on
-        resyncs.append(newest)
-        db.run(lambda s: eventlog.append(s, user_id, QueueJoined(since=utcnow())))
-
-    events = client.stream(0, on_resync=resync)
-    first = next(events)
-    events.close()
-    assert resyncs == [3] and first["id"] == 4 and first["type"] == "queue_joined"
 
 
 def test_stream_after_logout_raises_unauthorized(instant_stack, db):
