@@ -327,7 +327,6 @@ class HttpTransport:
         retry_after = headers.get(b"retry-after")
         return Answer(status, data, None if retry_after is None else retry_after.decode("latin-1"))
 
-
     def open_stream(self, path: str, headers: dict[str, str], timeout: float) -> StreamAnswer:
         """GET `path` on a connection of its own (never pooled) with these extra `headers`; the
         socket's `timeout` also bounds the silence between two reads of the stream."""
