@@ -94,17 +94,21 @@ class Connection:
 
     def exchange(self, request: bytes, head_only: bool) -> tuple[int, dict[bytes, bytes], bytes, bool]:
         """Send a request, read its answer: (status, headers by lower-case name, body, keep open)."""
-        assert self.sock is not None
-        self.sock.sendall(request)
-        readline = self.file.readline
-        line = readline(_MAX_LINE)
-        if not line:
-            # Closed without a byte of an answer: the request was not read (see the module docstring).
-            raise http.client.RemoteDisconnected("the server closed the connection without an answer")
+        line = self._send(request)
         try:
             return self._answer(line, head_only)
         except ConnectionError as exc:  # the answer began: not a stale connection, never sent again at once
             raise http.client.IncompleteRead(b"") from exc
+
+    def _send(self, request: bytes) -> bytes:
+        """Send a request; returns the first line of its answer."""
+        assert self.sock is not None
+        self.sock.sendall(request)
+        line = self.file.readline(_MAX_LINE)
+        if not line:
+            # Closed without a byte of an answer: the request was not read (see the module docstring).
+            raise http.client.RemoteDisconnected("the server closed the connection without an answer")
+        return line
 
     def _answer(self, line: bytes, head_only: bool) -> tuple[int, dict[bytes, bytes], bytes, bool]:
         version, status, headers = self._head(line)
@@ -113,12 +117,7 @@ class Connection:
     def open_stream(self, request: bytes) -> tuple[int, dict[bytes, bytes], bytes | None]:
         """Send a request and read the head of its answer: (status, headers, body). A 200 answer's
         body is left on the connection for `lines()`; any other is read whole (an error's JSON)."""
-        assert self.sock is not None
-        self.sock.sendall(request)
-        line = self.file.readline(_MAX_LINE)
-        if not line:
-            raise http.client.RemoteDisconnected("the server closed the connection without an answer")
-        version, status, headers = self._head(line)
+        version, status, headers = self._head(self._send(request))
         if status == 200:
             return status, headers, None
         return status, headers, self._body(version, status, headers, False)[0]
