@@ -299,23 +299,26 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout_secs: float = 180) ->
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_by_part(data_dir: Path) -> dict[str, float]:
-    """CPU seconds used so far by each part of the stack, read from /proc: the supervisor's
-    children (found through `run.log`'s "started process=NAME pid=PID" lines, with all their
-    descendants, ended ones included), PostgreSQL (every `postgres` process, and the backends and
-    workers that ended), this process (the players), the rest."""
+def cpu_by_part(data_dir: Path) -> dict[str, tuple[float, float]]:
+    """(CPU seconds used so far, seconds spent runnable but waiting for a CPU) by each part of the
+    stack, read from /proc: the supervisor's children (found through `run.log`'s "started
+    process=NAME pid=PID" lines, with all their descendants), PostgreSQL (every `postgres`
+    process), this process (the players), the rest. The CPU includes what ended processes used
+    (a backend of a closed connection, an autovacuum worker); the wait counts live processes'
+    threads only (/proc/PID/task/*/schedstat: the kernel keeps no total for ended ones)."""
     roots: dict[int, str] = {}
     for line in (data_dir / "run.log").read_text(errors="replace").splitlines():
         if "started process=" in line and " pid=" in line:
             fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
             roots[int(fields["pid"])] = fields["process"]
     parents: dict[int, int] = {}
-    usage: dict[int, tuple[str, float]] = {}
+    usage: dict[int, tuple[str, float, float]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             stat = Path(f"/proc/{entry}/stat").read_text()
+            waited = run_queue_wait(int(entry))
         except OSError:
             continue
         comm = stat[stat.index("(") + 1:stat.rindex(")")]
@@ -323,17 +326,30 @@ def cpu_by_part(data_dir: Path) -> dict[str, float]:
         parents[int(entry)] = int(rest[1])
         # utime + stime, and cutime + cstime: what its children that ended used (a PostgreSQL
         # backend of a connection that was closed, an autovacuum worker), or they would be missed
-        usage[int(entry)] = (comm, sum(int(field) for field in rest[11:15]) / CLOCK_TICKS)
-    totals: dict[str, float] = defaultdict(float)
-    for pid, (comm, secs) in usage.items():
+        usage[int(entry)] = (comm, sum(int(field) for field in rest[11:15]) / CLOCK_TICKS, waited)
+    totals: dict[str, tuple[float, float]] = defaultdict(lambda: (0.0, 0.0))
+    for pid, (comm, secs, waited) in usage.items():
         part, walk = None, pid
         while walk > 1 and part is None:
             part = roots.get(walk)
             walk = parents.get(walk, 0)
         if part is None:
             part = "postgres" if comm == "postgres" else "players (this process)" if pid == os.getpid() else "rest of the box"
-        totals[part] += secs
+        cpu, wait = totals[part]
+        totals[part] = (cpu + secs, wait + waited)
     return totals
+
+
+def run_queue_wait(pid: int) -> float:
+    """Seconds the threads of `pid` have spent runnable but not running: waiting for a CPU
+    (the second field of each thread's /proc/PID/task/TID/schedstat, in nanoseconds)."""
+    waited = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            waited += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # a thread that ended meanwhile, or a kernel without schedstats
+    return waited / 1e9
 
 
 def pg_cpu_by_client(data_dir: Path) -> dict[int, tuple[str, float]]:
@@ -528,11 +544,17 @@ def main() -> None:
             f"{wait} {n / stats.pg_samples:.2f}" for wait, n in sorted(stats.pg_waits.items(), key=lambda item: -item[1])[:6]))
     print("requests per submission: " + ", ".join(
         f"{route} {n / max(1, stats.submits_in_window):.2f}" for route, n in sorted(stats.requests.items(), key=lambda item: -item[1])))
-    cpu = {part: cpu_after[part] - cpu_before.get(part, 0.0) for part in cpu_after}
+    cpu = {part: cpu_after[part][0] - cpu_before.get(part, (0.0, 0.0))[0] for part in cpu_after}
+    # Near saturation the latencies are mostly this: processes ready to run, waiting for a core.
+    waited = {part: cpu_after[part][1] - cpu_before.get(part, (0.0, 0.0))[1] for part in cpu_after}
     submits = max(1, stats.submits_in_window)
     print(f"CPU per submission (ms; share of the box's {os.cpu_count()} cores over the window): " + ", ".join(
         f"{part} {secs * 1000 / submits:.1f} ({secs / window / (os.cpu_count() or 1):.0%})"
         for part, secs in sorted(cpu.items(), key=lambda item: -item[1]) if secs > 0))
+    print("  waiting for a CPU (ready to run, not running; seconds per second of the window summed over a part's "
+          "threads, and per second of its CPU): " + ", ".join(
+              f"{part} {secs / window:.2f} ({secs / cpu[part]:.1f}x)" for part, secs in sorted(waited.items(), key=lambda item: -item[1])
+              if secs / window >= 0.005 and cpu.get(part, 0) > 0))
     pg_by_client: dict[str, float] = defaultdict(float)
     for pid, (name, secs) in pg_after.items():  # a backend that started in the window counts whole
         pg_by_client[name] += secs - pg_before.get(pid, (name, 0.0))[1]

@@ -55,11 +55,11 @@ class PresenceThrottle:
 
         Its commit does not wait for the WAL flush, as the polls' own presence writes do not
         (duely/eventlog/reader.py): losing the last second of presence in a crash is harmless.
-        It used to write every held user (~500 rows per worker every HEARTBEAT_SECS); in
-        bench/swarm.py (1,000 players, ~110 submissions/s) verdicts then reached their players
-        1-3 s late in bursts every 5-15 s (~500 of 6,500 over 0.8 s late), ~140 with this, 16 with
-        the heartbeat off. How the write stalls the deliveries is not known yet (not lock waits
-        over 200 ms: log_lock_waits showed none on presence); see the README."""
+        It used to write every held user, ~500 rows per worker every HEARTBEAT_SECS; with the
+        throttle a heartbeat writes ~100-250 under bench/swarm.py's load. (The change was first
+        credited with fewer late deliveries there; later runs of one tree gave 14 and 494 late
+        verdicts, so that was the run-to-run spread: the late deliveries are the box's run queue,
+        see the README, "Measured figures".)"""
         now = time.monotonic()
         with self._lock:
             due = [uid for uid in set(user_ids) if now - self._last_write.get(uid, -throttle_secs) >= throttle_secs]
