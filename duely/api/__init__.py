@@ -33,6 +33,12 @@ class DuelyApi(Api):
         error_handlers.register(self._app)
 
 
+def web_database(config: Config) -> Database:
+    """A web worker's pool, sized by the DB_POOL_* settings; its sessions show as `duely-web`."""
+    return Database(config.required("database_url"), config.db_pool_size, config.db_max_overflow,
+                    config.db_pool_timeout, application_name="duely-web")
+
+
 def create_app(config: Config, db: Database | None = None, runtime: Runtime | None = None) -> Flask:
     """The API for one web worker; `runtime` is the worker's (built here unless given; app.py builds it,
     tests pass their own). `db` defaults to the runtime's, or a new pool from `config`."""
@@ -54,8 +60,7 @@ def create_app(config: Config, db: Database | None = None, runtime: Runtime | No
     assert isinstance(app.json, DefaultJSONProvider)  # Flask's own, told to keep the contract's key order
     app.json.sort_keys = False
     if runtime is None:
-        db = db or Database(config.required("database_url"), config.db_pool_size, config.db_max_overflow,
-                            config.db_pool_timeout, application_name="duely-web")
+        db = db or web_database(config)
         runtime = Runtime(config, db)
     passwords.configure(config.password_hash_threads)
     app.extensions["duely"] = Services.build(config, db or runtime.db, runtime)
