@@ -153,6 +153,7 @@ class Stats:
         self.stored_to_verdict: list[float] = []
         self.verdict_to_seen: list[float] = []
         self.loop_lag: list[float] = []  # how late the players' own event loop woke a 10 ms sleep
+        self.box_speed: list[tuple[float, float]] = []  # (monotonic time, CPU seconds of BOX_SPEED_LOOP) in the window
         self.pg_waits: dict[str, int] = defaultdict(int)  # PostgreSQL's active backends by wait event, summed over samples
         self.pg_samples = 0
         self.requests: dict[str, int] = defaultdict(int)  # route -> requests made within the window
@@ -401,6 +402,37 @@ def sample_loop_lag(stats: Stats, stop: gevent.event.Event, period: float = 0.01
             stats.loop_lag.append(max(0.0, time.monotonic() - began - period))
 
 
+# A fixed piece of pure-Python work, run in a process of its own: the CPU time it takes (not the
+# wall time: waiting for a core does not count) says how fast the box's cores are right now. On
+# this shared virtual machine it ranged 0.10-0.16 s on an idle box, within minutes: runs are only
+# comparable at the same speed.
+BOX_SPEED_LOOP = """
+import time
+def work():
+    began, s = time.process_time(), 0
+    for i in range(2_000_000):
+        s += i * i % 7
+    return time.process_time() - began
+print(work())
+"""
+
+
+def box_speed() -> float:
+    """CPU seconds BOX_SPEED_LOOP took this time (NaN if it failed)."""
+    done = subprocess.run([sys.executable, "-c", BOX_SPEED_LOOP], capture_output=True, text=True, timeout=60)
+    try:
+        return float(done.stdout.strip())
+    except ValueError:
+        return float("nan")
+
+
+def sample_box_speed(stats: Stats, stop: gevent.event.Event, period: float = 15.0) -> None:
+    """`box_speed` every `period` over the window (~1% of one core)."""
+    while not stop.wait(period):
+        if stats.window_open:
+            stats.box_speed.append((time.monotonic(), box_speed()))
+
+
 def sample_pg_waits(data_dir: Path, stats: Stats, stop: gevent.event.Event, period: float = 0.1) -> None:
     """What the stack's PostgreSQL backends are doing, sampled from pg_stat_activity every
     `period` over the window (the embedded server's socket is in DATA_DIR/pg): the mean number
@@ -434,8 +466,10 @@ def by_slice(stats: Stats, window_began: float, window: float) -> list[str]:
         lo, hi = window_began + start * SLICE_SECS, window_began + (start + 1) * SLICE_SECS
         rate = sum(1 for t in stats.submit_began if lo <= t < hi) / SLICE_SECS
         latencies = [v for t, v in zip(stats.verdict_began, stats.submit_to_verdict, strict=True) if lo <= t < hi]
+        speed = [secs for t, secs in stats.box_speed if lo <= t < hi]
         lines.append(f"{start * SLICE_SECS:.0f}-{(start + 1) * SLICE_SECS:.0f} s {rate:.1f}/s, "
-                     f"p50 {ms(quantile(latencies, 0.5))}, p99 {ms(quantile(latencies, 0.99))}")
+                     f"p50 {ms(quantile(latencies, 0.5))}, p99 {ms(quantile(latencies, 0.99))}"
+                     + (f", box speed loop {ms(quantile(speed, 0.5))}" if speed else ""))
     return lines
 
 
@@ -454,6 +488,7 @@ def main() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
+    speed_before = quantile([box_speed() for _ in range(3)], 0.5)  # the box before the stack starts
     data_dir = Path(tempfile.mkdtemp(prefix="duely-swarm-"))
     data_dir.chmod(0o755)  # as root, the embedded PostgreSQL runs as its own user and must reach it
     port = free_port()
@@ -487,6 +522,7 @@ def main() -> None:
         sampler = gevent.spawn(sample_healthz, url, stats, stop)
         lag_sampler = gevent.spawn(sample_loop_lag, stats, stop)
         pg_sampler = gevent.spawn(sample_pg_waits, data_dir, stats, stop)
+        speed_sampler = gevent.spawn(sample_box_speed, stats, stop)
         window_began = stats.window_began
         cpu_before, pg_before = cpu_by_part(data_dir), pg_cpu_by_client(data_dir)
         gevent.sleep(args.duration)
@@ -498,7 +534,7 @@ def main() -> None:
             gevent.sleep(0.2)
         gevent.sleep(1.0)  # a doubled verdict would arrive now
         stop.set()
-        samplers: list[gevent.Greenlet] = [sampler, lag_sampler, pg_sampler]
+        samplers: list[gevent.Greenlet] = [sampler, lag_sampler, pg_sampler, speed_sampler]
         gevent.joinall(greenlets + samplers, timeout=5)
         stats.closed = True
         gevent.killall(greenlets, timeout=10)  # the polls still held
@@ -539,6 +575,12 @@ def main() -> None:
     print(f"the players' own event loop, lag of a 10 ms sleep (included in every latency above): "
           f"p50 {ms(quantile(stats.loop_lag, 0.5))}, p99 {ms(quantile(stats.loop_lag, 0.99))}, "
           f"max {ms(max(stats.loop_lag, default=float('nan')))}")
+    speed = [secs for _, secs in stats.box_speed]
+    print(f"box speed, the CPU time of a fixed pure-Python loop in a process of its own (lower is faster; "
+          f"runs compare only at similar speeds): {ms(speed_before)} before the stack started, "
+          f"p50 {ms(quantile(speed, 0.5))} in the window ({ms(min(speed, default=float('nan')))}-"
+          f"{ms(max(speed, default=float('nan')))}, {len(speed)} samples), {ms(quantile([box_speed() for _ in range(3)], 0.5))} "
+          f"after it stopped")
     if stats.pg_samples:
         print(f"PostgreSQL's active backends by wait, mean of {stats.pg_samples} samples: " + ", ".join(
             f"{wait} {n / stats.pg_samples:.2f}" for wait, n in sorted(stats.pg_waits.items(), key=lambda item: -item[1])[:6]))
