@@ -18,8 +18,10 @@ DEVTASKI_JUDGE=instant) in a temporary DATA_DIR on free ports, registers N playe
 measured window), then for `--duration` seconds every player, built on the client library
 (clients/python/duely_client) and run as a gevent greenlet here, plays duels through the public
 API: queue, submit (a mix of wrong and accepted: the verdict comes from a `# verdict:` marker),
-resign sometimes, queue again. Each player follows its log with long polls (`updates()`), or with
-`--transport stream` over the Server-Sent Events stream (`stream()`). Afterwards it lets outstanding verdicts arrive, checks that every
+resign sometimes, queue again. Each player follows its log with long polls (`updates()`, as bots
+do: `wake_on_own=False`, so its own submits and joins do not answer its held poll; `--wake-on-own`
+for polls that wake for them too), or with `--transport stream` over the Server-Sent Events
+stream (`stream()`). Afterwards it lets outstanding verdicts arrive, checks that every
 player's log was gapless and every submission got exactly one verdict event, and prints:
 submissions/s sustained, submit -> own verdict event p50/p99 (and minute by minute when the
 window is two minutes or longer), queue join -> duel_started
@@ -170,10 +172,11 @@ class Stats:
 
 class Player:
     def __init__(self, url: str, index: int, stats: Stats, stop: gevent.event.Event, think_secs: float = 0.0,
-                 transport: str = "poll"):
+                 transport: str = "poll", wake_on_own: bool = False):
         self.client = Client(url, on_response=stats.on_response, timeout=30)
         self.think_secs = think_secs
         self.transport = transport
+        self.wake_on_own = wake_on_own
         self.nickname = f"swarm{index}"
         self.stats, self.stop = stats, stop
         self.rng = random.Random(index)
@@ -186,7 +189,8 @@ class Player:
 
     def play(self, measuring: gevent.event.Event) -> None:
         updates: Iterable[dict] = (self.client.stream(0, stop=self.stop) if self.transport == "stream"
-                                   else self.client.updates(0, timeout=POLL_TIMEOUT_SECS, stop=self.stop))
+                                   else self.client.updates(0, timeout=POLL_TIMEOUT_SECS, stop=self.stop,
+                                                            wake_on_own=self.wake_on_own))
         measuring.wait()
         if self.think_secs > 0:  # players arrive spread over one think time, not all in the same instant
             gevent.spawn_later(self.rng.uniform(0, self.think_secs), self.act, self.join)
@@ -483,6 +487,9 @@ def main() -> None:
                         help="seconds the players play before the measured window (every submission is still checked)")
     parser.add_argument("--transport", choices=("poll", "stream"), default="poll",
                         help="how players follow their log: long polls (updates()) or the Server-Sent Events stream (stream())")
+    parser.add_argument("--wake-on-own", action="store_true",
+                        help="players' polls also wake for the echoes of their own requests (the API's default; "
+                             "bots need not: wake_on_own=false)")
     parser.add_argument("--keep", action="store_true", help="keep the data directory (logs) afterwards")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -499,7 +506,7 @@ def main() -> None:
     try:
         wait_healthy(url, proc)
         print(f"stack up at {url} (data in {data_dir}); registering {args.players} players", flush=True)
-        players = [Player(url, i, stats, stop, args.think, args.transport) for i in range(args.players)]
+        players = [Player(url, i, stats, stop, args.think, args.transport, args.wake_on_own) for i in range(args.players)]
         began = time.monotonic()
         gevent.pool.Pool(16).map(lambda p: p.register(), players)
         print(f"registered in {time.monotonic() - began:.1f} s; "
@@ -551,7 +558,9 @@ def main() -> None:
     doubled = sum(1 for s in stats.submitted if stats.verdict_events.get(s, 0) > 1)
     five_xx = sum(n for status, n in stats.statuses.items() if status >= 500)
     print(f"\nplayers {args.players}, think {args.think:g} s, window {window:.0f} s, following their logs by "
-          f"{'the event stream' if args.transport == 'stream' else 'long polls'} (machine load shared with other work)")
+          f"{'the event stream' if args.transport == 'stream' else 'long polls'}"
+          f"{', woken for their own echoes too' if args.wake_on_own and args.transport == 'poll' else ''}"
+          " (machine load shared with other work)")
     print(f"submissions/s sustained: {stats.submits_in_window / window:.1f} submitted, "
           f"{stats.verdicts_in_window / window:.1f} verdicts seen within the window")
     # What the players could offer at all: a rate near it measures their pace, not the stack.

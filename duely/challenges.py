@@ -243,7 +243,8 @@ def _notify(session: Session, challenge: Challenge, to_challenger: Payload | Non
     or whoever accepted an open challenge). The caller holds both players' locks."""
     other = challenge.to_user_id or challenge.accepted_by
     if to_challenger is not None:
-        eventlog.append(session, challenge.challenger_id, to_challenger)
+        # `challenge_created` only echoes the challenger's own request to them
+        eventlog.append(session, challenge.challenger_id, to_challenger, own=isinstance(to_challenger, ChallengeCreated))
     if to_other is not None and other is not None:
         eventlog.append(session, other, to_other)
 

@@ -105,7 +105,7 @@ def _submit_sql(by_token: bool) -> str:
                                f"CAST(%(user_data)s AS jsonb) || jsonb_build_object({submitted_at})"),
         duel_event=append_ctes("dev", "by_duel", DUEL_LOG, DuelEventType.SUBMISSION.value,
                                f"CAST(%(duel_data)s AS jsonb) || jsonb_build_object({submitted_at}, 'user_id', s.user_id)"),
-        notify_user=notify_sql(USER_LOG, "uev.owner"), notify_duel=notify_sql(DUEL_LOG, "dev.owner"),
+        notify_user=notify_sql(USER_LOG, "uev.owner", own=True), notify_duel=notify_sql(DUEL_LOG, "dev.owner"),
         wake_dispatcher=dispatch.WAKE_DISPATCHER_SQL)
 
 

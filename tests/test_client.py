@@ -127,6 +127,32 @@ def test_updates_survive_a_server_restart(instant_stack, db):
     assert updates.last_event_id == 5
 
 
+def test_updates_that_do_not_wake_on_own_echoes_get_them_with_the_next_event(instant_stack, db):
+    from duely import eventlog
+    from duely.eventlog.types import QueueLeft, QueueLeftReason
+
+    client = Client(instant_stack.url)
+    user_id = client.register("solo", "correct horse")["id"]
+    updates = client.updates(timeout=20, wake_on_own=False)
+    seen: list[tuple[str, float]] = []
+
+    def follow():
+        for event in updates:
+            seen.append((event["type"], time.monotonic()))
+
+    threading.Thread(target=follow, daemon=True).start()
+    time.sleep(0.5)  # its poll is held
+    client.join_queue()  # an echo of its own call: no answer for it alone
+    time.sleep(1.5)
+    assert seen == []
+    news_at = time.monotonic()
+    db.run(lambda s: eventlog.append(s, user_id, QueueLeft(reason=QueueLeftReason.EXPIRED)))  # news: it wakes
+    _wait(lambda: len(seen) == 2)
+    updates.stop.set()
+    assert [kind for kind, _ in seen] == ["queue_joined", "queue_left"]
+    assert seen[0][1] - news_at < 5
+
+
 @pytest.mark.parametrize("follow", ["updates", "stream"])
 def test_updates_resync_after_410_and_continue(instant_stack, db, follow):
     """The same for `updates()` (long polls) and `stream()` (the SSE stream)."""

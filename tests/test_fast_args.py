@@ -8,7 +8,7 @@ from marshmallow import EXCLUDE, ValidationError
 from werkzeug.datastructures import MultiDict
 
 from duely.api.duels import SubmitSchema
-from duely.api.updates import UpdatesQuerySchema
+from duely.api.updates import LogQuerySchema, UpdatesQuerySchema
 
 QUERIES = [
     {}, {"last_event_id": "0"}, {"last_event_id": "42", "timeout": "25", "limit": "100"},
@@ -49,10 +49,15 @@ def test_the_updates_query_loads_as_the_schema_does(query):
 
 def test_plain_queries_take_the_fast_path_and_odd_ones_the_schema():
     assert UpdatesQuerySchema.fast_load(MultiDict({"last_event_id": "42", "timeout": "25", "limit": "100"})) == {
-        "last_event_id": 42, "timeout": 25.0, "limit": 100}
-    for odd in ({"limit": "0"}, {"timeout": "61"}, {"timeout": "nan"}, {"last_event_id": "-1"}, {"last_event_id": ""}):
+        "last_event_id": 42, "timeout": 25.0, "limit": 100, "wake_on_own": True}
+    assert UpdatesQuerySchema.fast_load(MultiDict({"wake_on_own": "false"}))["wake_on_own"] is False
+    assert LogQuerySchema.fast_load(MultiDict({"last_event_id": "42"})) == {"last_event_id": 42, "timeout": 25.0,
+                                                                            "limit": 100}
+    for odd in ({"limit": "0"}, {"timeout": "61"}, {"timeout": "nan"}, {"last_event_id": "-1"}, {"last_event_id": ""},
+                {"wake_on_own": "no"}, {"wake_on_own": ""}):
         assert UpdatesQuerySchema.fast_load(MultiDict(odd)) is None, odd
     assert UpdatesQuerySchema.fast_load(MultiDict([("limit", "5"), ("limit", "6")])) is None
+    assert UpdatesQuerySchema.fast_load(MultiDict([("wake_on_own", "1"), ("wake_on_own", "1")])) is None
 
 
 @pytest.mark.parametrize("body", BODIES, ids=range(len(BODIES)))

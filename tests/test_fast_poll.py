@@ -145,6 +145,8 @@ def test_a_bearer_token_is_read_as_the_view_reads_it():
     "", "last_event_id=0", "last_event_id=42&timeout=25&limit=100", "timeout=25.0", "limit=101", "timeout=61",
     "timeout=60.000001", "last_event_id=9223372036854775808", "last_event_id=", "limit=5&other=x", "limit=5&limit=5",
     "timeout=.5", "last_event_id=007", "timeout=1.", "a=&b=", "&timeout=1", "timeout=1&", "timeout=1;limit=2",
+    "wake_on_own=false", "wake_on_own=true&timeout=25", "wake_on_own=0", "wake_on_own=1", "wake_on_own=2",
+    "wake_on_own=", "wake_on_own=false&wake_on_own=false", "timeout=true", "limit=false",
 ])
 def test_a_plain_query_loads_as_the_schema_does(query):
     from urllib.parse import parse_qsl
@@ -164,8 +166,11 @@ def test_a_plain_query_loads_as_the_schema_does(query):
 
 
 def test_the_plain_queries_clients_send_take_the_fast_path():
-    assert plain_query("last_event_id=42&timeout=25.0&limit=100") == {"last_event_id": 42, "timeout": 25.0, "limit": 100}
-    assert plain_query("") == {"last_event_id": 0, "timeout": 25.0, "limit": 100}
+    assert plain_query("last_event_id=42&timeout=25.0&limit=100") == {"last_event_id": 42, "timeout": 25.0, "limit": 100,
+                                                                      "wake_on_own": True}
+    assert plain_query("") == {"last_event_id": 0, "timeout": 25.0, "limit": 100, "wake_on_own": True}
+    assert plain_query("last_event_id=7&timeout=25.0&limit=100&wake_on_own=false") == {
+        "last_event_id": 7, "timeout": 25.0, "limit": 100, "wake_on_own": False}
     for odd in ("limit=5&limit=5", "limit=5&other=x", "timeout=%30", "limit=0", "timeout=1;limit=2"):
         assert plain_query(odd) is None, odd
 

@@ -18,7 +18,7 @@ from duely import auth, challenges, duels, errors, eventlog, submissions
 from duely.clock import isoformat
 from duely.db import driver_execute, psycopg_url
 from duely.dispatch import DISPATCH_CHANNEL
-from duely.eventlog.listener import NOTIFY_CHANNEL, duel_key
+from duely.eventlog.listener import NOTIFY_CHANNEL, duel_key, own_key
 from duely.eventlog.store import isoformat_sql
 from duely.eventlog.types import DuelLogSubmission, SubmissionCreated
 from duely.matchmaking import queue
@@ -97,7 +97,7 @@ def test_a_plain_join_is_one_statement_with_the_event_presence_and_both_wake_ups
         user_id, since = db.run_alone(lambda s: queue.join_alone(s, token_hash(alice)))
         heard = sorted((n.channel, n.payload) for n in listener.notifies(timeout=2, stop_after=2))
     assert user_id == alice.id and since is not None
-    assert heard == sorted([(NOTIFY_CHANNEL, str(alice.id)), (queue.MATCHMAKING_CHANNEL, "")])
+    assert heard == sorted([(NOTIFY_CHANNEL, own_key(alice.id)), (queue.MATCHMAKING_CHANNEL, "")])
     after = state(db, alice.id)
     assert after["joined_at"] == since and after["seen"] is not None
     with db.transaction() as s:
@@ -245,7 +245,7 @@ def test_a_submit_is_one_statement_with_both_events_as_the_payloads_write_them_a
             s, token_hash(alice), duel_id, "python", "print(1)", "ctid-1", POLICY))
         heard = sorted((n.channel, n.payload) for n in listener.notifies(timeout=2, stop_after=3))
     assert (user_id, created) == (alice.id, True)
-    assert heard == sorted([(NOTIFY_CHANNEL, str(alice.id)), (NOTIFY_CHANNEL, duel_key(duel_id)), (DISPATCH_CHANNEL, "")])
+    assert heard == sorted([(NOTIFY_CHANNEL, own_key(alice.id)), (NOTIFY_CHANNEL, duel_key(duel_id)), (DISPATCH_CHANNEL, "")])
     with db.transaction() as s:
         submitted_at = s.execute(text("SELECT submitted_at FROM submissions WHERE id = :i"),
                                  {"i": submission_id}).scalar_one()

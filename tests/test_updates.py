@@ -143,6 +143,84 @@ def test_wake_up_latency_after_commit_is_small(client, make_poller, append_event
     assert answered_at - committed_at[0] < 1.0
 
 
+def held_poll(client, user, **query) -> tuple[threading.Thread, dict]:
+    """A poll held in a thread; `answer` gets its JSON body and when it came (monotonic)."""
+    answer: dict = {}
+
+    def run():
+        resp = poll(client, user, **query)
+        answer.update(body=resp.get_json(), status=resp.status_code, at=time.monotonic())
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, answer
+
+
+@pytest.mark.parametrize("via", ["fast path", "flask view"])
+def test_a_poll_that_asks_not_to_wake_on_own_echoes_sleeps_through_them_and_gets_them_with_the_next_event(
+        app, client, make_poller, append_event, updates_listener, via):
+    fast = app.wsgi_app.app
+    answered_fast = fast.answered
+    extra = {} if via == "fast path" else {"x": "1"}  # an unknown argument sends the poll to Flask
+    alice = make_poller()
+    thread, answer = held_poll(client, alice, timeout=20, wake_on_own="false", **extra)
+    time.sleep(0.3)  # held by now
+    # Her own join, submit-like echoes: the join's queue_joined does not answer her poll...
+    assert client.post("/api/queue", headers=alice.headers).status_code == 202
+    thread.join(1.5)
+    assert thread.is_alive() and not answer
+    # ...her own leave neither; an event from elsewhere does, with everything before it, in order.
+    assert client.delete("/api/queue", headers=alice.headers).status_code == 204
+    thread.join(0.7)
+    assert thread.is_alive()
+    woke_at = time.monotonic()
+    append_event(alice.id)
+    thread.join(10)
+    assert answer["status"] == 200 and answer["at"] - woke_at < 5
+    assert [(e["id"], e["type"]) for e in answer["body"]["events"]] == [
+        (1, "queue_joined"), (2, "queue_left"), (3, "submission_update")]
+    assert answer["body"]["events"][1]["data"] == {"reason": "left"}
+    assert (fast.answered - answered_fast == 1) is (via == "fast path")
+
+
+def test_by_default_and_with_wake_on_own_true_a_held_poll_wakes_for_its_own_echoes(client, make_poller, updates_listener):
+    for flag in ({}, {"wake_on_own": "true"}, {"wake_on_own": "1"}):
+        alice = make_poller()
+        thread, answer = held_poll(client, alice, timeout=20, **flag)
+        time.sleep(0.3)
+        joined_at = time.monotonic()
+        assert client.post("/api/queue", headers=alice.headers).status_code == 202
+        thread.join(10)
+        assert [e["type"] for e in answer["body"]["events"]] == ["queue_joined"], flag
+        assert answer["at"] - joined_at < 5
+
+
+def test_own_echoes_already_in_the_log_answer_a_poll_at_once_whatever_it_asked(client, make_poller):
+    alice = make_poller()
+    assert client.post("/api/queue", headers=alice.headers).status_code == 202
+    started = time.monotonic()
+    body = poll(client, alice, timeout=20, wake_on_own="false").get_json()
+    assert [e["type"] for e in body["events"]] == ["queue_joined"] and time.monotonic() - started < 5
+
+
+def test_an_expiry_is_news_even_to_a_poll_that_sleeps_through_its_own_echoes(app, make_poller, db, runtime, updates_listener):
+    """A `queue_left` the user did not ask for (expired) wakes a `wake_on_own=false` poll."""
+    from duely.matchmaking import queue
+
+    alice = make_poller()
+    with db.transaction() as s:
+        queue.join(s, alice.id)
+    client = app.test_client()
+    thread, answer = held_poll(client, alice, timeout=20, wake_on_own="false", last_event_id=1)
+    time.sleep(0.3)
+    expired_at = time.monotonic()
+    with db.transaction() as s:
+        assert queue.leave(s, alice.id, reason=QueueLeftReason.EXPIRED)
+    thread.join(10)
+    assert [e["data"] for e in answer["body"]["events"]] == [{"reason": "expired"}]
+    assert answer["at"] - expired_at < 5
+
+
 def test_an_empty_poll_returns_after_its_timeout(client, make_poller, updates_listener):
     alice = make_poller()
     started = time.monotonic()
@@ -277,6 +355,8 @@ def test_the_retention_job_prunes_and_then_old_cursors_get_410(client, make_poll
         ({"last_event_id": -1}, "last_event_id"),
         ({"last_event_id": "x"}, "last_event_id"),
         ({"last_event_id": 2**63}, "last_event_id"),
+        ({"wake_on_own": "maybe"}, "wake_on_own"),
+        ({"wake_on_own": "yes"}, "wake_on_own"),
     ],
 )
 def test_bad_query_values_are_validation_errors(client, make_poller, query, field):
@@ -312,4 +392,6 @@ def test_a_poll_refreshes_the_users_presence(client, make_poller, db, runtime):
 def test_openapi_documents_the_endpoint(client):
     spec = client.get("/api/openapi.json").get_json()
     params = {p["name"] for p in spec["paths"]["/api/updates"]["get"]["parameters"]}
-    assert {"last_event_id", "timeout", "limit"} <= params
+    assert {"last_event_id", "timeout", "limit", "wake_on_own"} <= params
+    duel_params = {p["name"] for p in spec["paths"]["/api/duels/{duel_id}/updates"]["get"]["parameters"]}
+    assert {"last_event_id", "timeout", "limit"} <= duel_params and "wake_on_own" not in duel_params

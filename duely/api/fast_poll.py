@@ -29,9 +29,9 @@ from duely.api.compression import COMPRESS_MIN_BYTES
 from duely.api.updates import PATH, UpdatesQuerySchema, ok_response, render_updates
 from duely.eventlog import poll as polling
 
-_NAMES = frozenset(("last_event_id", "timeout", "limit"))
+_NAMES = frozenset(("last_event_id", "timeout", "limit", "wake_on_own"))
 # Only characters a plain query needs: anything percent-encoded, `+`, `;`... goes to Flask.
-_PLAIN_QUERY = re.compile(r"[a-z_]+=[0-9.]*(?:&[a-z_]+=[0-9.]*)*")
+_PLAIN_QUERY = re.compile(r"[a-z_]+=(?:[0-9.]*|true|false)(?:&[a-z_]+=(?:[0-9.]*|true|false))*")
 
 
 class _Args(dict):
@@ -78,7 +78,7 @@ class FastPoll:
         svc = self.services
         try:
             _, updates = polling.poll(svc.runtime, auth.hash_token(svc.config.secret_key, token),
-                                      args["last_event_id"], args["timeout"], args["limit"])
+                                      args["last_event_id"], args["timeout"], args["limit"], args["wake_on_own"])
         except Exception as exc:  # rendered by the app's error handlers
             return self._through_flask(environ, start_response, exc=exc)
         self.answered += 1

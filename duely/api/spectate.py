@@ -9,7 +9,7 @@ from marshmallow import Schema, fields, validate
 from duely import auth, duels
 from duely.api.common import BEARER, ID_MAX, Blueprint, bearer_token, login_required, services, token_checked_in_view
 from duely.api.duels import HistorySchema, duel_page
-from duely.api.updates import UpdatesQuerySchema, event_schema
+from duely.api.updates import LogQuerySchema, event_schema
 from duely.eventlog import poll as polling
 from duely.eventlog.types import DUEL_PAYLOADS
 from duely.statuses import DuelStatus
@@ -45,7 +45,7 @@ class DuelUpdatesSchema(Schema):
     last_event_id = fields.Integer()
 
 
-_QUERY = UpdatesQuerySchema()
+_QUERY = LogQuerySchema()
 
 
 @blp.route("/duels/<id:duel_id>/updates", methods=["GET"])

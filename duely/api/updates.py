@@ -25,7 +25,9 @@ PATH = "/api/updates"  # the plain poll is answered below Flask (duely/api/fast_
 _BIGINT_MAX = 2**63 - 1
 
 
-class UpdatesQuerySchema(Schema):
+class LogQuerySchema(Schema):
+    """The query of a long poll on any log (a user's, a duel's)."""
+
     last_event_id = fields.Integer(load_default=0, validate=validate.Range(min=0, max=_BIGINT_MAX),
                                    metadata={"description": "The last event id the client has seen."})
     timeout = fields.Float(load_default=polling.POLL_TIMEOUT_DEFAULT_SECS, allow_nan=False,
@@ -38,7 +40,7 @@ class UpdatesQuerySchema(Schema):
     def fast_load(args) -> dict | None:
         """The query as `load` gives it when every value is a plain decimal in range (what
         clients send), else None (common.Parser)."""
-        loaded = {"last_event_id": 0, "timeout": polling.POLL_TIMEOUT_DEFAULT_SECS, "limit": POLL_LIMIT_DEFAULT}
+        loaded: dict = {"last_event_id": 0, "timeout": polling.POLL_TIMEOUT_DEFAULT_SECS, "limit": POLL_LIMIT_DEFAULT}
         for name, pattern, low, high in _FAST_QUERY:
             values = args.getlist(name)
             if not values:
@@ -57,6 +59,28 @@ _FAST_QUERY = (
     ("timeout", re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,6})?"), 0, polling.POLL_TIMEOUT_MAX_SECS),
     ("limit", re.compile(r"[0-9]{1,3}"), 1, polling.POLL_LIMIT_MAX),
 )
+_FAST_BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
+
+
+class UpdatesQuerySchema(LogQuerySchema):
+    """The query of `GET /api/updates`: a user's own log, whose own echoes a poll may sleep through."""
+
+    wake_on_own = fields.Boolean(load_default=True, truthy={"true", "1"}, falsy={"false", "0"}, metadata={
+        "description": "`false`: a held poll is not answered early for events that only echo your own requests "
+                       "(`submission_created`, `queue_joined`, `queue_left` of your leave, `challenge_created`); "
+                       "they come with the next other event or when the wait ends."})
+
+    @staticmethod
+    def fast_load(args) -> dict | None:
+        """As `LogQuerySchema.fast_load`, with `wake_on_own` given as `true`, `false`, `1` or `0`."""
+        loaded = LogQuerySchema.fast_load(args)
+        if loaded is None:
+            return None
+        flags = args.getlist("wake_on_own")
+        if len(flags) > 1 or (flags and flags[0] not in _FAST_BOOLEANS):
+            return None
+        loaded["wake_on_own"] = _FAST_BOOLEANS[flags[0]] if flags else True
+        return loaded
 
 
 _Type = TypeVar("_Type", bound=StrEnum)  # EventType or DuelEventType
@@ -100,7 +124,7 @@ class UpdatesSchema(Schema):
 @blp.arguments(UpdatesQuerySchema(), location="query", as_kwargs=True)  # an instance: no schema build per request
 @blp.response(200, UpdatesSchema)
 @blp.doc(security=BEARER)
-def get_updates(last_event_id: int, timeout: float, limit: int):
+def get_updates(last_event_id: int, timeout: float, limit: int, wake_on_own: bool):
     """Events after `last_event_id`, at once or as soon as one is committed (long poll).
 
     400 when `last_event_id` is ahead of the log; 410 `events_expired` (with the `last_event_id`
@@ -108,7 +132,7 @@ def get_updates(last_event_id: int, timeout: float, limit: int):
     """
     svc = services()
     token_hash = auth.hash_token(svc.config.secret_key, bearer_token() or "")
-    g.user_id, updates = polling.poll(svc.runtime, token_hash, last_event_id, timeout, limit)
+    g.user_id, updates = polling.poll(svc.runtime, token_hash, last_event_id, timeout, limit, wake_on_own)
     return ok_response(render_updates(updates))
 
 

@@ -1,7 +1,8 @@
 """One PostgreSQL LISTEN connection per process that wakes the requests waiting for events.
 See docs/events.md ("Wake-up").
 
-`eventlog.append` sends `pg_notify('duely_events', '<user id>')` inside the writer's transaction,
+`eventlog.append` sends `pg_notify('duely_events', '<user id>')` inside the writer's transaction
+(`'o:<user id>'` for an event that only echoes the user's own request, see `own_key`),
 `eventlog.append_duel` `pg_notify('duely_events', 'd:<duel id>')` for a duel's public log;
 PostgreSQL delivers it to every listening connection at commit. The listener turns each
 notification into a wake-up of exactly the waiters of that log (a user id, or the key
@@ -60,6 +61,7 @@ _TCP_LIVENESS: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 5, "keepali
 # What a waiter waits on: a user id (their personal log) or `duel_key(duel id)` (a duel's public log).
 WakeKey = int | str
 _DUEL_PREFIX = "d:"
+_OWN_PREFIX = "o:"
 
 
 def duel_key(duel_id: int) -> str:
@@ -67,21 +69,33 @@ def duel_key(duel_id: int) -> str:
     return f"{_DUEL_PREFIX}{duel_id}"
 
 
-def parse_wake_key(payload: str) -> WakeKey:
-    """A NOTIFY payload -> the key of the waiters to wake (ValueError when it is neither kind)."""
+def own_key(user_id: int) -> str:
+    """The NOTIFY payload of an event in `user_id`'s log that only echoes that user's own request
+    (`submission_created` of their submit, `queue_joined` of their join...): it wakes the user's
+    waiters except those that asked not to be woken for their own actions (`wake_on_own=false`)."""
+    return f"{_OWN_PREFIX}{user_id}"
+
+
+def parse_wake_key(payload: str) -> tuple[WakeKey, bool]:
+    """A NOTIFY payload -> the key of the waiters to wake, and whether it is an own-action echo
+    (`own_key`). ValueError when it is none of the kinds."""
     if payload.startswith(_DUEL_PREFIX):
-        return duel_key(int(payload[len(_DUEL_PREFIX):]))
-    return int(payload)
+        return duel_key(int(payload[len(_DUEL_PREFIX):])), False
+    if payload.startswith(_OWN_PREFIX):
+        return int(payload[len(_OWN_PREFIX):]), True
+    return int(payload), False
 
 
 class Waiter:
     """One held request's wake-up flag. `wait` returns True when woken, False on timeout.
-    `user_id` is its key: a user id, or a duel log's `duel_key`."""
+    `user_id` is its key: a user id, or a duel log's `duel_key`. A waiter with `wake_on_own`
+    False sleeps through the echoes of its user's own requests (`own_key`)."""
 
-    __slots__ = ("user_id", "_event")
+    __slots__ = ("user_id", "wake_on_own", "_event")
 
-    def __init__(self, user_id: WakeKey):
+    def __init__(self, user_id: WakeKey, wake_on_own: bool = True):
         self.user_id = user_id
+        self.wake_on_own = wake_on_own
         self._event = threading.Event()
 
     def wait(self, timeout: float) -> bool:
@@ -116,10 +130,10 @@ class Listener:
         self.notifications = 0
 
     # -- waiters ---------------------------------------------------------------------------
-    def subscribe(self, user_id: WakeKey) -> Waiter:
+    def subscribe(self, user_id: WakeKey, wake_on_own: bool = True) -> Waiter:
         """Register a waiter for `user_id` (or a duel log's key). Register *before* reading the log, so that an event
-        committed between the read and the wait still wakes it."""
-        waiter = Waiter(user_id)
+        committed between the read and the wait still wakes it. `wake_on_own`: see `Waiter`."""
+        waiter = Waiter(user_id, wake_on_own)
         if self.shutting_down:
             waiter.set()
         with self._lock:
@@ -134,10 +148,10 @@ class Listener:
                 if not waiters:
                     del self._waiters[waiter.user_id]
 
-    def wake(self, user_id: WakeKey) -> int:
-        """Wake every waiter of `user_id`; returns how many."""
+    def wake(self, user_id: WakeKey, own: bool = False) -> int:
+        """Wake every waiter of `user_id` (for an own-action echo, those with `wake_on_own`); returns how many."""
         with self._lock:
-            waiters = list(self._waiters.get(user_id, ()))
+            waiters = [w for w in self._waiters.get(user_id, ()) if w.wake_on_own or not own]
         for waiter in waiters:
             waiter.set()
         return len(waiters)
@@ -235,11 +249,11 @@ class Listener:
                 last_heard = time.monotonic()
                 self.notifications += 1
                 try:
-                    key = parse_wake_key(notify.payload)
+                    key, own = parse_wake_key(notify.payload)
                 except ValueError:
                     log.warning("ignoring notification with payload %r", notify.payload)
                     continue
-                self.wake(key)
+                self.wake(key, own)
             if time.monotonic() - last_heard > LISTEN_PING_SECS:
                 conn.execute("SELECT 1")  # raises if the connection died silently
                 last_heard = time.monotonic()

@@ -35,10 +35,11 @@ class PollRequest:
     timeout_secs: float
     limit: int = POLL_LIMIT_DEFAULT
     refresh_presence: bool = True  # the first read marks the user as present (duely/eventlog/presence.py)
+    wake_on_own: bool = True  # False: a held poll sleeps through the echoes of its user's own requests
 
 
 def poll(runtime: Runtime, token_hash: str, after_id: int, timeout_secs: float,
-         limit: int = POLL_LIMIT_DEFAULT) -> tuple[int, Updates]:
+         limit: int = POLL_LIMIT_DEFAULT, wake_on_own: bool = True) -> tuple[int, Updates]:
     """One long poll for the holder of a bearer token (by its `auth.hash_token` hash): the events
     after `after_id` at once if there are any, else the first ones committed within
     `timeout_secs`, else none. Returns (user id, updates).
@@ -46,9 +47,11 @@ def poll(runtime: Runtime, token_hash: str, after_id: int, timeout_secs: float,
     No database connection is held while waiting: each read is one short statement, which
     authenticates too, and the wake-up comes from the runtime's listener. The first read also
     refreshes the user's presence (throttled, see duely/eventlog/presence.py). When the server is
-    shutting down the poll is answered at once. Raises Unauthorized for a missing, expired or
-    revoked token, else what `store.updates_from_row` raises (400, 410)."""
-    request = PollRequest(PollKey.token(token_hash), after_id, timeout_secs, limit)
+    shutting down the poll is answered at once. With `wake_on_own` False a held poll is not
+    answered early for the events that only echo the user's own requests (`listener.own_key`):
+    they come with the next other event, or at the timeout. Raises Unauthorized for a missing,
+    expired or revoked token, else what `store.updates_from_row` raises (400, 410)."""
+    request = PollRequest(PollKey.token(token_hash), after_id, timeout_secs, limit, wake_on_own=wake_on_own)
     user_id, updates = hold(runtime.reader(), runtime.listener(), request, runtime.token_users.get(token_hash))
     runtime.remember_token(token_hash, user_id)
     return user_id, updates
@@ -77,7 +80,7 @@ def hold(reader: BatchedReader, listener: Listener, request: PollRequest, user_i
     deadline = time.monotonic() + timeout_secs
     # Subscribed before the read: an event committed between the read and the wait still sets
     # the flag, so it is never slept through.
-    waiter = (listener.subscribe(wake_key(request.key, user_id))
+    waiter = (listener.subscribe(wake_key(request.key, user_id), request.wake_on_own)
               if timeout_secs > 0 and user_id is not None else None)
     try:
         first = True
@@ -103,7 +106,7 @@ def hold(reader: BatchedReader, listener: Listener, request: PollRequest, user_i
                 # Subscribed only now that the owner is known: read once more before waiting.
                 if waiter is not None:
                     listener.unsubscribe(waiter)
-                waiter = listener.subscribe(wake_key(request.key, user_id))
+                waiter = listener.subscribe(wake_key(request.key, user_id), request.wake_on_own)
                 continue
             # Woken or not, loop and read again: at the end of the timeout that re-read covers a
             # notification lost while the listener was reconnecting.

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from duely import errors
 from duely.auth import live_token_sql
 from duely.clock import isoformat, utcnow
-from duely.eventlog.listener import NOTIFY_CHANNEL, duel_key
+from duely.eventlog.listener import NOTIFY_CHANNEL, duel_key, own_key
 from duely.eventlog.types import DUEL_PAYLOADS, PAYLOADS, DuelPayload, Payload
 
 log = logging.getLogger(__name__)
@@ -170,9 +170,13 @@ def append_ctes(name: str, source: str, log: Log, event_type: str, data_sql: str
     )"""
 
 
-def notify_sql(log: Log, owner_sql: str) -> str:
-    """The NOTIFY waking the polls of `owner_sql`'s log (what `append` sends), as an SQL expression."""
-    prefix = duel_key(0).removesuffix("0") if log is DUEL_LOG else ""  # a duel's key: "d:<id>"
+def notify_sql(log: Log, owner_sql: str, own: bool = False) -> str:
+    """The NOTIFY waking the polls of `owner_sql`'s log (what `append` sends), as an SQL expression;
+    `own`: the event only echoes the owner's own request (`listener.own_key`)."""
+    if log is DUEL_LOG:
+        prefix = duel_key(0).removesuffix("0")  # a duel's key: "d:<id>"
+    else:
+        prefix = own_key(0).removesuffix("0") if own else ""
     return f"pg_notify('{NOTIFY_CHANNEL}', '{prefix}' || CAST({owner_sql} AS text))"
 
 
@@ -303,8 +307,10 @@ def lock_users(session: Session, user_ids: Iterable[int]) -> None:
         session.execute(_LOCK_USERS, {"ids": ids})
 
 
-def append(session: Session, user_id: int, payload: Payload) -> int:
-    """Append one event to `user_id`'s log in the caller's transaction; returns its id.
+def append(session: Session, user_id: int, payload: Payload, own: bool = False) -> int:
+    """Append one event to `user_id`'s log in the caller's transaction; returns its id. `own`:
+    the event only echoes `user_id`'s own request (their submit, queue join...), so it does not
+    wake their polls that asked for that (`wake_on_own=false`, docs/api.md).
 
     The payload's class says the event's type (duely/eventlog/types.py); its `data()` is stored.
 
@@ -315,7 +321,8 @@ def append(session: Session, user_id: int, payload: Payload) -> int:
     """
     _check_payload(payload)
     data = _encode(payload)
-    event_id: int = session.execute(_APPEND, {"owner": user_id, "wake_key": str(user_id), "type": payload.type.value,
+    event_id: int = session.execute(_APPEND, {"owner": user_id, "wake_key": own_key(user_id) if own else str(user_id),
+                                              "type": payload.type.value,
                                               "data": data, "ch": NOTIFY_CHANNEL}).scalar_one()
     return event_id
 

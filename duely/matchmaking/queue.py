@@ -79,7 +79,7 @@ _JOIN_ALONE = f"""
                     "jsonb_build_object('since', " + isoformat_sql("s.joined_at") + ")")}
     SELECT me.owner, CASE WHEN me.plain THEN coalesce(j.joined_at, me.waiting_since) END, j.joined_at IS NOT NULL,
            (SELECT count(*) FROM seen) AS seen,
-           (SELECT count({notify_sql(USER_LOG, "ev.owner")}) + count(pg_notify('{MATCHMAKING_CHANNEL}', '')) FROM ev) AS notified
+           (SELECT count({notify_sql(USER_LOG, "ev.owner", own=True)}) + count(pg_notify('{MATCHMAKING_CHANNEL}', '')) FROM ev) AS notified
     FROM me LEFT JOIN joined j ON true
     """
 # A leave: lock the user, take it out of the queue, append `queue_left` (reason `left`).
@@ -92,7 +92,7 @@ _LEAVE_ALONE = f"""
         DELETE FROM queue_entries q USING locked l WHERE q.user_id = l.owner RETURNING q.user_id AS owner
     ), {append_ctes("ev", "gone", USER_LOG, EventType.QUEUE_LEFT.value,
                     f"jsonb_build_object('reason', '{QueueLeftReason.LEFT.value}')")}
-    SELECT l.owner, (SELECT count({notify_sql(USER_LOG, "ev.owner")}) FROM ev) > 0 AS left_queue,
+    SELECT l.owner, (SELECT count({notify_sql(USER_LOG, "ev.owner", own=True)}) FROM ev) > 0 AS left_queue,
            l.last_event_id = u.last_event_id AS unchanged
     FROM locked l JOIN users u ON u.id = l.owner
     """
@@ -144,7 +144,7 @@ def join(session: Session, user_id: int) -> dt.datetime:
     presence.touch(session, user_id)
     challenges.end_rematch_offers(session, [user_id])
     joined_at: dt.datetime = joined[0]
-    eventlog.append(session, user_id, QueueJoined(since=joined_at))
+    eventlog.append(session, user_id, QueueJoined(since=joined_at), own=True)
     log.info("queue joined", extra=kv(user_id=user_id))
     return joined_at
 
@@ -155,7 +155,8 @@ def leave(session: Session, user_id: int, reason: QueueLeftReason = QueueLeftRea
     gone = driver_execute(session, _LEAVE, {"u": user_id}).fetchone()
     if gone is None:
         return False
-    eventlog.append(session, user_id, QueueLeft(reason=reason))
+    # the user's own leave only echoes their request; an expiry is news to them
+    eventlog.append(session, user_id, QueueLeft(reason=reason), own=reason is QueueLeftReason.LEFT)
     log.info("queue left", extra=kv(user_id=user_id, reason=reason))
     return True
 

@@ -408,16 +408,26 @@ class Client:
         return self.request("GET", "/healthz")
 
     # -- the event log -------------------------------------------------------------------------
-    def poll(self, last_event_id: int = 0, timeout: float = POLL_TIMEOUT_SECS, limit: int = 100) -> Page:
-        """One long poll: the events after `last_event_id`, waiting up to `timeout` s for one."""
-        return self.request("GET", "/api/updates", params={"last_event_id": last_event_id, "timeout": timeout,
-                                                           "limit": limit},
-                            timeout=timeout + self.timeout, route="GET /api/updates")
+    def poll(self, last_event_id: int = 0, timeout: float = POLL_TIMEOUT_SECS, limit: int = 100, *,
+             wake_on_own: bool = True) -> Page:
+        """One long poll: the events after `last_event_id`, waiting up to `timeout` s for one.
+        `wake_on_own=False`: not answered early for the events that only echo this user's own
+        requests (`submission_created`, `queue_joined`...); they come with the next other event."""
+        params: dict[str, Any] = {"last_event_id": last_event_id, "timeout": timeout, "limit": limit}
+        if not wake_on_own:
+            params["wake_on_own"] = "false"
+        return self.request("GET", "/api/updates", params=params, timeout=timeout + self.timeout,
+                            route="GET /api/updates")
 
     def updates(self, last_event_id: int = 0, *, timeout: float = POLL_TIMEOUT_SECS,
-                on_resync: Callable[[int], object] | None = None, stop: threading.Event | None = None) -> Updates:
-        """Every event after `last_event_id`, in order, forever (until `stop` is set). See `Updates`."""
-        return Updates(self, last_event_id, timeout=timeout, on_resync=on_resync, stop=stop)
+                on_resync: Callable[[int], object] | None = None, stop: threading.Event | None = None,
+                wake_on_own: bool = True) -> Updates:
+        """Every event after `last_event_id`, in order, forever (until `stop` is set). See `Updates`.
+        `wake_on_own=False` suits a client that is its user's only one: what its own calls wrote
+        (their answers say it already) waits for the next other event instead of costing a round
+        trip each (see `poll`)."""
+        poll: PollFn | None = None if wake_on_own else (lambda last, wait: self.poll(last, wait, wake_on_own=False))
+        return Updates(self, last_event_id, timeout=timeout, on_resync=on_resync, stop=stop, poll=poll)
 
     def stream(self, last_event_id: int = 0, *, on_resync: Callable[[int], object] | None = None,
                stop: threading.Event | None = None, idle_timeout: float = STREAM_IDLE_SECS) -> EventStream:
