@@ -57,7 +57,7 @@ def _exclude() -> set[int]:
         raise ApiError(400, "exclude must be a comma-separated list of task ids") from None
 
 
-def _submission(body: object) -> SubmissionRequest:
+def parse_submission(body: object) -> SubmissionRequest:
     """The body's shape; whether it can be judged is the service's call."""
     if not isinstance(body, dict):
         raise ApiError(400, "the body must be a JSON object")
@@ -110,7 +110,7 @@ def create_devtaski_app(service: DevTaski, faults: Faults, sleep: Callable[[floa
 
     @app.post("/api/submissions")
     def submit():
-        submission = _submission(request.get_json(silent=True))
+        submission = parse_submission(request.get_json(silent=True))
         try:
             status = service.do_submit(submission)
         except Rejected as exc:

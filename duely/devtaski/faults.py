@@ -94,6 +94,11 @@ class Faults:
         with self._lock:
             return {name: (dict(v) if isinstance(v, dict) else v) for name, v in self._state.items()}
 
+    def http_armed(self) -> bool:
+        """Whether any API request would now be stalled or answered with an error (nothing is consumed)."""
+        with self._lock:
+            return any(name in self._state for name in HTTP_FAULTS)
+
     def take_http(self) -> tuple[float, HttpFault | None]:
         """For one API request: how long to stall it (seconds), and the error to answer instead, if any."""
         with self._lock:

@@ -4,7 +4,8 @@ HTTP on 127.0.0.1:DEVTASKI_PORT until SIGTERM/SIGINT, then stop the judges and f
 HTTP is served by gevent's WSGIServer in the main thread (no monkey-patching: the judges and the
 Kafka publisher stay plain threads, and a view never blocks on them: it queues a job and returns).
 werkzeug's development server, a thread per connection and http.server's parsing, cost about a
-third of the process's CPU per submission under the instant judge."""
+third of the process's CPU per submission under the instant judge. The hot requests are answered
+below Flask (duely/devtaski/fast_routes.py)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from gevent.pywsgi import WSGIServer
 from duely import logs
 from duely.config import Config
 from duely.devtaski.app import create_devtaski_app
+from duely.devtaski.fast_routes import FastRoutes
 from duely.devtaski.faults import Faults
 from duely.devtaski.instant import InstantJudge
 from duely.devtaski.languages import available_languages
@@ -70,7 +72,8 @@ def run(config: Config) -> None:
     publisher.start()
     workers = pool.start(service.handle_event, service.handle_events) if isinstance(pool, InstantJudge) \
         else pool.start(service.handle_event)
-    app = create_devtaski_app(service, faults, sleep=gevent.sleep)  # a slow fault must not stall other requests
+    # a slow fault must not stall other requests; the hot requests are answered below Flask
+    app = FastRoutes(create_devtaski_app(service, faults, sleep=gevent.sleep), service, faults)
     http = WSGIServer(listener(HOST, config.devtaski_port), app, log=None, error_log=log)  # no line per request
 
     def on_signal() -> None:
