@@ -18,10 +18,10 @@ DEVTASKI_JUDGE=instant) in a temporary DATA_DIR on free ports, registers N playe
 measured window), then for `--duration` seconds every player, built on the client library
 (clients/python/duely_client) and run as a gevent greenlet here, plays duels through the public
 API: queue, submit (a mix of wrong and accepted: the verdict comes from a `# verdict:` marker),
-resign sometimes, queue again. Each player follows its log with long polls (`updates()`, as bots
-do: `wake_on_own=False`, so its own submits and joins do not answer its held poll; `--wake-on-own`
-for polls that wake for them too), or with `--transport stream` over the Server-Sent Events
-stream (`stream()`). Afterwards it lets outstanding verdicts arrive, checks that every
+resign sometimes, queue again. Each player follows its log with long polls (`updates()`), or with
+`--transport stream` over the Server-Sent Events stream (`stream()`); either way as bots do, with
+`wake_on_own=False` (its own submits' and joins' echoes come with its next event instead of
+answering a held poll each; `--wake-on-own` for the API's default). Afterwards it lets outstanding verdicts arrive, checks that every
 player's log was gapless and every submission got exactly one verdict event, and prints:
 submissions/s sustained, submit -> own verdict event p50/p99 (and minute by minute when the
 window is two minutes or longer), queue join -> duel_started
@@ -188,7 +188,8 @@ class Player:
         self.client.register(self.nickname, "swarm password 1")
 
     def play(self, measuring: gevent.event.Event) -> None:
-        updates: Iterable[dict] = (self.client.stream(0, stop=self.stop) if self.transport == "stream"
+        updates: Iterable[dict] = (self.client.stream(0, stop=self.stop, wake_on_own=self.wake_on_own)
+                                   if self.transport == "stream"
                                    else self.client.updates(0, timeout=POLL_TIMEOUT_SECS, stop=self.stop,
                                                             wake_on_own=self.wake_on_own))
         measuring.wait()
@@ -559,7 +560,7 @@ def main() -> None:
     five_xx = sum(n for status, n in stats.statuses.items() if status >= 500)
     print(f"\nplayers {args.players}, think {args.think:g} s, window {window:.0f} s, following their logs by "
           f"{'the event stream' if args.transport == 'stream' else 'long polls'}"
-          f"{', woken for their own echoes too' if args.wake_on_own and args.transport == 'poll' else ''}"
+          f"{', woken for their own echoes too' if args.wake_on_own else ''}"
           " (machine load shared with other work)")
     print(f"submissions/s sustained: {stats.submits_in_window / window:.1f} submitted, "
           f"{stats.verdicts_in_window / window:.1f} verdicts seen within the window")

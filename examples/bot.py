@@ -24,7 +24,6 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Iterable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "clients" / "python"))
@@ -81,11 +80,9 @@ class Bot:
         self.client.login_or_register(self.nickname, self.password)
         self.say(f"logged in as user {self.client.user_id}")
         after = self._newest_event_id()
-        if self.stream:
-            updates: Iterable[dict] = self.client.stream(after, on_resync=lambda _: self.resync())
-        else:
-            # the bot knows what its own calls did from their answers: its polls need not wake for their echoes
-            updates = self.client.updates(after, on_resync=lambda _: self.resync(), wake_on_own=False)
+        # the bot knows what its own calls did from their answers: it need not be woken for their echoes
+        follow = self.client.stream if self.stream else self.client.updates
+        updates = follow(after, on_resync=lambda _: self.resync(), wake_on_own=False)
         self.resync()
         for event in updates:
             self.on_event(event)

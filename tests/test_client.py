@@ -127,13 +127,14 @@ def test_updates_survive_a_server_restart(instant_stack, db):
     assert updates.last_event_id == 5
 
 
-def test_updates_that_do_not_wake_on_own_echoes_get_them_with_the_next_event(instant_stack, db):
+@pytest.mark.parametrize("follow", ["updates", "stream"])
+def test_updates_that_do_not_wake_on_own_echoes_get_them_with_the_next_event(instant_stack, db, follow):
     from duely import eventlog
     from duely.eventlog.types import QueueLeft, QueueLeftReason
 
     client = Client(instant_stack.url)
-    user_id = client.register("solo", "correct horse")["id"]
-    updates = client.updates(timeout=20, wake_on_own=False)
+    user_id = client.register(f"solo-{follow}", "correct horse")["id"]
+    updates = client.updates(timeout=20, wake_on_own=False) if follow == "updates" else client.stream(wake_on_own=False)
     seen: list[tuple[str, float]] = []
 
     def follow():
@@ -149,6 +150,8 @@ def test_updates_that_do_not_wake_on_own_echoes_get_them_with_the_next_event(ins
     db.run(lambda s: eventlog.append(s, user_id, QueueLeft(reason=QueueLeftReason.EXPIRED)))  # news: it wakes
     _wait(lambda: len(seen) == 2)
     updates.stop.set()
+    if follow == "stream":
+        updates.close()
     assert [kind for kind, _ in seen] == ["queue_joined", "queue_left"]
     assert seen[0][1] - news_at < 5
 

@@ -304,3 +304,22 @@ def test_a_spectator_streams_a_duel_with_a_ticket_and_never_sees_code(make_serve
     assert requests.post(f"{server.base}/api/auth/logout", headers=carol.headers, timeout=10).status_code == 204
     revoked = requests.get(f"{server.base}/api/duels/{duel_id}/stream?ticket={ticket}", timeout=10)
     assert revoked.status_code == 401 and revoked.json()["error"]["code"] == "unauthorized"
+
+
+def test_a_stream_that_does_not_wake_on_own_echoes_writes_them_with_the_next_news(make_server, make_poller, append_event):
+    server = make_server()
+    quiet, eager = make_poller(), make_poller()
+    streams = {"quiet": EventStream(f"{server.base}/api/stream?wake_on_own=false", quiet.headers),
+               "eager": EventStream(f"{server.base}/api/stream", eager.headers)}
+    for stream in streams.values():
+        assert stream.response.status_code == 200 and stream.next_frame() == "retry: 2000"
+    for user in (quiet, eager):
+        assert requests.post(f"{server.base}/api/queue", headers=user.headers, timeout=10).status_code == 202
+    assert [e["event"] for e in streams["eager"].next_events(1)] == ["queue_joined"]  # the default: as it commits
+    with pytest.raises(queue.Empty):
+        streams["quiet"].next_frame(timeout=1.5)  # its own join's echo waits...
+    append_event(quiet.id)  # ...for the next news, and comes first
+    assert [(e["id"], e["event"]) for e in streams["quiet"].next_events(2)] == [(1, "queue_joined"), (2, "submission_update")]
+    assert requests.get(f"{server.base}/api/stream?wake_on_own=maybe", headers=quiet.headers, timeout=10).status_code == 400
+    for stream in streams.values():
+        stream.close()

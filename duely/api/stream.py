@@ -37,6 +37,12 @@ class StreamQuerySchema(Schema):
                                                                        "for clients that cannot send Authorization."})
 
 
+class UserStreamQuerySchema(StreamQuerySchema):
+    wake_on_own = fields.Boolean(load_default=True, truthy={"true", "1"}, falsy={"false", "0"}, metadata={
+        "description": "`false`: the events that only echo your own requests are written with the next other "
+                       "event, not as they commit (as GET /api/updates?wake_on_own=false)."})
+
+
 class TicketSchema(Schema):
     ticket = fields.String()
     expires_at = fields.String()
@@ -109,13 +115,13 @@ def create_ticket():
 
 @blp.route("/stream", methods=["GET"])
 @_authenticated
-@blp.arguments(StreamQuerySchema(), location="query", as_kwargs=True)
+@blp.arguments(UserStreamQuerySchema(), location="query", as_kwargs=True)
 @blp.doc(**_STREAM_DOC)
-def get_stream(last_event_id: int, ticket: str | None):
+def get_stream(last_event_id: int, ticket: str | None, wake_on_own: bool):
     """The caller's event log as Server-Sent Events (the same events as GET /api/updates)."""
     runtime = services().runtime
     token_hash = g.stream_token_hash
-    req = PollRequest(PollKey.token(token_hash), _after_id(last_event_id), 0, POLL_LIMIT_DEFAULT)
+    req = PollRequest(PollKey.token(token_hash), _after_id(last_event_id), 0, POLL_LIMIT_DEFAULT, wake_on_own=wake_on_own)
     g.user_id, first = hold(runtime.reader(), runtime.listener(), req, runtime.token_users.get(token_hash))
     runtime.remember_token(token_hash, g.user_id)
     return _event_stream(req, g.user_id, first)

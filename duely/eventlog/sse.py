@@ -12,6 +12,7 @@ and then gets the error as JSON, before any stream starts.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Iterator
@@ -49,8 +50,8 @@ def stream(reader: BatchedReader, listener: Listener, request: PollRequest, owne
     after_id = first.last_event_id
     while not listener.shutting_down:
         try:
-            _, updates = hold(reader, listener, PollRequest(request.key, after_id, heartbeat_secs, request.limit,
-                                                            request.refresh_presence), owner_id)
+            _, updates = hold(reader, listener, dataclasses.replace(request, after_id=after_id, timeout_secs=heartbeat_secs),
+                              owner_id)
         except (errors.DuelyError, PollReadFailed) as exc:
             log.info("event stream ended: %s", exc)
             return

@@ -430,10 +430,13 @@ class Client:
         return Updates(self, last_event_id, timeout=timeout, on_resync=on_resync, stop=stop, poll=poll)
 
     def stream(self, last_event_id: int = 0, *, on_resync: Callable[[int], object] | None = None,
-               stop: threading.Event | None = None, idle_timeout: float = STREAM_IDLE_SECS) -> EventStream:
+               stop: threading.Event | None = None, idle_timeout: float = STREAM_IDLE_SECS,
+               wake_on_own: bool = True) -> EventStream:
         """`updates()` over the Server-Sent Events stream: the same events, in order, each once,
-        with the same reconnects, waits and 410 resync, on one open connection. See `EventStream`."""
-        return EventStream(self, last_event_id, on_resync=on_resync, stop=stop, idle_timeout=idle_timeout)
+        with the same reconnects, waits and 410 resync, on one open connection. See `EventStream`.
+        `wake_on_own=False`: the echoes of this user's own calls come with the next other event."""
+        path = "/api/stream" if wake_on_own else "/api/stream?wake_on_own=false"
+        return EventStream(self, last_event_id, path=path, on_resync=on_resync, stop=stop, idle_timeout=idle_timeout)
 
     def duel_stream(self, duel_id: int, last_event_id: int = 0, *, on_resync: Callable[[int], object] | None = None,
                     stop: threading.Event | None = None, idle_timeout: float = STREAM_IDLE_SECS) -> EventStream:
