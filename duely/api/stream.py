@@ -20,6 +20,7 @@ from marshmallow import Schema, fields, validate
 
 from duely import auth, errors, stream_tickets
 from duely.api.common import BEARER, Blueprint, bearer_token, services
+from duely.api.updates import wake_on_own_field
 from duely.clock import isoformat
 from duely.eventlog import sse
 from duely.eventlog.poll import PollRequest, hold
@@ -38,9 +39,8 @@ class StreamQuerySchema(Schema):
 
 
 class UserStreamQuerySchema(StreamQuerySchema):
-    wake_on_own = fields.Boolean(load_default=True, truthy={"true", "1"}, falsy={"false", "0"}, metadata={
-        "description": "`false`: the events that only echo your own requests are written with the next other "
-                       "event, not as they commit (as GET /api/updates?wake_on_own=false)."})
+    wake_on_own = wake_on_own_field("`false`: the events that only echo your own requests are written with the "
+                                    "next other event, not as they commit (as GET /api/updates?wake_on_own=false).")
 
 
 class TicketSchema(Schema):

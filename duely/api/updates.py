@@ -62,13 +62,20 @@ _FAST_QUERY = (
 _FAST_BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
 
 
+def wake_on_own_field(description: str) -> fields.Boolean:
+    """The `wake_on_own` query argument of a user's own log (poll or stream): `true` (the
+    default) or `false`, also `1` or `0` (the values `_FAST_BOOLEANS` takes)."""
+    return fields.Boolean(load_default=True, truthy={"true", "1"}, falsy={"false", "0"},
+                          metadata={"description": description})
+
+
 class UpdatesQuerySchema(LogQuerySchema):
     """The query of `GET /api/updates`: a user's own log, whose own echoes a poll may sleep through."""
 
-    wake_on_own = fields.Boolean(load_default=True, truthy={"true", "1"}, falsy={"false", "0"}, metadata={
-        "description": "`false`: a held poll is not answered early for events that only echo your own requests "
-                       "(`submission_created`, `queue_joined`, `queue_left` of your leave, `challenge_created`); "
-                       "they come with the next other event or when the wait ends."})
+    wake_on_own = wake_on_own_field(
+        "`false`: a held poll is not answered early for events that only echo your own requests "
+        "(`submission_created`, `queue_joined`, `queue_left` of your leave, `challenge_created`); "
+        "they come with the next other event or when the wait ends.")
 
     @staticmethod
     def fast_load(args) -> dict | None:
