@@ -8,9 +8,10 @@ import time
 from collections.abc import Callable
 
 import psycopg
+import pytest
 
 from duely.db import psycopg_url
-from duely.eventlog.listener import NOTIFY_CHANNEL
+from duely.eventlog.listener import NOTIFY_CHANNEL, Listener, duel_key, own_key, parse_wake_key
 from duely.eventlog.types import QueueLeftReason
 from duely.matchmaking import queue
 
@@ -54,3 +55,22 @@ def test_what_happens_to_a_user_is_announced_plainly(database_url, make_user, du
 def _expire(db, user_id: int) -> None:
     with db.transaction() as s:
         assert queue.leave(s, user_id, reason=QueueLeftReason.EXPIRED)
+
+
+def test_payloads_parse_to_the_key_and_whether_it_is_an_echo():
+    assert parse_wake_key(own_key(5)) == (5, True)
+    assert parse_wake_key("5") == (5, False)
+    assert parse_wake_key(duel_key(7)) == (duel_key(7), False)
+    for bad in ("o:", "o:x", "x:5", "", "5.0"):
+        with pytest.raises(ValueError):
+            parse_wake_key(bad)
+
+
+def test_an_echo_wakes_only_the_waiters_that_want_echoes_and_news_wakes_all():
+    listener = Listener("postgresql://unused")  # never started: no connection, only its waiters
+    eager, quiet, other = listener.subscribe(5), listener.subscribe(5, wake_on_own=False), listener.subscribe(6)
+    assert listener.wake(5, own=True) == 1
+    assert eager.wait(0) and not quiet.wait(0) and not other.wait(0)
+    eager.clear()
+    assert listener.wake(5) == 2
+    assert eager.wait(0) and quiet.wait(0) and not other.wait(0)
