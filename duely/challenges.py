@@ -35,7 +35,7 @@ from sqlalchemy.sql.elements import ColumnClause
 
 from duely import duels, errors, eventlog, users
 from duely.config import Config
-from duely.db import Database
+from duely.db import Database, driver_execute, driver_sql
 from duely.eventlog.types import (
     ChallengeAccepted,
     ChallengeCanceled,
@@ -522,13 +522,13 @@ def lock_with_rematch_partners(session: Session, user_ids: Iterable[int]) -> Non
     a lock is not in its snapshot: `end_rematch_offers` catches it and then locks its partner out
     of order; a deadlock that this may rarely cause is retried by Database.run.)"""
     uids = sorted(set(user_ids))
-    if uids:  # the partners' read and the locks in one statement (every duel start runs it)
-        session.execute(_LOCK_WITH_PARTNERS, {"uids": uids})
+    if uids:  # the partners' read and the locks in one statement (every duel start runs it, on the driver)
+        driver_execute(session, _LOCK_WITH_PARTNERS, {"uids": uids})
 
 
 # eventlog.lock_users' statement, with the other players of the users' pending rematch offers (an
 # IN over a UNION, so users is reached by its primary key, not scanned).
-_LOCK_WITH_PARTNERS = text(
+_LOCK_WITH_PARTNERS = driver_sql(text(
     f"""
     SELECT id FROM users
     WHERE id IN (SELECT unnest(CAST(:uids AS bigint[]))
@@ -536,7 +536,7 @@ _LOCK_WITH_PARTNERS = text(
                  UNION SELECT to_user_id FROM challenges WHERE {_OFFERS_OF})
     ORDER BY id FOR UPDATE OF users
     """
-)
+))
 
 
 def end_rematch_offers(session: Session, user_ids: Iterable[int]) -> int:

@@ -13,8 +13,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import TextClause, create_engine, event, text
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -233,6 +234,16 @@ def _retried(once: Callable[[], T], attempts: int, what: str) -> T:
             log.info("retrying %s after sqlstate %s (attempt %d, in %.3fs)", what, sqlstate, attempt, wait)
             time.sleep(wait)
     raise AssertionError("unreachable")
+
+
+def driver_sql(statement: TextClause) -> str:
+    """A `text()` statement (SQLAlchemy's `:name` parameters) as `driver_execute` takes it:
+    `%(name)s` parameters and `%` escaped, compiled by SQLAlchemy's own psycopg dialect, so both
+    read the statement alike. Compile once, where the statement is defined."""
+    return str(statement.compile(dialect=_PSYCOPG_DIALECT))
+
+
+_PSYCOPG_DIALECT = PGDialect_psycopg()
 
 
 def driver_execute(session: Session | Connection, sql: str, params: dict[str, Any] | None = None,
