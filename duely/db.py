@@ -236,14 +236,14 @@ def _retried(once: Callable[[], T], attempts: int, what: str) -> T:
     raise AssertionError("unreachable")
 
 
+_PSYCOPG_DIALECT = PGDialect_psycopg()
+
+
 def driver_sql(statement: TextClause) -> str:
     """A `text()` statement (SQLAlchemy's `:name` parameters) as `driver_execute` takes it:
     `%(name)s` parameters and `%` escaped, compiled by SQLAlchemy's own psycopg dialect, so both
     read the statement alike. Compile once, where the statement is defined."""
     return str(statement.compile(dialect=_PSYCOPG_DIALECT))
-
-
-_PSYCOPG_DIALECT = PGDialect_psycopg()
 
 
 def driver_execute(session: Session | Connection, sql: str, params: dict[str, Any] | None = None,

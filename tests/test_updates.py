@@ -395,3 +395,6 @@ def test_openapi_documents_the_endpoint(client):
     assert {"last_event_id", "timeout", "limit", "wake_on_own"} <= params
     duel_params = {p["name"] for p in spec["paths"]["/api/duels/{duel_id}/updates"]["get"]["parameters"]}
     assert {"last_event_id", "timeout", "limit"} <= duel_params and "wake_on_own" not in duel_params
+    for path, params in (("/api/stream", {"last_event_id", "ticket", "wake_on_own", "Last-Event-ID"}),
+                         ("/api/duels/{duel_id}/stream", {"last_event_id", "ticket", "Last-Event-ID"})):
+        assert {p["name"] for p in spec["paths"][path]["get"]["parameters"]} == params, path

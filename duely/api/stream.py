@@ -48,10 +48,17 @@ class TicketSchema(Schema):
     expires_at = fields.String()
 
 
+class StreamHeadersSchema(Schema):
+    # A string here: `_after_id` decides (a blank value is no value), so that its error stays the one answer.
+    last_event_id_header = fields.String(data_key="Last-Event-ID", load_default=None, metadata={
+        "description": "The id of the last event received, a non-negative integer (browsers send it when they "
+                       "reconnect); it wins over `last_event_id`."})
+
+
+# The header is documented by StreamHeadersSchema (as arguments), not here: a "parameters" list
+# given to blp.doc replaces the one the arguments' schemas make, and the query's went missing.
 _STREAM_DOC = {
     "security": BEARER,
-    "parameters": [{"in": "header", "name": "Last-Event-ID", "schema": {"type": "integer", "minimum": 0},
-                    "description": "The id of the last event received (browsers send it when they reconnect)."}],
     "responses": {"200": {"description": "text/event-stream: `retry:`, then per event `id:`, `event:` (its type), "
                                          "`data:` (the event JSON); `: heartbeat` comments when idle.",
                           "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
@@ -81,9 +88,8 @@ def _authenticated(view: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
-def _after_id(last_event_id: int) -> int:
+def _after_id(last_event_id: int, header: str | None) -> int:
     """Where to resume: the Last-Event-ID header (what a browser sends on reconnect) wins over the query."""
-    header = request.headers.get("Last-Event-ID")
     if header is None or header.strip() == "":
         return last_event_id
     value = header.strip()
@@ -116,12 +122,14 @@ def create_ticket():
 @blp.route("/stream", methods=["GET"])
 @_authenticated
 @blp.arguments(UserStreamQuerySchema(), location="query", as_kwargs=True)
+@blp.arguments(StreamHeadersSchema(), location="headers", as_kwargs=True)
 @blp.doc(**_STREAM_DOC)
-def get_stream(last_event_id: int, ticket: str | None, wake_on_own: bool):
+def get_stream(last_event_id: int, ticket: str | None, wake_on_own: bool, last_event_id_header: str | None):
     """The caller's event log as Server-Sent Events (the same events as GET /api/updates)."""
     runtime = services().runtime
     token_hash = g.stream_token_hash
-    req = PollRequest(PollKey.token(token_hash), _after_id(last_event_id), 0, POLL_LIMIT_DEFAULT, wake_on_own=wake_on_own)
+    req = PollRequest(PollKey.token(token_hash), _after_id(last_event_id, last_event_id_header), 0, POLL_LIMIT_DEFAULT,
+                      wake_on_own=wake_on_own)
     g.user_id, first = hold(runtime.reader(), runtime.listener(), req, runtime.token_users.get(token_hash))
     runtime.remember_token(token_hash, g.user_id)
     return _event_stream(req, g.user_id, first)
@@ -130,12 +138,14 @@ def get_stream(last_event_id: int, ticket: str | None, wake_on_own: bool):
 @blp.route("/duels/<id:duel_id>/stream", methods=["GET"])
 @_authenticated
 @blp.arguments(StreamQuerySchema(), location="query", as_kwargs=True)
+@blp.arguments(StreamHeadersSchema(), location="headers", as_kwargs=True)
 @blp.doc(**_STREAM_DOC)
-def get_duel_stream(duel_id: int, last_event_id: int, ticket: str | None):
+def get_duel_stream(duel_id: int, last_event_id: int, ticket: str | None, last_event_id_header: str | None):
     """A duel's public log as Server-Sent Events (the same events as GET /api/duels/{id}/updates)."""
     runtime = services().runtime
     # Read as the token's holder: every read re-checks the token (revoked: the stream ends).
-    req = PollRequest(PollKey.duel(duel_id, g.stream_token_hash), _after_id(last_event_id), 0, POLL_LIMIT_DEFAULT,
+    req = PollRequest(PollKey.duel(duel_id, g.stream_token_hash), _after_id(last_event_id, last_event_id_header), 0,
+                      POLL_LIMIT_DEFAULT,
                       refresh_presence=False)
     _, first = hold(runtime.reader(), runtime.listener(), req, duel_id)
     return _event_stream(req, duel_id, first)
