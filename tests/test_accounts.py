@@ -305,7 +305,9 @@ def test_a_burst_of_registrations_does_not_hold_up_other_requests(one_worker_ser
     deadline = time.monotonic() + 60
     while not done and time.monotonic() < deadline:  # the burst is under way: hashes are queued
         time.sleep(0.01)
-    assert done == [201]  # the first is in; every other registration still waits for the hashing thread
+    # The first is in and the rest still queue for the one hashing thread. Not "exactly one": this
+    # thread may be descheduled long enough for a second hash to finish before it looks.
+    assert done and set(done) == {201} and len(done) < burst // 4, done
     # Meanwhile the worker's event loop answers the rest of the world: a cheap GET, and a held
     # poll woken by an event, each long before the queued hashes are through.
     me = requests.get(f"{base}/api/users/me", headers=alice.headers, timeout=60)
