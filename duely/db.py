@@ -271,6 +271,30 @@ def driver_execute(session: Session | Connection, sql: str, params: dict[str, An
         raise
 
 
+@contextmanager
+def pipelined(session: Session) -> Iterator[None]:
+    """psycopg's pipeline mode on the session's connection for the block: `driver_execute` returns
+    at once and statements go to the server together, in order, when a result is first fetched
+    (one round trip for all that were sent). The transaction's BEGIN goes with the first of them,
+    so a transaction that starts here saves that round trip too. Each statement still runs after
+    the one before it has finished (its snapshot is taken then, its locks are waited for then).
+
+    Only `driver_execute` inside the block: SQLAlchemy's own `execute` cannot read results in
+    pipeline mode. A driver error surfaces at a fetch (or at the block's end) rather than at the
+    execute, and is handed to the Connection's handler there, as `driver_execute` does."""
+    connection = session.connection()
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    import psycopg  # here, not at import time: see duely/eventlog/listener.py
+
+    try:
+        with driver.pipeline():
+            yield
+    except psycopg.Error as exc:
+        connection._handle_dbapi_exception(exc, "(pipelined statements)", {}, None, None)  # raises it, wrapped
+        raise
+
+
 def retryable_sqlstate(exc: BaseException) -> str | None:
     """The SQLSTATE of a deadlock or serialization failure, else None."""
     sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from duely import errors, eventlog, outcome, rating
 from duely.auth import TOKEN_OWNER_SQL, bad_token
 from duely.clock import isoformat
-from duely.db import driver_execute
+from duely.db import driver_execute, driver_sql, pipelined
 from duely.eventlog.types import (
     DuelFinished,
     DuelLogFinished,
@@ -352,7 +352,7 @@ _FINISH_LOAD = text(
 )
 # Every row the finish changes, in one statement: the duel, both player rows, and (rated duels)
 # both users' ratings and records. `establishing` uses the old `played`: played + 1 is the new count.
-_FINISH_WRITE = text(
+_FINISH_WRITE = driver_sql(text(
     f"""
     WITH duel AS (
         UPDATE duels SET status = {DuelStatus.FINISHED.sql}, finished_at = :now, outcome = :outcome,
@@ -374,7 +374,7 @@ _FINISH_WRITE = text(
          AS v(uid, rating, exact, deviation, volatility, won, lost, drawn)
     WHERE CAST(:rated AS boolean) AND u.id = v.uid
     """
-)
+))
 
 
 def finish(session: Session, duel: LockedDuel, players: list[int], decision: outcome.Decision, now: dt.datetime,
@@ -412,7 +412,7 @@ def finish(session: Session, duel: LockedDuel, players: list[int], decision: out
     # an unrated duel changes no rating and no record (`duels` in the user object counts rated
     # duels), and is no point of the rating history (rating_history reads rated duels only)
     shown = {uid: after[uid].shown if duel.rated else users[uid].rating for uid in players}
-    session.execute(_FINISH_WRITE, {
+    driver_execute(session, _FINISH_WRITE, {
         "d": duel.id, "now": now, "outcome": decision.outcome, "winner_id": decision.winner_id, "reason": decision.reason,
         "uids": players, "ratings": [shown[uid] for uid in players],
         "deviations_after": [after[uid].deviation if duel.rated else None for uid in players],
@@ -445,13 +445,17 @@ def finish(session: Session, duel: LockedDuel, players: list[int], decision: out
 
 
 # A resignation in four statements between BEGIN and COMMIT (it was eleven: the duel and its
-# players were read twice, by the access check and by the finish, and the answer read them again).
+# players were read twice, by the access check and by the finish, and the answer read them again),
+# sent in three round trips with COMMIT (db.pipelined: BEGIN and the first two go together, and so
+# do the last two):
 # 1. `_RESIGN_LOCK`: the caller (a token checked by the statement, or a user id), the duel row FOR
 #    UPDATE (only for a known caller), its players and what the answer shows of it;
 # 2. `_RESIGN_LOAD`: the players' user rows FOR UPDATE in id order (lock order: duel, users) with
 #    what `finish` needs of them, their submissions and the database clock. Its own statement, so
 #    its snapshot is younger than the duel lock the first one may have waited for: every
-#    submission and verdict committed before the lock was ours is seen (they change only under it);
+#    submission and verdict committed before the lock was ours is seen (they change only under it).
+#    It is sent before the first one's answer is known, so it checks the caller again itself and
+#    locks nothing unless the caller is a player of the duel and the duel is still active;
 # 3. and 4. `finish`'s write and its events. The answer is built from those rows, not read again.
 _RESIGN_LOCK = """
     WITH {who}, duel AS MATERIALIZED (
@@ -462,9 +466,8 @@ _RESIGN_LOCK = """
            duel.task, ARRAY(SELECT user_id FROM duel_players WHERE duel_id = duel.id ORDER BY user_id) AS players
     FROM (SELECT 1) one LEFT JOIN duel ON true
     """
-_RESIGN_LOCK_BY_USER = _RESIGN_LOCK.format(who="who AS (SELECT CAST(%(user)s AS bigint) AS user_id)")
-_RESIGN_LOCK_BY_TOKEN = _RESIGN_LOCK.format(who=f"who AS ({TOKEN_OWNER_SQL})")
-_RESIGN_LOAD = """
+_RESIGN_LOAD = f"""
+    WITH {{who}}
     SELECT clock_timestamp() AS now, u.id, u.nickname, u.rating, u.rating_exact, u.rating_deviation,
            u.rating_volatility, u.rated_at, dp.outcomes, dp.rating_before, dp.stakes,
            ARRAY(SELECT s.submitted_at FROM submissions s WHERE s.duel_id = dp.duel_id AND s.user_id = u.id
@@ -472,25 +475,38 @@ _RESIGN_LOAD = """
            ARRAY(SELECT s.verdict FROM submissions s WHERE s.duel_id = dp.duel_id AND s.user_id = u.id
                  ORDER BY s.submitted_at, s.id) AS verdicts
     FROM users u JOIN duel_players dp ON dp.user_id = u.id AND dp.duel_id = %(d)s
+    WHERE EXISTS (SELECT 1 FROM duels d JOIN duel_players me ON me.duel_id = d.id
+                  WHERE d.id = %(d)s AND d.status = {DuelStatus.ACTIVE.sql} AND me.user_id = (SELECT user_id FROM who))
     ORDER BY u.id FOR UPDATE OF u
     """
+_WHO_BY_USER = "who AS (SELECT CAST(%(user)s AS bigint) AS user_id)"
+_WHO_BY_TOKEN = f"who AS ({TOKEN_OWNER_SQL})"
+_RESIGN_BY_USER = (_RESIGN_LOCK.format(who=_WHO_BY_USER), _RESIGN_LOAD.format(who=_WHO_BY_USER))
+_RESIGN_BY_TOKEN = (_RESIGN_LOCK.format(who=_WHO_BY_TOKEN), _RESIGN_LOAD.format(who=_WHO_BY_TOKEN))
 
 
 def resign(session: Session, user_id: int, duel_id: int) -> dict:
     """The caller gives up; the opponent wins at once (unless the result was already certain).
     Returns the finished duel as `duel_json` shows it. Errors, in this order: 404 no such duel,
     403 not a player, 409 duel_finished when already over."""
-    return _resign(session, _RESIGN_LOCK_BY_USER, {"user": user_id, "d": duel_id})[1]
+    return _resign(session, _RESIGN_BY_USER, {"user": user_id, "d": duel_id})[1]
 
 
 def resign_as(session: Session, token_hash: str, duel_id: int) -> tuple[int, dict]:
     """`resign` for the holder of a bearer token (its hash, `auth.hash_token`), checked by the
     resignation's first statement: (user id, the finished duel). 401 for a bad token first."""
-    return _resign(session, _RESIGN_LOCK_BY_TOKEN, {"h": token_hash, "d": duel_id})
+    return _resign(session, _RESIGN_BY_TOKEN, {"h": token_hash, "d": duel_id})
 
 
-def _resign(session: Session, lock_sql: str, params: dict[str, Any]) -> tuple[int, dict]:
-    row = driver_execute(session, lock_sql, params, named=True).fetchone()
+def _resign(session: Session, statements: tuple[str, str], params: dict[str, Any]) -> tuple[int, dict]:
+    lock_sql, load_sql = statements
+    with pipelined(session):
+        locked = driver_execute(session, lock_sql, params, named=True)
+        loaded = driver_execute(session, load_sql, params, named=True)
+        return _resign_locked(session, locked.fetchone(), loaded)
+
+
+def _resign_locked(session: Session, row: Any, loaded: Any) -> tuple[int, dict]:
     if row.caller is None:
         raise bad_token()
     if row.id is None:
@@ -501,7 +517,9 @@ def _resign(session: Session, lock_sql: str, params: dict[str, Any]) -> tuple[in
     if row.status != DuelStatus.ACTIVE:
         raise errors.DuelFinished()
     duel = LockedDuel(row.id, row.status, row.deadline, row.rated, row.started_at)
-    users = driver_execute(session, _RESIGN_LOAD, {"d": duel.id}, named=True).fetchall()
+    users = loaded.fetchall()
+    if len(users) != len(players):  # cannot be: the caller is a player, and we hold the active duel
+        raise AssertionError(f"duel {duel.id}: the resignation loaded {len(users)} players")
     now = users[0].now
     subs = [outcome.SubmissionView(user_id=u.id, submitted_at=at, verdict=verdict)
             for u in users for at, verdict in zip(u.submitted_at, u.verdicts, strict=True)]

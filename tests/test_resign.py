@@ -123,6 +123,27 @@ def test_a_second_resignation_and_one_after_a_verdict_finished_the_duel_are_409_
     assert finished_events(db, other)["d"][0]["reason"] == "accepted"
 
 
+def test_a_refused_resignation_takes_no_players_row_lock(make_user, duel_between, db):
+    """The players' rows are locked by a statement sent before the first one's answer is known
+    (db.pipelined): a stranger's resignation, or one of a finished duel, must neither wait for
+    those locks nor take them (a player's own writes would queue behind a refusal)."""
+    alice, bob, eve = make_user("alice"), make_user("bob"), make_user("eve")
+    carol, dave = make_user("carol"), make_user("dave")
+    duel_id, over = duel_between(alice, bob), duel_between(carol, dave)
+    assert carol.post(f"/api/duels/{over}/resign").status_code == 202
+    holder = psycopg.connect(psycopg_url(db.url))
+    holder.execute("SELECT 1 FROM users WHERE id = ANY(%s) FOR UPDATE", ([alice.id, bob.id, carol.id, dave.id],))
+    try:
+        with pytest.raises(errors.Forbidden):
+            resign_later(db, eve, duel_id)()  # answered while alice's and bob's rows are held
+        with pytest.raises(errors.DuelFinished):
+            resign_later(db, dave, over)()
+    finally:
+        holder.rollback()
+        holder.close()
+    assert alice.post(f"/api/duels/{duel_id}/resign").status_code == 202
+
+
 def test_a_result_already_certain_stands(make_user, duel_between, db):
     """Alice's Accepted is recorded (the finish not yet run): her resignation does not take her win;
     past the deadline with everything judged, a resignation finds the draw."""

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from duely.db import TRANSACTION_ATTEMPTS, psycopg_url
+from duely.db import TRANSACTION_ATTEMPTS, driver_execute, pipelined, psycopg_url
 
 
 def new_user(db, nickname: str) -> int:
@@ -118,3 +118,38 @@ def wait_until_waiting_for_a_lock(db, pid: int) -> None:
                 return
             time.sleep(0.01)
     raise AssertionError("the other session never waited for the lock")
+
+
+def test_a_failure_inside_pipelined_statements_is_retried_like_any_other(db):
+    """In pipeline mode a statement's error surfaces at a fetch, not at its execute; `pipelined`
+    hands it to SQLAlchemy's handler there, so `run` sees the usual DBAPIError and retries, and
+    the statements sent after the failing one did nothing."""
+    user = new_user(db, "piped")
+    calls: list[int] = []
+    with psycopg.connect(psycopg_url(db.url), autocommit=True) as other:
+        def change(session) -> int:
+            calls.append(1)
+            repeatable_read(session)
+            with pipelined(session):
+                seen = driver_execute(session, "SELECT won FROM users WHERE id = %(u)s", {"u": user}).fetchone()[0]
+                if len(calls) == 1:
+                    other.execute("UPDATE users SET won = won + 1 WHERE id = %s", (user,))
+                driver_execute(session, "UPDATE users SET won = %(w)s WHERE id = %(u)s", {"w": seen + 10, "u": user})
+                driver_execute(session, "UPDATE users SET lost = lost + 1 WHERE id = %(u)s", {"u": user})
+                return driver_execute(session, "SELECT lost FROM users WHERE id = %(u)s", {"u": user}).fetchone()[0]
+
+        assert db.run(change) == 1  # the first attempt's second update did nothing
+    assert len(calls) == 2
+    assert won(db, user) == 11
+
+
+def test_a_driver_error_inside_pipelined_statements_is_sqlalchemys_error(db):
+    def broken(session) -> None:
+        with pipelined(session):
+            driver_execute(session, "SELECT 1 / 0")
+            driver_execute(session, "SELECT 1").fetchone()
+
+    with pytest.raises(DBAPIError) as raised:
+        db.run(broken)
+    assert isinstance(raised.value.orig, psycopg.errors.DivisionByZero)
+    assert db.read(lambda s: s.execute(text("SELECT 1")).scalar_one()) == 1  # the pool's connection is usable
