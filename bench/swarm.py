@@ -9,6 +9,9 @@
 measures a steady state rather than a fresh database's first minute (its plans made on empty
 tables, until autovacuum's first ANALYZE: see the README); every submission is still checked.
 
+`--resign-chance P`: each player resigns at a duel's start with this probability (default 0.05);
+a larger one gives the resignation's latency more samples in a short window.
+
 `--think S`: each player pauses a random 0.5-1.5 x S before every submission and queue join (and
 arrives within the first S), so the load is chosen by the number of players and their pace; with
 0 every player acts the moment it can and the latency measured is the queue the box builds.
@@ -78,10 +81,10 @@ DRAIN_SECS = 30.0
 POLL_TIMEOUT_SECS = 25.0  # what the web page and the client library use; idle players cost a poll per this
 
 
-def offered_pace(think_secs: float, duels: int = 20_000, seed: int = 1) -> float:
+def offered_pace(think_secs: float, duels: int = 20_000, seed: int = 1, resign_chance: float = P_RESIGN) -> float:
     """Submissions per second ONE player makes against a stack that answers instantly: the most
     its pace can offer, whatever the stack. Simulated with the players' own rules (`Player`):
-    each player of a duel resigns at its start with P_RESIGN, else thinks and submits until
+    each player of a duel resigns at its start with `resign_chance`, else thinks and submits until
     Accepted (each wrong with P_WRONG); the first Accepted ends the duel (a submission still
     being thought about is dropped); each then thinks once more and joins, paired at once.
     With N players the swarm can sustain at most N times this: a run near it measures the
@@ -95,7 +98,7 @@ def offered_pace(think_secs: float, duels: int = 20_000, seed: int = 1) -> float
 
     submissions = seconds = 0.0
     for _ in range(duels):
-        resigned = [rng.random() < P_RESIGN for _ in range(2)]
+        resigned = [rng.random() < resign_chance for _ in range(2)]
         attempts: list[list[float]] = []  # each player's submission times, up to its first Accepted
         for player in range(2):
             times: list[float] = []
@@ -172,11 +175,12 @@ class Stats:
 
 class Player:
     def __init__(self, url: str, index: int, stats: Stats, stop: gevent.event.Event, think_secs: float = 0.0,
-                 transport: str = "poll", wake_on_own: bool = False):
+                 transport: str = "poll", wake_on_own: bool = False, resign_chance: float = P_RESIGN):
         self.client = Client(url, on_response=stats.on_response, timeout=30)
         self.think_secs = think_secs
         self.transport = transport
         self.wake_on_own = wake_on_own
+        self.resign_chance = resign_chance
         self.nickname = f"swarm{index}"
         self.stats, self.stop = stats, stop
         self.rng = random.Random(index)
@@ -244,7 +248,7 @@ class Player:
             if self.joined_at is not None and self.stats.window_open:
                 self.stats.join_to_start.append(now - self.joined_at)
             self.joined_at = None
-            if self.rng.random() < P_RESIGN:
+            if self.rng.random() < self.resign_chance:
                 self.act(self.client.resign, self.duel_id)
             else:
                 self.later(self.submit, self.duel_id)
@@ -491,6 +495,9 @@ def main() -> None:
     parser.add_argument("--wake-on-own", action="store_true",
                         help="players' polls also wake for the echoes of their own requests (the API's default; "
                              "bots need not: wake_on_own=false)")
+    parser.add_argument("--resign-chance", type=float, default=P_RESIGN,
+                        help=f"each player resigns at a duel's start with this probability (default {P_RESIGN}); "
+                             "more gives the resignation's latency more samples")
     parser.add_argument("--keep", action="store_true", help="keep the data directory (logs) afterwards")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -507,7 +514,8 @@ def main() -> None:
     try:
         wait_healthy(url, proc)
         print(f"stack up at {url} (data in {data_dir}); registering {args.players} players", flush=True)
-        players = [Player(url, i, stats, stop, args.think, args.transport, args.wake_on_own) for i in range(args.players)]
+        players = [Player(url, i, stats, stop, args.think, args.transport, args.wake_on_own, args.resign_chance)
+                   for i in range(args.players)]
         began = time.monotonic()
         gevent.pool.Pool(16).map(lambda p: p.register(), players)
         print(f"registered in {time.monotonic() - began:.1f} s; "
@@ -565,7 +573,7 @@ def main() -> None:
     print(f"submissions/s sustained: {stats.submits_in_window / window:.1f} submitted, "
           f"{stats.verdicts_in_window / window:.1f} verdicts seen within the window")
     # What the players could offer at all: a rate near it measures their pace, not the stack.
-    print(f"the players' pace offers at most {args.players * offered_pace(args.think):.0f} submissions/s "
+    print(f"the players' pace offers at most {args.players * offered_pace(args.think, resign_chance=args.resign_chance):.0f} submissions/s "
           f"(against an instant stack, think {args.think:g} s): a sustained rate near it is the players' limit, not the stack's")
     print(f"submit -> own verdict event: p50 {ms(quantile(stats.submit_to_verdict, 0.5))}, "
           f"p99 {ms(quantile(stats.submit_to_verdict, 0.99))} ({len(stats.submit_to_verdict)} verdicts)")

@@ -275,8 +275,9 @@ def driver_execute(session: Session | Connection, sql: str, params: dict[str, An
 def pipelined(session: Session) -> Iterator[None]:
     """psycopg's pipeline mode on the session's connection for the block: `driver_execute` returns
     at once and statements go to the server together, in order, when a result is first fetched
-    (one round trip for all that were sent). The transaction's BEGIN goes with the first of them,
-    so a transaction that starts here saves that round trip too. Each statement still runs after
+    (one round trip for all that were sent; leaving the block costs one more, the pipeline's
+    Sync). The transaction's BEGIN goes with the first of them, so a transaction that starts
+    here saves that round trip. Each statement still runs after
     the one before it has finished (its snapshot is taken then, its locks are waited for then).
 
     Only `driver_execute` inside the block: SQLAlchemy's own `execute` cannot read results in
