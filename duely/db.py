@@ -277,8 +277,8 @@ def pipelined(session: Session) -> Iterator[None]:
     at once and statements go to the server together, in order, when a result is first fetched
     (one round trip for all that were sent; leaving the block costs one more, the pipeline's
     Sync). The transaction's BEGIN goes with the first of them, so a transaction that starts
-    here saves that round trip. Each statement still runs after
-    the one before it has finished (its snapshot is taken then, its locks are waited for then).
+    here saves that round trip. Each statement still runs after the one before it has finished
+    (its snapshot is taken then, its locks are waited for then).
 
     Only `driver_execute` inside the block: SQLAlchemy's own `execute` cannot read results in
     pipeline mode. A driver error surfaces at a fetch (or at the block's end) rather than at the

@@ -28,9 +28,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "clients" / "python"))
 
-from duely_client import AlreadyInDuel, Client, ConnectionFailed, DuelFinished, DuelyError  # noqa: E402
+from duely_client import AlreadyInDuel, Client, ConnectionFailed, DuelFinished, DuelyError, RateLimited  # noqa: E402
 
 EXTENSIONS = {"python": "py", "cpp": "cpp"}
+RATE_LIMITED_WAIT_SECS = 5.0  # when a 429 comes without Retry-After (Duely always sends one)
 NAIVE = {
     "python": "import sys\ndata = sys.stdin.read().split()\nprint(sum(int(x) for x in data if x.lstrip('-').isdigit()))\n",
     "cpp": "#include <iostream>\nint main() { long long x, s = 0; while (std::cin >> x) s += x; std::cout << s << '\\n'; }\n",
@@ -132,12 +133,23 @@ class Bot:
             except DuelFinished:
                 pass
             return
-        try:
-            sid = self.client.submit(self.duel_id, self.attempts.pop(0), self.language)
-        except DuelFinished:
-            return
-        self.pending.add(sid)
-        self.say(f"submitted {sid}")
+        sid = self.submit(self.attempts.pop(0))
+        if sid is not None:
+            self.pending.add(sid)
+            self.say(f"submitted {sid}")
+
+    def submit(self, solution: str) -> str | None:
+        """Submit to the current duel; None when it is over. Past the submission rate limit
+        (429: nothing was stored) it waits as long as the answer says and submits again."""
+        while True:
+            try:
+                return self.client.submit(self.duel_id, solution, self.language)
+            except DuelFinished:
+                return None
+            except RateLimited as exc:
+                wait = exc.retry_after if exc.retry_after is not None else RATE_LIMITED_WAIT_SECS
+                self.say(f"rate limited: submitting again in {wait:g} s")
+                time.sleep(wait)
 
     def on_event(self, event: dict) -> None:
         kind, data = event["type"], event["data"]

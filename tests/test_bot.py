@@ -1,5 +1,5 @@
-"""examples/bot.py: two bots play a duel on the real stack, then Ctrl-C makes them leave the
-queue and exit cleanly."""
+"""examples/bot.py: two bots play duels on the real stack, meet the submission rate limit and
+wait it out, then Ctrl-C makes them leave the queue and exit cleanly."""
 
 from __future__ import annotations
 
@@ -28,9 +28,13 @@ def test_two_bots_play_then_leave_on_ctrl_c(instant_stack, db, tmp_path):
             assert time.monotonic() < deadline, "\n".join(path.read_text() for _, path in bots) + instant_stack.logs()
             assert all(proc.poll() is None for proc, _ in bots), "\n".join(path.read_text() for _, path in bots)
             time.sleep(0.2)
-        # Both queue again after the duel.
-        while not all(path.read_text().count("queued") >= 2 for _, path in bots):
+        # Both queue again after the duel. With the instant judge they play one duel after the
+        # other until they make more submissions than SUBMIT_RATE_LIMIT allows in its window: a bot
+        # waits that out (the 429's Retry-After) instead of dying of it.
+        while not (all(path.read_text().count("queued") >= 2 for _, path in bots)
+                   and any("rate limited: submitting again in" in path.read_text() for _, path in bots)):
             assert time.monotonic() < deadline, "\n".join(path.read_text() for _, path in bots)
+            assert all(proc.poll() is None for proc, _ in bots), "\n".join(path.read_text() for _, path in bots)
             time.sleep(0.2)
         for proc, _ in bots:
             proc.send_signal(signal.SIGINT)
