@@ -14,13 +14,24 @@ from sqlalchemy import text
 from tests.fixtures.stack import ROOT
 
 
+def start_as_from_a_terminal(command: list[str], out) -> subprocess.Popen:
+    """Start `command` with Ctrl-C (SIGINT) at its default, as a terminal would: a suite run as a
+    background job (`nohup make test &`) has SIGINT ignored, and a child inherits that, so the
+    bots would not hear the test's Ctrl-C."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_two_bots_play_then_leave_on_ctrl_c(instant_stack, db, tmp_path):
     bots = []
     for name, extra in (("bot-a", ["--solutions", "tests/devtaski/solutions", "--problems", "duely/devtaski/problems"]),
                         ("bot-b", ["--stream"])):  # one follows its log by long polls, the other by the stream
         out = open(tmp_path / f"{name}.out", "w")
-        bots.append((subprocess.Popen([sys.executable, str(ROOT / "examples" / "bot.py"), "--url", instant_stack.url,
-                                       "--nickname", name, *extra], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT),
+        bots.append((start_as_from_a_terminal([sys.executable, str(ROOT / "examples" / "bot.py"), "--url",
+                                               instant_stack.url, "--nickname", name, *extra], out),
                      tmp_path / f"{name}.out"))
     try:
         deadline = time.monotonic() + 90
