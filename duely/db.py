@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 
+from duely import notify
 from duely.backoff import TRANSACTION_RETRY
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ def make_engine(database_url: str, pool_size: int = 10, max_overflow: int = 10,
     )
     _ping_when_idle(engine, PING_IDLE_SECS)
     _plan_once(engine, PLAN_CACHE_MODE)
+    _notify_after_commit(engine)
     return engine
 
 
@@ -135,6 +137,27 @@ def _ping_when_idle(engine: Engine, idle_secs: float) -> None:
             engine.dialect.do_ping(dbapi_connection)
         except Exception as exc:  # the pool invalidates it and retries with a new connection
             raise sa_exc.DisconnectionError(str(exc)) from exc
+
+
+def _notify_after_commit(engine: Engine) -> None:
+    """Every transaction of `engine` commits as `COMMIT` followed by `notify.SEND_SQL`, in one
+    pipeline (one round trip, as the plain COMMIT took): the notifications its statements queued
+    (`notify.queue_sql`) leave by a transaction of their own (see duely/notify.py for why).
+    SQLAlchemy's own COMMIT then finds no transaction open, and psycopg sends nothing."""
+    from psycopg.pq import TransactionStatus  # here, not at import time: see duely/eventlog/listener.py
+
+    @event.listens_for(engine, "commit")
+    def _committing(connection: Connection) -> None:
+        driver = connection.connection.driver_connection
+        if driver is None or driver.info.transaction_status != TransactionStatus.INTRANS:
+            return  # nothing to commit, or a failed transaction: SQLAlchemy's commit says so
+        try:
+            with driver.pipeline():
+                driver.execute("COMMIT")
+                driver.execute(notify.SEND_SQL)
+        except Exception as exc:
+            connection._handle_dbapi_exception(exc, "COMMIT", {}, None, None)  # raises it, wrapped
+            raise
 
 
 class Database:
@@ -269,6 +292,41 @@ def driver_execute(session: Session | Connection, sql: str, params: dict[str, An
     except Exception as exc:
         connection._handle_dbapi_exception(exc, sql, params or {}, None, None)  # raises it, wrapped
         raise
+
+
+def execute_alone(connection: Session | Connection, sql: str, params: dict[str, Any] | None = None,
+                  named: bool = False) -> Any:
+    """`driver_execute` for the one statement of a `Database.run_alone` function: on its
+    autocommit connection, the statement runs as a transaction of its own and the notifications
+    it queued (`notify.queue_sql`) are sent after its commit, BEGIN, the statement, COMMIT and
+    `notify.SEND_SQL` going in one pipeline (one round trip, as the statement alone took).
+    Returns the cursor, its rows read after the commit. Inside a transaction (a Session, the
+    full path), it is `driver_execute`: the transaction's commit sends the notifications."""
+    if isinstance(connection, Session):
+        return driver_execute(connection, sql, params, named)
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    if not driver.autocommit:
+        return driver_execute(connection, sql, params, named)
+    import psycopg  # here, not at import time: see duely/eventlog/listener.py
+    from psycopg.rows import namedtuple_row
+
+    try:
+        with driver.pipeline():
+            driver.execute("BEGIN")
+            cursor = driver.cursor(row_factory=namedtuple_row) if named else driver.cursor()
+            cursor.execute(sql, params)
+            driver.execute("COMMIT")
+            driver.execute(notify.SEND_SQL)
+    except Exception as exc:
+        if driver.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+            try:  # the statement failed inside BEGIN: end that transaction before the pool takes it back
+                driver.rollback()
+            except psycopg.Error:
+                pass  # a broken connection: the handler below invalidates it
+        connection._handle_dbapi_exception(exc, sql, params or {}, None, None)  # raises it, wrapped
+        raise
+    return cursor
 
 
 @contextmanager

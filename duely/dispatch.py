@@ -1,7 +1,7 @@
 """Dispatch: hand stored submissions to Taski, and re-send the ones stuck in testing.
 
-Woken, not polled: the submit transaction sends `NOTIFY duely_dispatch` (delivered at its
-commit), and the scheduler's dispatch loop (duely/wakeup.py) runs a round at once (woken
+Woken, not polled: the submit transaction queues `NOTIFY duely_dispatch` (sent right after its
+commit: duely/notify.py), and the scheduler's dispatch loop (duely/wakeup.py) runs a round at once (woken
 rounds at least WOKEN_MIN_GAP_SECS apart); a round every DISPATCH_SWEEP_SECS stays as the
 safety net for re-sends, backoffs and missed wake-ups. A round claims the due rows in batches
 (one transaction each: claim, send up to SENDS_IN_FLIGHT at once, a batch of one inline, over
@@ -28,7 +28,7 @@ from functools import partial
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from duely import verdicts
+from duely import notify, verdicts
 from duely.backoff import SUBMISSION_SEND
 from duely.config import Config
 from duely.db import Database, driver_execute
@@ -55,13 +55,13 @@ DISPATCH_SWEEP_SECS = 1.0
 WOKEN_MIN_GAP_SECS = 0.015
 
 # The wake-up as an SQL expression, for a writer that folds it into a statement it runs anyway.
-WAKE_DISPATCHER_SQL = f"pg_notify('{DISPATCH_CHANNEL}', '')"
+WAKE_DISPATCHER_SQL = notify.queue_sql(f"'{DISPATCH_CHANNEL}'", "''")
 _NOTIFY = text(f"SELECT {WAKE_DISPATCHER_SQL}")
 
 
 def wake_dispatcher(session: Session) -> None:
-    """Ask the dispatchers for a round once this transaction commits (NOTIFY is sent at commit,
-    and identical notifications of one transaction are folded into one)."""
+    """Ask the dispatchers for a round once this transaction commits (the NOTIFY is sent right
+    after the commit, duely/notify.py; identical ones of one transaction are sent once)."""
     session.execute(_NOTIFY)
 
 _DUE = f"""

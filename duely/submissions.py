@@ -21,7 +21,7 @@ from duely import dispatch, duels, errors
 from duely.auth import TOKEN_OWNER_SQL, bad_token
 from duely.clock import isoformat
 from duely.config import Config
-from duely.db import driver_execute
+from duely.db import execute_alone
 from duely.eventlog.store import DUEL_LOG, USER_LOG, append_ctes, isoformat_sql, notify_sql, payload_json
 from duely.eventlog.types import DuelEventType, DuelLogSubmission, EventType, SubmissionCreated
 from duely.languages import LANGUAGES
@@ -48,9 +48,9 @@ class SubmitPolicy:
                    rate_window_secs=config.submit_rate_window)
 
 
-# A submit is ONE statement on the driver (db.driver_execute), the hottest write's: the checks,
+# A submit is ONE statement on the driver (db.execute_alone), the hottest write's: the checks,
 # and when they all pass, the insert, both events (`store.append_ctes`) and the NOTIFYs (the
-# polls of both logs; the dispatchers, dispatch.WAKE_DISPATCHER_SQL), delivered at commit.
+# polls of both logs; the dispatchers, dispatch.WAKE_DISPATCHER_SQL), sent after its commit.
 # The caller (`who`) is a user id, or a token hash checked by the statement itself (`submit_as`).
 #
 # The duel row is taken FOR UPDATE first (a MATERIALIZED CTE, so every check runs once it is
@@ -149,7 +149,7 @@ def _submit(session: Session | Connection, by_token: bool, who: dict[str, Any], 
             state=SubmissionState.PENDING, status=SubmissionState.PENDING, verdict=None))
     else:
         params["user_data"] = params["duel_data"] = None
-    row = driver_execute(session, _submit_sql(by_token), params, named=True).fetchone()
+    row = execute_alone(session, _submit_sql(by_token), params, named=True).fetchone()
     if row is None:  # only a token can match nothing
         raise bad_token()
     user_id: int = row.user_id

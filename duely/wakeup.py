@@ -1,7 +1,7 @@
 """Jobs woken by PostgreSQL NOTIFY, with a periodic sweep as the safety net.
 
 `WokenLoop` LISTENs on one channel on its own connection and runs its job as soon as a
-notification arrives (writers send them inside their transactions, so they arrive at commit),
+notification arrives (writers queue them in their transactions; they leave after the commit),
 and at least every `sweep_secs` anyway: a missed notification (connection lost, listener
 restarting) only delays work until the next sweep, it never loses it, because the job reads
 what to do from the rows. Notifications that arrive while the job runs are folded into one

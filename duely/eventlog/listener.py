@@ -1,10 +1,11 @@
 """One PostgreSQL LISTEN connection per process that wakes the requests waiting for events.
 See docs/events.md ("Wake-up").
 
-`eventlog.append` sends `pg_notify('duely_events', '<user id>')` inside the writer's transaction
+`eventlog.append` queues `pg_notify('duely_events', '<user id>')` in the writer's transaction
 (`'o:<user id>'` for an event that only echoes the user's own request, see `own_key`),
 `eventlog.append_duel` `pg_notify('duely_events', 'd:<duel id>')` for a duel's public log;
-PostgreSQL delivers it to every listening connection at commit. The listener turns each
+it is sent right after the commit (duely/notify.py), and PostgreSQL delivers it to every
+listening connection. The listener turns each
 notification into a wake-up of exactly the waiters of that log (a user id, or the key
 `duel_key(duel id)`), who then read their events with a short read of their own. A waiting
 request holds no database connection. One channel and one connection for both kinds of log:

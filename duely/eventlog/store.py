@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from duely import errors
+from duely import errors, notify
 from duely.auth import live_token_sql
 from duely.clock import isoformat, utcnow
 from duely.db import driver_execute, driver_sql
@@ -98,7 +98,7 @@ class PollKey:
 _LOCK_USERS = text("SELECT id FROM users WHERE id = ANY(:ids) ORDER BY id FOR UPDATE")
 # One statement per event (every writer pays it, the consumer once per message): the UPDATE
 # bumps the owner's counter and holds the row lock to commit, the INSERT takes that id, and the
-# NOTIFY is queued for commit. clock_timestamp(), not now(): taken under the row lock, so
+# NOTIFY is queued for after the commit (duely/notify.py). clock_timestamp(), not now(): taken under the row lock, so
 # created_at grows with the id for one log and pruning by age can never cut a hole in a log.
 _APPEND_SQL = """
     WITH next AS (
@@ -108,7 +108,7 @@ _APPEND_SQL = """
         SELECT :owner, last_event_id, :type, CAST(:data AS jsonb), clock_timestamp() FROM next
         RETURNING id
     )
-    SELECT id, pg_notify(:ch, :wake_key) FROM inserted
+    SELECT id, """ + notify.queue_sql(":ch", ":wake_key") + """ FROM inserted
     """
 _APPEND = text(_APPEND_SQL.format(events=USER_LOG.events, owners=USER_LOG.owners, owner_column=USER_LOG.owner_column))
 _APPEND_DUEL = text(_APPEND_SQL.format(events=DUEL_LOG.events, owners=DUEL_LOG.owners, owner_column=DUEL_LOG.owner_column))
@@ -143,7 +143,7 @@ _APPEND_MANY_SQL = (
     + "{also}"
     + """
     SELECT (SELECT count(*) FROM u_inserted) + (SELECT count(*) FROM d_inserted) AS n, {also_n} AS also_n,
-           count(pg_notify(:ch, w)) AS notified
+           count(""" + notify.queue_sql(":ch", "w") + """) AS notified
     FROM unnest(CAST(:wake_keys AS text[])) AS w
     """
 )
@@ -178,7 +178,7 @@ def notify_sql(log: Log, owner_sql: str, own: bool = False) -> str:
         prefix = duel_key(0).removesuffix("0")  # a duel's key: "d:<id>"
     else:
         prefix = own_key(0).removesuffix("0") if own else ""
-    return f"pg_notify('{NOTIFY_CHANNEL}', '{prefix}' || CAST({owner_sql} AS text))"
+    return notify.queue_sql(f"'{NOTIFY_CHANNEL}'", f"'{prefix}' || CAST({owner_sql} AS text)")
 
 
 def isoformat_sql(expr: str) -> str:
@@ -318,8 +318,8 @@ def append(session: Session, user_id: int, payload: Payload, own: bool = False) 
 
     The id comes from bumping `users.last_event_id`, which row-locks the user until the caller
     commits: a concurrent writer for the same user waits, so ids commit in order and without
-    gaps (a rolled-back id is given out again). The NOTIFY is transactional too: PostgreSQL
-    delivers it only if and when the caller commits.
+    gaps (a rolled-back id is given out again). The NOTIFY is transactional too: it is sent
+    only if and when the caller commits, right after (duely/notify.py).
     """
     _check_payload(payload)
     data = _encode(payload)
@@ -334,7 +334,7 @@ def append_duel(session: Session, duel_id: int, payload: DuelPayload) -> int:
 
     The same rules as `append`: the id comes from bumping `duels.last_event_id`, which takes the
     duel row's lock until the caller commits, so ids commit in order and without gaps; the
-    NOTIFY ("d:<duel id>" on the one channel) is delivered at commit. Callers take the duel row
+    NOTIFY ("d:<duel id>" on the one channel) is sent after the commit. Callers take the duel row
     lock before any user row lock (docs/lifecycle.md, lock order), so this never waits while
     holding a user's lock.
     """
@@ -364,7 +364,7 @@ class EventBatch:
     statement, whatever their number (`append` costs one statement per event).
 
     The same rules as `append`/`append_duel`: in the caller's transaction, ids gapless and in
-    the order the events were added (per log), NOTIFY at commit. The caller must already hold
+    the order the events were added (per log), NOTIFY after the commit. The caller must already hold
     the row locks of every user (`lock_users`) and duel it adds events for (see _APPEND_MANY_CTES).
     """
 

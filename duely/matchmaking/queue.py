@@ -13,10 +13,10 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from duely import challenges, duels, errors, eventlog
+from duely import challenges, duels, errors, eventlog, notify
 from duely.auth import TOKEN_OWNER_SQL, bad_token
 from duely.clock import isoformat
-from duely.db import driver_execute
+from duely.db import driver_execute, execute_alone
 from duely.eventlog import presence
 from duely.eventlog.store import USER_LOG, append_ctes, isoformat_sql, notify_sql
 from duely.eventlog.types import EventType, QueueJoined, QueueLeft, QueueLeftReason
@@ -28,12 +28,13 @@ log = logging.getLogger(__name__)
 # A join wakes the matchmaking loop (duely/wakeup.py) at its commit; the sweep pairs anyway.
 MATCHMAKING_CHANNEL = "duely_matchmaking"
 MATCHMAKING_SWEEP_SECS = 1.0
+WAKE_MATCHMAKING_SQL = notify.queue_sql(f"'{MATCHMAKING_CHANNEL}'", "''")
 # The join's and the leave's own statements run on the driver (db.driver_execute): hot path.
 _JOIN = f"""
     INSERT INTO queue_entries (user_id)
     SELECT %(u)s WHERE NOT EXISTS (SELECT 1 FROM duel_players WHERE user_id = %(u)s AND is_active)
     ON CONFLICT (user_id) DO NOTHING
-    RETURNING joined_at, pg_notify('{MATCHMAKING_CHANNEL}', '')
+    RETURNING joined_at, {WAKE_MATCHMAKING_SQL}
     """
 _LEAVE = "DELETE FROM queue_entries WHERE user_id = %(u)s RETURNING user_id"
 
@@ -79,7 +80,7 @@ _JOIN_ALONE = f"""
                     "jsonb_build_object('since', " + isoformat_sql("s.joined_at") + ")")}
     SELECT me.owner, CASE WHEN me.plain THEN coalesce(j.joined_at, me.waiting_since) END, j.joined_at IS NOT NULL,
            (SELECT count(*) FROM seen) AS seen,
-           (SELECT count({notify_sql(USER_LOG, "ev.owner", own=True)}) + count(pg_notify('{MATCHMAKING_CHANNEL}', '')) FROM ev) AS notified
+           (SELECT count({notify_sql(USER_LOG, "ev.owner", own=True)}) + count({WAKE_MATCHMAKING_SQL}) FROM ev) AS notified
     FROM me LEFT JOIN joined j ON true
     """
 # A leave: lock the user, take it out of the queue, append `queue_left` (reason `left`).
@@ -103,7 +104,7 @@ def join_alone(session: Session | Connection, token_hash: str) -> tuple[int, dt.
     (the caller's id, since when it waits) when it joined or already waited; (id, None) when it
     changed nothing and the full path (`join`, in a transaction) must decide. Unauthorized for a
     bad token."""
-    row = driver_execute(session, _JOIN_ALONE, {"h": token_hash}).fetchone()
+    row = execute_alone(session, _JOIN_ALONE, {"h": token_hash}).fetchone()
     if row is None:
         raise bad_token()
     user_id: int = row[0]
@@ -116,7 +117,7 @@ def leave_alone(session: Session | Connection, token_hash: str) -> tuple[int, bo
     """The API's leave in one statement (`_LEAVE_ALONE`, as `join_alone`): (the caller's id, True)
     when it left, (id, False) when it was not waiting, (id, None) when the full path (`leave`)
     must decide. Unauthorized for a bad token."""
-    row = driver_execute(session, _LEAVE_ALONE, {"h": token_hash}).fetchone()
+    row = execute_alone(session, _LEAVE_ALONE, {"h": token_hash}).fetchone()
     if row is None:
         raise bad_token()
     user_id, left, unchanged = row
