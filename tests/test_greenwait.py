@@ -35,6 +35,16 @@ _CHILD = textwrap.dedent(
     out["query"] = conn.execute("SELECT pg_sleep(0.3), 1").fetchone()[1]
     other.join()
     out["other_ran_during_the_query"] = ran
+    # A pipeline's statements leave without a switch to the hub while the socket is writable: no
+    # other greenlet runs between them (a transaction's row locks would wait for it meanwhile).
+    switched = []
+    bystander = gevent.spawn(switched.append, "another greenlet ran")
+    with conn.pipeline():
+        first = conn.execute("SELECT 1")
+        out["pipeline_switches_between_sends"] = list(switched)
+        second = conn.execute("SELECT 2")
+    out["pipelined"] = [first.fetchone()[0], second.fetchone()[0]]
+    bystander.join()
     # A large query (the socket waits for writing too) and a large answer come through whole.
     big = "x" * 3_000_000
     out["big_echo_len"] = len(conn.execute("SELECT %s::text", (big,)).fetchone()[0])
@@ -66,6 +76,8 @@ def test_psycopg_waits_on_the_gevent_hub_cooperatively_and_fails_cleanly(databas
         "installed": True,
         "query": 1,
         "other_ran_during_the_query": [2],
+        "pipeline_switches_between_sends": [],
+        "pipelined": [1, 2],
         "big_echo_len": 3_000_000,
         "notifies_when_idle": [],
         "notifies": ["hello"],
