@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from duely import notify
-from duely.db import Database, execute_alone, psycopg_url
+from duely.db import Database, driver_execute, execute_alone, psycopg_url
 
 CHANNEL = "duely_test_notify"
 
@@ -124,3 +124,32 @@ def test_a_statement_run_alone_that_fails_sends_nothing_and_leaves_its_connectio
     assert received(listener) == ["after"]
     with one_connection_db.transaction() as s:  # and a transaction on it starts clean
         assert s.execute(text("SELECT 1")).scalar_one() == 1
+
+
+def test_a_pipelined_transaction_commits_with_its_last_statements_and_then_sends(db, listener):
+    wake = notify.queue_sql(repr(CHANNEL), repr("pipelined"))
+    insert = f"INSERT INTO users (nickname, password_hash) VALUES (%(n)s, 'x') RETURNING id, {wake}"
+
+    def write(session) -> int:
+        return driver_execute(session, insert, {"n": "piped"}).fetchone()[0]
+
+    user_id = db.run(write, pipeline=True)
+    assert received(listener) == ["pipelined"]
+    assert db.read(lambda s: s.execute(text("SELECT nickname FROM users WHERE id = :u"), {"u": user_id}).scalar_one()) == "piped"
+
+
+def test_a_pipelined_transaction_that_fails_commits_nothing_and_sends_nothing(one_connection_db, db, listener):
+    wake = notify.queue_sql(repr(CHANNEL), repr("never"))
+    insert = f"INSERT INTO users (nickname, password_hash) VALUES ('never', 'x') RETURNING id, {wake}"
+
+    def write_then_fail(session) -> None:
+        driver_execute(session, insert).fetchone()
+        driver_execute(session, "SELECT 1 / 0")  # fails at the closing Sync, after the insert ran
+
+    with pytest.raises(DBAPIError) as failure:
+        one_connection_db.run(write_then_fail, pipeline=True)
+    assert failure.value.orig.sqlstate == "22012"
+    assert received(listener) == []
+    assert db.read(lambda s: s.execute(text("SELECT count(*) FROM users WHERE nickname = 'never'")).scalar_one()) == 0
+    one_connection_db.run(lambda s: queue(s, "after"))  # the connection is clean for the next transaction
+    assert received(listener) == ["after"]

@@ -191,7 +191,7 @@ def resign(duel_id: int):
     """Give up: the opponent wins at once."""
     # The token is checked by the resignation's first statement (duels.resign_as): no statement of its own.
     token_hash = caller_token_hash()
-    g.user_id, duel = services().db.run(lambda s: duels.resign_as(s, token_hash, duel_id))
+    g.user_id, duel = services().db.run(lambda s: duels.resign_as(s, token_hash, duel_id), pipeline=True)
     return duel
 
 
