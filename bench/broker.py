@@ -4,6 +4,7 @@ long a record waits in it, and what its CPU per record does as its one partition
     .venv/bin/python bench/broker.py                       # both parts (about 4 minutes)
     .venv/bin/python bench/broker.py --parts latency --waits 10,50,200
     .venv/bin/python bench/broker.py --parts growth --rate 100 --slices 6
+    .venv/bin/python bench/broker.py --parts growth --partitions 8   # the records spread by key
 
 Starts its own broker (duely.infra.start_broker, as `make run` does) and one topic of one
 partition, and talks to it with kafka-python as Duely's consumer does (a group member
@@ -104,10 +105,11 @@ def latency_at(bootstrap: str, producer: KafkaProducer, wait_ms: int, records: i
     return got
 
 
-def growth(bootstrap: str, broker_pid: int, rate: float, slices: int, slice_secs: float) -> None:
+def growth(bootstrap: str, broker_pid: int, rate: float, slices: int, slice_secs: float, partitions: int) -> None:
     topic = "growth"
     with admin_client(bootstrap) as admin:
-        ensure_topic(admin, topic)
+        ensure_topic(admin, topic, partitions)
+    print(f"topic of {partitions} partition(s); records keyed at random, as submissions' ids are", flush=True)
     producer = KafkaProducer(bootstrap_servers=[bootstrap], linger_ms=0)
     held = 0
 
@@ -115,14 +117,14 @@ def growth(bootstrap: str, broker_pid: int, rate: float, slices: int, slice_secs
         nonlocal held
         began, cpu, n = time.monotonic(), process_cpu_secs(broker_pid), 0
         while time.monotonic() - began < slice_secs:
-            producer.send(topic, b"x" * 200)
+            producer.send(topic, b"x" * 200, key=os.urandom(16).hex().encode())
             producer.flush()
             n += 1
             time.sleep(max(0.0, n / rate - (time.monotonic() - began)))
         held += n
         return 1000 * (process_cpu_secs(broker_pid) - cpu) / n
 
-    print(f"producing alone ({rate:g}/s): broker CPU per record {produce_slice():.2f} ms (partition holds {held:,})",
+    print(f"producing alone ({rate:g}/s): broker CPU per record {produce_slice():.2f} ms (the topic holds {held:,})",
           flush=True)
     c = consumer(bootstrap, topic, "g-growth", 50)
     done = threading.Event()
@@ -137,12 +139,12 @@ def growth(bootstrap: str, broker_pid: int, rate: float, slices: int, slice_secs
     for _ in range(slices):
         per_record = produce_slice()
         print(f"with the consumer following (fetch_max_wait_ms 50): broker CPU per record {per_record:.2f} ms "
-              f"(partition holds {held:,} at the slice's end)", flush=True)
+              f"(the topic holds {held:,} at the slice's end)", flush=True)
     cpu = process_cpu_secs(broker_pid)
     time.sleep(slice_secs)  # nothing produced: what a stack left running between players pays
     idle = process_cpu_secs(broker_pid) - cpu
     print(f"idle, the consumer waiting (fetch_max_wait_ms 50): broker {100 * idle / slice_secs:.1f}% of a core "
-          f"(partition holds {held:,})", flush=True)
+          f"(the topic holds {held:,})", flush=True)
     done.set()
     reader.join()
     c.close()
@@ -157,6 +159,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0, help="records per second (growth part)")
     parser.add_argument("--slices", type=int, default=5)
     parser.add_argument("--slice-secs", type=float, default=30.0)
+    parser.add_argument("--partitions", type=int, default=1, help="partitions of the growth part's topic (records spread by key)")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     port = free_port()
@@ -166,7 +169,7 @@ def main() -> None:
         if "latency" in parts:
             latency(bootstrap, [int(w) for w in args.waits.split(",")], args.records)
         if "growth" in parts:
-            growth(bootstrap, broker.pid, args.rate, args.slices, args.slice_secs)
+            growth(bootstrap, broker.pid, args.rate, args.slices, args.slice_secs, args.partitions)
     finally:
         broker.terminate()
         broker.wait(10)
