@@ -153,8 +153,7 @@ def _notify_after_commit(engine: Engine) -> None:
             return  # nothing to commit, or a failed transaction: SQLAlchemy's commit says so
         try:
             with driver.pipeline():
-                driver.execute("COMMIT")
-                driver.execute(notify.SEND_SQL)
+                _commit_then_send(driver)
         except Exception as exc:
             connection._handle_dbapi_exception(exc, "COMMIT", {}, None, None)  # raises it, wrapped
             raise
@@ -326,8 +325,7 @@ def execute_alone(connection: Session | Connection, sql: str, params: dict[str, 
             driver.execute("BEGIN")
             cursor = driver.cursor(row_factory=namedtuple_row) if named else driver.cursor()
             cursor.execute(sql, params)
-            driver.execute("COMMIT")
-            driver.execute(notify.SEND_SQL)
+            _commit_then_send(driver)
     except Exception as exc:
         if driver.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
             try:  # the statement failed inside BEGIN: end that transaction before the pool takes it back
@@ -375,6 +373,12 @@ def _queue_commit(session: Session) -> None:
         raise AssertionError("a pipelined transaction writes through driver_execute only")
     driver = session.connection().connection.driver_connection
     assert driver is not None
+    _commit_then_send(driver)
+
+
+def _commit_then_send(driver: Any) -> None:
+    """Queue COMMIT, then `notify.SEND_SQL` as a transaction of its own, in `driver`'s open
+    pipeline: the one way every commit of Duely ends (duely/notify.py)."""
     driver.execute("COMMIT")
     driver.execute(notify.SEND_SQL)
 

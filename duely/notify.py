@@ -30,7 +30,7 @@ and a crash loses undelivered notifications anyway (every listener treats a reco
 
 from __future__ import annotations
 
-# A placeholder setting (PostgreSQL keeps any `prefix.name` a session sets): the queued
+# A custom setting (PostgreSQL keeps any `prefix.name` a session sets): the queued
 # notifications, ",<channel> <payload>" each. Channels are our fixed names; payloads are
 # user ids, "d:<id>", "o:<id>" or empty, so neither separator can occur inside one.
 SETTING = "duely.notify_after_commit"
