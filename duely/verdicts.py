@@ -28,6 +28,7 @@ from duely.db import CONSUMER_POOL, Database, driver_execute
 from duely.eventlog.types import DuelLogSubmission, OpponentVerdict, SubmissionUpdate, SubmissionVerdict
 from duely.gcfreeze import freeze_startup_heap
 from duely.logs import kv
+from duely.recreated_topic import TopicWatch
 from duely.runtime import Runtime
 from duely.statuses import DuelStatus, SubmissionState
 from duely.topics import admin_client, ensure_topic
@@ -338,6 +339,7 @@ def consume(db: Database, config: Config, stop: threading.Event) -> None:
             log.info("consumer connected", extra=kv(topic=config.taski_topic, group=config.duely_consumer_group))
             reconnect.reset()
             uncommitted, committed_at = False, time.monotonic()
+            topic = TopicWatch(config.taski_topic)
             while not stop.is_set():
                 try:
                     items = poll_items(consumer)
@@ -345,6 +347,9 @@ def consume(db: Database, config: Config, stop: threading.Event) -> None:
                     if undecodable.skip_undecodable_batch(consumer, exc):
                         continue
                     raise
+                if topic.recreated(consumer):  # the records may come from positions in the old topic
+                    uncommitted = False  # what was applied was the old topic's: nothing to commit in the new
+                    continue
                 if items:
                     if not apply_until_done(db, items, stop, database_outage):
                         uncommitted = False  # the position is past a batch not applied: commit nothing
