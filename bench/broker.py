@@ -76,7 +76,7 @@ def latency_at(bootstrap: str, producer: KafkaProducer, wait_ms: int, records: i
     """Produce -> received, seconds, of `records` records a consumer with this fetch_max_wait_ms follows."""
     topic = f"latency-{wait_ms}"
     with admin_client(bootstrap) as admin:
-        ensure_topic(admin, topic)
+        ensure_topic(admin, topic, 1)
     c = consumer(bootstrap, topic, f"g-{wait_ms}", wait_ms)
     sent: dict[int, float] = {}
     got: list[float] = []

@@ -38,7 +38,7 @@ def test_a_burst_of_many_submissions_is_applied_once_each_and_committed(db, data
                 subs.append((sid, user))
     config = consumer_config(database_url, kafka_bootstrap, f"t-{tag}")
     with admin_client(kafka_bootstrap) as admin:
-        ensure_topic(admin, config.taski_topic)  # one partition, as Taski's
+        ensure_topic(admin, config.taski_topic, 1)  # one partition: the burst is read in the order sent
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
     send(producer, config.taski_topic, [b"{}"])  # poison first: skipped
     running = RunningConsumer(db, config)

@@ -36,7 +36,6 @@ from duely.topics import ensure_topic
 
 log = logging.getLogger(__name__)
 
-TOPIC_PARTITIONS = 1
 BROKER_TIMEOUT_MS = 5000
 SEND_TIMEOUT_SECS = 15
 PUBLISH_BATCH_MAX = 500
@@ -198,7 +197,7 @@ class Publisher:
     def _connect(self) -> KafkaProducer:
         self._admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=BROKER_TIMEOUT_MS,
                                        client_id="devtaski-admin")
-        ensure_topic(self._admin, self.topic, TOPIC_PARTITIONS)
+        ensure_topic(self._admin, self.topic)  # topics.DEV_TOPIC_PARTITIONS, as the consumer's
         self._producer = KafkaProducer(
             bootstrap_servers=self.bootstrap_servers, client_id="devtaski", acks="all",
             # sends are held (not sent one by one as they are queued) until `flush` sends the whole batch at once
