@@ -191,15 +191,15 @@ class Database:
         (SQLSTATE 40P01, 40001) roll back and run it again, up to `attempts` times in all, after a
         short jittered wait (backoff.TRANSACTION_RETRY). Every change goes through here.
 
-        `pipeline`: `fn` runs inside `pipelined` (so it uses `driver_execute` only), and the
-        COMMIT and the notifications' send (duely/notify.py) are queued behind its last
-        statements, going to the server with the pipeline's closing Sync: the transaction costs
-        two round trips fewer than BEGIN ... COMMIT around the same statements."""
+        `pipeline`: `fn` runs inside `pipelined` (so it uses `driver_execute` only), the BEGIN
+        queued with its first statements and the COMMIT and the notifications' send
+        (duely/notify.py) behind its last, going to the server with the pipeline's closing Sync:
+        the transaction costs two round trips fewer than BEGIN ... COMMIT around the same statements."""
         def once() -> T:
             with self.transaction() as session:
                 if not pipeline:
                     return fn(session)
-                with pipelined(session):
+                with pipelined(session, begin=True):
                     result = fn(session)
                     _queue_commit(session)
                 return result
@@ -338,13 +338,19 @@ def execute_alone(connection: Session | Connection, sql: str, params: dict[str, 
 
 
 @contextmanager
-def pipelined(session: Session) -> Iterator[None]:
+def pipelined(session: Session, begin: bool = False) -> Iterator[None]:
     """psycopg's pipeline mode on the session's connection for the block: `driver_execute` returns
     at once and statements go to the server together, in order, when a result is first fetched
     (one round trip for all that were sent; leaving the block costs one more, the pipeline's
-    Sync). The transaction's BEGIN goes with the first of them, so a transaction that starts
-    here saves that round trip. Each statement still runs after the one before it has finished
-    (its snapshot is taken then, its locks are waited for then).
+    Sync). Each statement still runs after the one before it has finished (its snapshot is taken
+    then, its locks are waited for then).
+
+    psycopg starts a transaction in pipeline mode with a BEGIN it waits for (a Sync of its own:
+    one more round trip, seen in libpq's trace). With `begin`, a transaction not yet started is
+    started by this block instead, its BEGIN queued with the first statements: the connection is
+    in autocommit for the block (psycopg then adds no BEGIN) and is given back as it was, the
+    transaction rolled back if the block left it open (`Database.run(..., pipeline=True)` queues
+    its COMMIT; an error or an early return leaves it open).
 
     Only `driver_execute` inside the block: SQLAlchemy's own `execute` cannot read results in
     pipeline mode. A driver error surfaces at a fetch (or at the block's end) rather than at the
@@ -357,12 +363,34 @@ def pipelined(session: Session) -> Iterator[None]:
     if driver.pgconn.pipeline_status != psycopg.pq.PipelineStatus.OFF:
         yield  # inside a pipelined block already (`Database.run(..., pipeline=True)`): a nested one would Sync
         return
+    own_begin = begin and driver.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    if own_begin:
+        driver.autocommit = True  # before the pipeline: inside it, psycopg would Sync to check
     try:
         with driver.pipeline():
+            if own_begin:
+                driver.execute("BEGIN")
             yield
     except psycopg.Error as exc:
         connection._handle_dbapi_exception(exc, "(pipelined statements)", {}, None, None)  # raises it, wrapped
         raise
+    finally:
+        if own_begin:
+            _end_own_transaction(connection, driver)
+
+
+def _end_own_transaction(connection: Connection, driver: Any) -> None:
+    """After a `pipelined(..., begin=True)` block: roll back the transaction it left open, then
+    put the connection back out of autocommit, as SQLAlchemy and the pool expect it. A connection
+    that cannot be put back (it broke) is invalidated, never pooled in autocommit."""
+    import psycopg  # here, not at import time: see duely/eventlog/listener.py
+
+    try:
+        if driver.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            driver.execute("ROLLBACK")
+        driver.autocommit = False
+    except psycopg.Error:
+        connection.invalidate()
 
 
 def _queue_commit(session: Session) -> None:

@@ -446,8 +446,9 @@ def finish(session: Session, duel: LockedDuel, players: list[int], decision: out
 
 # A resignation in four statements between BEGIN and COMMIT (it was eleven: the duel and its
 # players were read twice, by the access check and by the finish, and the answer read them again),
-# sent in three round trips instead of six (db.pipelined: BEGIN and the first two go together, then
-# the last two; the API's `Database.run(..., pipeline=True)` sends COMMIT with the pipeline's Sync):
+# sent in two round trips instead of six (db.pipelined: BEGIN and the first two go together, then
+# the last two with COMMIT, which the API's `Database.run(..., pipeline=True)` queues behind them:
+# nothing waits for their answers, the events' append checking itself, `EventBatch.flush`):
 # 1. `_RESIGN_LOCK`: the caller (a token checked by the statement, or a user id), the duel row FOR
 #    UPDATE (only for a known caller), its players and what the answer shows of it;
 # 2. `_RESIGN_LOAD`: the players' user rows FOR UPDATE in id order (lock order: duel, users) with

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import psycopg
 import pytest
+import sqlalchemy
 from sqlalchemy import text
 
 from duely import auth, duels, errors
-from duely.db import psycopg_url
+from duely.db import driver_execute, psycopg_url
 from tests.conftest import TEST_SECRET_KEY
 from tests.test_hot_writes import in_thread, wait_until_blocked_on_a_lock
 from tests.test_submissions import submit
@@ -247,3 +248,80 @@ def test_a_resignation_racing_the_resigners_accepted_verdict_gives_one_winner(ma
         assert by_resign == result == {"outcome": "win", "winner_id": bob.id, "reason": "resign"}
     won = {uid: r[2] for uid, r in records(db, alice, bob).items()}
     assert won == {alice.id: int(by_resign is None), bob.id: int(by_resign is not None)}
+
+
+def round_trips(trace: str) -> list[list[str]]:
+    """The messages the client sent, per wait for the server, from a libpq trace: a run of
+    frontend (F) lines ends when backend (B) lines are read."""
+    trips: list[list[str]] = []
+    previous = None
+    for line in trace.splitlines():
+        fields = line.split("\t")
+        if len(fields) < 3 or fields[0] not in ("F", "B"):
+            continue  # the continuation of a multi-line statement
+        if fields[0] == "F":
+            if previous != "F":
+                trips.append([])
+            trips[-1].append(fields[2])
+        previous = fields[0]
+    return trips
+
+
+def test_a_resignation_waits_for_the_server_twice(make_user, duel_between, db, tmp_path):
+    """BEGIN and the two locking reads go together; then the write, its events, COMMIT and the
+    notifications' send (docs/lifecycle.md, "Resign"): two waits for the server, the duel's lock
+    held across one. Counted from libpq's own trace of the messages on the connection."""
+    alice, bob = make_user("alice"), make_user("bob")
+    duel_id = duel_between(alice, bob)
+    hashed = auth.hash_token(TEST_SECRET_KEY, alice.token)
+    trace_path = tmp_path / "libpq.trace"
+    traced = []
+
+    with open(trace_path, "w") as trace:
+        def checked_out(dbapi_connection, record, proxy):  # before the transaction's first message
+            dbapi_connection.pgconn.trace(trace.fileno())
+            dbapi_connection.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
+            traced.append(dbapi_connection)
+
+        sqlalchemy.event.listen(db.engine, "checkout", checked_out)
+        try:
+            _, answer = db.run(lambda s: duels.resign_as(s, hashed, duel_id), pipeline=True)
+        finally:
+            sqlalchemy.event.remove(db.engine, "checkout", checked_out)
+            for driver in traced:
+                driver.pgconn.untrace()
+    assert len(traced) == 1
+    assert answer["result"] == {"outcome": "win", "winner_id": bob.id, "reason": "resign"}
+    trips = round_trips(trace_path.read_text())
+    executes = [trip.count("Execute") for trip in trips]
+    assert executes == [3, 4], trips  # BEGIN and the two reads; the write, the events, COMMIT, the send
+    assert finished_events(db, duel_id)["d"][0]["winner_id"] == bob.id  # committed
+
+
+def test_a_refused_resignation_in_a_pipeline_leaves_its_connection_as_it_found_it(make_user, duel_between, db):
+    """The pipelined resignation runs its transaction on a connection in autocommit (db.pipelined);
+    one that ends early (409, 403) or fails must roll back and give the connection back to the
+    pool out of autocommit, or the next transaction on it would commit statement by statement."""
+    alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol")
+    duel_id = duel_between(alice, bob)
+    used = []
+
+    def run(fn):
+        def traced(s):
+            used.append(s.connection().connection.driver_connection)
+            return fn(s)
+        return db.run(traced, pipeline=True)
+
+    run(lambda s: duels.resign_as(s, auth.hash_token(TEST_SECRET_KEY, alice.token), duel_id))
+    for user, error in ((bob, errors.DuelFinished), (carol, errors.Forbidden)):
+        with pytest.raises(error):
+            run(lambda s, token=user.token: duels.resign_as(s, auth.hash_token(TEST_SECRET_KEY, token), duel_id))
+    with pytest.raises(sqlalchemy.exc.DataError):  # a driver error inside the pipeline
+        run(lambda s: driver_execute(s, "SELECT CAST('x' AS int)").fetchone())
+    assert len(used) == 4
+    for driver in used:
+        assert not driver.autocommit
+        assert driver.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    with db.transaction() as s:  # and a transaction on the pool is one: its statements share a snapshot
+        assert s.execute(text("SELECT txid_current() = txid_current()")).scalar()
+        assert not s.connection().connection.driver_connection.autocommit

@@ -135,6 +135,7 @@ _APPEND_MANY_CTES = """
         ORDER BY b.owner, b.k
         RETURNING 1
     )"""
+_APPENDED = "((SELECT count(*) FROM u_inserted) + (SELECT count(*) FROM d_inserted))"
 _APPEND_MANY_SQL = (
     "WITH"
     + _APPEND_MANY_CTES.format(p="u_", events=USER_LOG.events, owners=USER_LOG.owners, owner_column=USER_LOG.owner_column)
@@ -142,11 +143,17 @@ _APPEND_MANY_SQL = (
     + _APPEND_MANY_CTES.format(p="d_", events=DUEL_LOG.events, owners=DUEL_LOG.owners, owner_column=DUEL_LOG.owner_column)
     + "{also}"
     + """
-    SELECT (SELECT count(*) FROM u_inserted) + (SELECT count(*) FROM d_inserted) AS n, {also_n} AS also_n,
-           count(""" + notify.queue_sql(":ch", "w") + """) AS notified
+    SELECT CAST(CASE WHEN """ + _APPENDED + """ = CAST(:expected AS bigint) THEN CAST(:expected AS text)
+                     ELSE 'appended ' || """ + _APPENDED + """ || ' of ' || CAST(:expected AS text)
+                          || ' events: unknown log owner' END AS bigint) AS n,
+           {also_n} AS also_n, count(""" + notify.queue_sql(":ch", "w") + """) AS notified
     FROM unnest(CAST(:wake_keys AS text[])) AS w
     """
 )
+# The statement checks its own count, so that a caller need not wait for its answer (in a
+# pipeline it is only queued, and the COMMIT queued behind it): an owner that does not exist
+# would leave an event out, so the cast of the message fails the statement, and the transaction
+# with it, rather than drop the event (SQL has no RAISE of its own; the error names the count).
 
 
 # `append` in CTE form, for a hot write that folds its change and its event into ONE statement
@@ -390,8 +397,12 @@ class EventBatch:
 
         `also`: another data-modifying statement of the caller (a constant string, with
         `RETURNING` one row per row it changes) run in the same statement, to save a round trip;
-        returns how many rows it changed (None without it). It runs even with no events. Its
-        parameters (`also_params`) must not clash with the append's (`u_*`, `d_*`, `ch`, `wake_keys`).
+        returns how many rows it changed. It runs even with no events. Its parameters
+        (`also_params`) must not clash with the append's (`u_*`, `d_*`, `ch`, `wake_keys`, `expected`).
+
+        Without `also` it returns None and does not wait for the answer: the statement fails by
+        itself if an event's owner does not exist (`_APPEND_MANY_SQL`), so in a pipeline
+        (`db.pipelined`) it is only queued, and the transaction's COMMIT can go in the same round trip.
         """
         if not self._user and not self._duel and also is None:
             return None
@@ -408,12 +419,10 @@ class EventBatch:
                        f"{prefix}types": [r[1] for r in rows],
                        f"{prefix}datas": json.dumps([r[2] for r in rows], separators=(",", ":"))}
             params["wake_keys"] += [wake_key(o) for o in owners]
-        expected = len(self)
-        row = driver_execute(session, _append_many_statement(also), params, named=True).fetchone()
-        if row.n != expected:  # an owner that does not exist: like `append`, fail rather than drop events
-            raise ValueError(f"appended {row.n} of {expected} events: unknown log owner")
+        params["expected"] = len(self)
+        cursor = driver_execute(session, _append_many_statement(also), params, named=True)
         self._user, self._duel = [], []
-        return None if also is None else int(row.also_n)
+        return None if also is None else int(cursor.fetchone().also_n)
 
 
 def append_many(session: Session, events: Iterable[tuple[int, Payload]]) -> None:
