@@ -162,11 +162,15 @@ class Stats:
         self.pg_waits: dict[str, int] = defaultdict(int)  # PostgreSQL's active backends by wait event, summed over samples
         self.pg_samples = 0
         self.requests: dict[str, int] = defaultdict(int)  # route -> requests made within the window
+        # "METHOD route status" of every 5xx -> monotonic times it was answered: which request, and a burst or not
+        self.server_errors: dict[str, list[float]] = defaultdict(list)
 
     def on_response(self, method: str, route: str, status: int, secs: float) -> None:
         if self.closed:  # the polls still held when the run ends are cut off: not a failure of the stack
             return
         self.statuses[status] += 1
+        if status >= 500:
+            self.server_errors[f"{method} {route} {status}"].append(time.monotonic())
         if self.window_open:
             self.requests[route] += 1
             if method != "GET":
@@ -624,6 +628,9 @@ def main() -> None:
             if secs * 1000 / submits >= 0.01))
     print(f"lost {lost}, doubled {doubled}, gaps {stats.gaps}, 5xx {five_xx}, no answer "
           f"{stats.statuses.get(0, 0)}; other errors {dict(stats.errors) or 'none'}")
+    for what, times in sorted(stats.server_errors.items()):
+        print(f"  5xx: {what} x{len(times)}, {times[0] - stats.window_began:+.1f} s to {times[-1] - stats.window_began:+.1f} s "
+              "from the window's start (--keep keeps the stack's logs)")
 
 
 if __name__ == "__main__":
