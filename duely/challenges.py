@@ -534,7 +534,7 @@ _LOCK_WITH_PARTNERS = driver_sql(text(
     WHERE id IN (SELECT unnest(CAST(:uids AS bigint[]))
                  UNION SELECT challenger_id FROM challenges WHERE {_OFFERS_OF}
                  UNION SELECT to_user_id FROM challenges WHERE {_OFFERS_OF})
-    ORDER BY id FOR UPDATE OF users
+    ORDER BY id FOR NO KEY UPDATE OF users
     """
 ))
 

@@ -347,7 +347,7 @@ _FINISH_LOAD = text(
     """
     SELECT u.id, u.rating, u.rating_exact, u.rating_deviation, u.rating_volatility, u.rated_at, dp.outcomes
     FROM users u JOIN duel_players dp ON dp.user_id = u.id AND dp.duel_id = :d
-    ORDER BY u.id FOR UPDATE OF u
+    ORDER BY u.id FOR NO KEY UPDATE OF u
     """
 )
 # Every row the finish changes, in one statement: the duel, both player rows, and (rated duels)
@@ -451,7 +451,7 @@ def finish(session: Session, duel: LockedDuel, players: list[int], decision: out
 # nothing waits for their answers, the events' append checking itself, `EventBatch.flush`):
 # 1. `_RESIGN_LOCK`: the caller (a token checked by the statement, or a user id), the duel row FOR
 #    UPDATE (only for a known caller), its players and what the answer shows of it;
-# 2. `_RESIGN_LOAD`: the players' user rows FOR UPDATE in id order (lock order: duel, users) with
+# 2. `_RESIGN_LOAD`: the players' user rows FOR NO KEY UPDATE in id order (lock order: duel, users) with
 #    what `finish` needs of them, their submissions and the database clock. Its own statement, so
 #    its snapshot is younger than the duel lock the first one may have waited for: every
 #    submission and verdict committed before the lock was ours is seen (they change only under it).
@@ -478,7 +478,7 @@ _RESIGN_LOAD = f"""
     FROM users u JOIN duel_players dp ON dp.user_id = u.id AND dp.duel_id = %(d)s
     WHERE EXISTS (SELECT 1 FROM duels d JOIN duel_players me ON me.duel_id = d.id
                   WHERE d.id = %(d)s AND d.status = {DuelStatus.ACTIVE.sql} AND me.user_id = (SELECT user_id FROM who))
-    ORDER BY u.id FOR UPDATE OF u
+    ORDER BY u.id FOR NO KEY UPDATE OF u
     """
 _WHO_BY_USER = "who AS (SELECT CAST(%(user)s AS bigint) AS user_id)"
 _WHO_BY_TOKEN = f"who AS ({TOKEN_OWNER_SQL})"

@@ -126,7 +126,7 @@ _LOCK_USERS_LOAD_SUBMISSIONS = """
     FROM users u LEFT JOIN submissions s ON s.user_id = u.id AND s.duel_id = ANY(%(duels)s)
     WHERE u.id = ANY(%(players)s)
     ORDER BY u.id
-    FOR UPDATE OF u
+    FOR NO KEY UPDATE OF u
     """
 # The newest state of each submission the batch changed (run as a CTE of the events' statement).
 # The status guard is a safety net: under the duel locks no other transaction judges these submissions.

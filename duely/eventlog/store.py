@@ -95,7 +95,12 @@ class PollKey:
         return self.kind in (KeyKind.DUEL, KeyKind.DUEL_AS)
 
 
-_LOCK_USERS = text("SELECT id FROM users WHERE id = ANY(:ids) ORDER BY id FOR UPDATE")
+# FOR NO KEY UPDATE, the lock an UPDATE of the counter takes anyway: it serialises the writers
+# of a log, but not a transaction inserting a row that names the user (its foreign key check takes
+# KEY SHARE, which FOR UPDATE blocks). Held FOR UPDATE, a new user's first queue join deadlocked
+# with the presence heartbeat inserting that user's presence row (docs/events.md). Every statement
+# that locks users itself takes the same mode.
+_LOCK_USERS = text("SELECT id FROM users WHERE id = ANY(:ids) ORDER BY id FOR NO KEY UPDATE")
 # One statement per event (every writer pays it, the consumer once per message): the UPDATE
 # bumps the owner's counter and holds the row lock to commit, the INSERT takes that id, and the
 # NOTIFY is queued for after the commit (duely/notify.py). clock_timestamp(), not now(): taken under the row lock, so

@@ -59,7 +59,7 @@ _PENDING_REMATCH = challenges.pending_rematch_offer("t.user_id", alias="c")
 # decides), whether this statement queued it.
 _JOIN_ALONE = f"""
     WITH {_TOKEN_CTE}, locked AS MATERIALIZED (
-        SELECT u.id, u.last_event_id FROM users u JOIN tok t ON u.id = t.user_id FOR UPDATE OF u
+        SELECT u.id, u.last_event_id FROM users u JOIN tok t ON u.id = t.user_id FOR NO KEY UPDATE OF u
     ), me AS MATERIALIZED (
         SELECT t.user_id AS owner,
                l.last_event_id = u.last_event_id
@@ -88,7 +88,7 @@ _JOIN_ALONE = f"""
 # unchanged since the snapshot (when it did not leave and the row changed, the full path decides).
 _LEAVE_ALONE = f"""
     WITH {_TOKEN_CTE}, locked AS MATERIALIZED (
-        SELECT u.id AS owner, u.last_event_id FROM users u JOIN tok t ON u.id = t.user_id FOR UPDATE OF u
+        SELECT u.id AS owner, u.last_event_id FROM users u JOIN tok t ON u.id = t.user_id FOR NO KEY UPDATE OF u
     ), gone AS (
         DELETE FROM queue_entries q USING locked l WHERE q.user_id = l.owner RETURNING q.user_id AS owner
     ), {append_ctes("ev", "gone", USER_LOG, EventType.QUEUE_LEFT.value,
