@@ -468,6 +468,15 @@ def sample_pg_waits(data_dir: Path, stats: Stats, stop: gevent.event.Event, peri
             gevent.sleep(period)
 
 
+def deadlocks_logged(data_dir: Path) -> int | None:
+    """Deadlocks the embedded PostgreSQL detected, from its log (None: no such log). They are
+    retried, so no player sees an error, but each waited deadlock_timeout first."""
+    try:
+        return (data_dir / "pg" / "log").read_text(errors="replace").count("ERROR:  deadlock detected")
+    except OSError:
+        return None
+
+
 SLICE_SECS = 60.0
 
 
@@ -564,6 +573,7 @@ def main() -> None:
             proc.wait(90)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+        deadlocks = deadlocks_logged(data_dir)  # the stack has stopped: its log is complete
         if not args.keep:
             shutil.rmtree(data_dir, ignore_errors=True)
 
@@ -628,6 +638,8 @@ def main() -> None:
             if secs * 1000 / submits >= 0.01))
     print(f"lost {lost}, doubled {doubled}, gaps {stats.gaps}, 5xx {five_xx}, no answer "
           f"{stats.statuses.get(0, 0)}; other errors {dict(stats.errors) or 'none'}")
+    if deadlocks is not None:  # each held its transaction for deadlock_timeout (1 s), then was retried
+        print(f"deadlocks in PostgreSQL's log over the whole run: {deadlocks}")
     for what, times in sorted(stats.server_errors.items()):
         print(f"  5xx: {what} x{len(times)}, {times[0] - stats.window_began:+.1f} s to {times[-1] - stats.window_began:+.1f} s "
               "from the window's start (--keep keeps the stack's logs)")
