@@ -5,7 +5,12 @@ Taken FOR UPDATE, it blocked such inserts: their foreign key check takes KEY SHA
 new player's first queue join and the presence heartbeat then deadlocked (PostgreSQL's log of
 bench/swarm.py, at the players' first joins): the heartbeat inserted the player's presence row and
 waited at its key check for the join's lock on the user; the join, holding that lock, waited to
-write the same presence row. Each such deadlock cost a second (`deadlock_timeout`) and a retry."""
+write the same presence row. Each such deadlock cost a second (`deadlock_timeout`) and a retry.
+
+A presence write never waits for a presence row another transaction is writing (it is marking
+the same user seen): a poll's reader writes presence for its whole batch on one of its process's
+two reader connections, so such a wait held every poll of the batch, then every poll of the
+process, and after DB_POOL_TIMEOUT they were answered 503."""
 
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ from duely import auth, challenges, duels, eventlog, verdicts
 from duely.db import psycopg_url
 from duely.eventlog import presence
 from duely.eventlog.presence import PresenceThrottle
+from duely.eventlog.reader import BatchedReader, _Read
+from duely.eventlog.store import PollKey
 from duely.matchmaking import queue
 from tests.conftest import TEST_SECRET_KEY
 from tests.test_spectate import submit
@@ -118,3 +125,32 @@ def test_a_login_elsewhere_does_not_wait_for_a_writer_holding_the_users_log(make
         assert_user_row_locked(db, alice.id)
         assert finishes_while_held(lambda: db.run(lambda s: auth.issue_token(s, alice.id, TEST_SECRET_KEY, 60),
                                                   attempts=1))
+
+
+def last_seen(db, user_id: int):
+    with db.transaction() as s:
+        return s.execute(text("SELECT last_seen_at FROM presence WHERE user_id = :u"), {"u": user_id}).scalar_one()
+
+
+@pytest.mark.parametrize("writer", ["a poll's reader", "the heartbeat"])
+def test_a_presence_write_skips_a_row_another_transaction_is_writing(make_user, db, writer):
+    alice, bob = make_user("alice"), make_user("bob")
+    with db.transaction() as s:
+        presence.write(s, [alice.id, bob.id])
+    bob_before = last_seen(db, bob.id)
+    with db.transaction() as holder:
+        presence.touch(holder, alice.id)  # alice's queue join, say, not yet committed
+        if writer == "the heartbeat":
+            assert finishes_while_held(lambda: db.run(lambda s: presence.write(s, [alice.id, bob.id]), attempts=1))
+        else:
+            reader = BatchedReader(db.url, 1)
+            batch = [_Read(PollKey.user(alice.id), 0, 100, True), _Read(PollKey.user(bob.id), 0, 100, True)]
+            try:
+                assert finishes_while_held(lambda: reader._run(batch))
+            finally:
+                reader.close()
+            assert all(r.error is None and r.row is not None for r in batch)
+        alice_held = holder.execute(text("SELECT last_seen_at FROM presence WHERE user_id = :u"),
+                                    {"u": alice.id}).scalar_one()
+    assert last_seen(db, bob.id) > bob_before  # the free row is written
+    assert last_seen(db, alice.id) == alice_held  # the held one is the holder's to write

@@ -22,10 +22,25 @@ _THROTTLE_SWEEP_SIZE = 50_000
 
 # In the driver's own parameter style, so that the poll's fast path (duely/eventlog/reader.py, plain
 # psycopg connections) runs the very same statement.
-UPSERT_SQL = (
-    "INSERT INTO presence (user_id, last_seen_at) SELECT uid, now() FROM unnest(CAST(%(ids)s AS bigint[])) AS uid "
-    "ON CONFLICT (user_id) DO UPDATE SET last_seen_at = excluded.last_seen_at"
-)
+#
+# It never waits for a row another transaction is writing: that writer is marking the same user
+# seen at the same moment, so the row is skipped (SKIP LOCKED). A poll's reader writes this for its
+# whole batch on one of the process's few reader connections (duely/eventlog/reader.py), so a
+# wait here would hold every poll of the batch, and then the process's other polls, for as long
+# as some other transaction kept the row. A user's first row is inserted (ON CONFLICT DO NOTHING
+# for a first row two writers insert at once).
+UPSERT_SQL = """
+    WITH wanted AS (SELECT unnest(CAST(%(ids)s AS bigint[])) AS uid),
+    free AS (
+        SELECT p.user_id FROM presence p WHERE p.user_id IN (SELECT uid FROM wanted)
+        ORDER BY p.user_id FOR NO KEY UPDATE SKIP LOCKED
+    ), seen AS (
+        UPDATE presence p SET last_seen_at = now() FROM free f WHERE p.user_id = f.user_id
+    )
+    INSERT INTO presence (user_id, last_seen_at)
+    SELECT uid, now() FROM wanted w WHERE NOT EXISTS (SELECT 1 FROM presence p WHERE p.user_id = w.uid)
+    ON CONFLICT (user_id) DO NOTHING
+    """
 
 def touch(session: Session, user_id: int) -> None:
     """Mark `user_id` as seen now (in the caller's transaction). Never throttled."""
