@@ -27,7 +27,8 @@ resign sometimes, queue again. Each player follows its log with long polls (`upd
 answering a held poll each; `--wake-on-own` for the API's default). Afterwards it lets outstanding verdicts arrive, checks that every
 player's log was gapless and every submission got exactly one verdict event, and prints:
 submissions/s sustained, submit -> own verdict event p50/p99 (and minute by minute when the
-window is two minutes or longer), queue join -> duel_started
+window is two minutes or longer: with each stage's p99, the CPU per submission of each part, and
+the WAL PostgreSQL wrote: what grows as a run ages), queue join -> duel_started
 p50/p99, p99 of each write endpoint, counts of lost / doubled / gaps / 5xx, and as the baseline
 of the same run the latency of `GET /healthz` (no database work beyond SELECT 1) under the same load,
 the requests made per submission, and the CPU per submission of each part of the stack (/proc),
@@ -35,7 +36,8 @@ PostgreSQL's split by client (the backends' application_name: duely-web, duely-r
 Where the time goes: from the events' created_at (the stack's clock is this box's), the submit
 request until the submission's row, that until the verdict's row (dispatch, judge, broker,
 intake) and that until its player read it (commit, wake-up, the poll, the player); with the
-players' own event-loop lag, and PostgreSQL's active backends by wait event (pg_stat_activity).
+players' own event-loop lag, PostgreSQL's active backends by wait event (pg_stat_activity), and
+its checkpoints (from its log: one's full-page images make the WAL of the minute after it larger).
 It also prints the most the players' pace can offer (`offered_pace`: the same players against a
 stack that answers instantly): a sustained rate close to it says the load, not the stack, was the limit.
 """
@@ -134,6 +136,7 @@ class Stats:
         self.playing = False  # the players act (the warm-up and the window)
         self.window_open = False  # what they do is measured
         self.window_began = float("inf")  # monotonic time the window opened (none yet: nothing is timed)
+        self.window_began_wall = float("inf")  # the same, wall clock
         self.closed = False
         self.endpoint: dict[str, list[float]] = defaultdict(list)
         self.statuses: dict[int, int] = defaultdict(int)
@@ -157,6 +160,10 @@ class Stats:
         self.submit_to_stored: list[float] = []
         self.stored_to_verdict: list[float] = []
         self.verdict_to_seen: list[float] = []
+        self.where_began: list[float] = []  # when each submission in submit_to_stored began (same order)
+        # (monotonic time, cpu_by_part, pg_counters then) at each SLICE_SECS of the window: which
+        # part's CPU grows, and the WAL written (a checkpoint's full-page images)
+        self.cpu_marks: list[tuple[float, dict[str, tuple[float, float]], dict[str, float]]] = []
         self.loop_lag: list[float] = []  # how late the players' own event loop woke a 10 ms sleep
         self.box_speed: list[tuple[float, float]] = []  # (monotonic time, CPU seconds of BOX_SPEED_LOOP) in the window
         self.pg_waits: dict[str, int] = defaultdict(int)  # PostgreSQL's active backends by wait event, summed over samples
@@ -269,6 +276,7 @@ class Player:
                 if stored_at is not None:
                     self.stats.submit_to_stored.append(stored_at - self.stats.submitted_wall[sid])
                     self.stats.stored_to_verdict.append(verdict_at - stored_at)
+                    self.stats.where_began.append(began)
                 if self.stats.window_open:
                     self.stats.verdicts_in_window += 1
             if data["verdict"] != "Accepted" and data["duel_id"] == self.duel_id:
@@ -468,6 +476,23 @@ def sample_pg_waits(data_dir: Path, stats: Stats, stop: gevent.event.Event, peri
             gevent.sleep(period)
 
 
+def checkpoints_logged(data_dir: Path, window_began_wall: float) -> list[str]:
+    """PostgreSQL's checkpoints from its log (log_checkpoints is on by default), as seconds from
+    the window's start with what each wrote and took: a checkpoint's writes, and the full-page
+    images in the WAL after it, compete with the stack for the disk and the cores."""
+    try:
+        text = (data_dir / "pg" / "log").read_text(errors="replace")
+    except OSError:
+        return []
+    found = []
+    for match in re.finditer(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) (\w+) .*?LOG:  checkpoint complete: (wrote \d+ buffers).*?"
+                             r"(total=[\d.]+ s).*?(distance=\d+ kB)", text, re.MULTILINE):
+        stamp, zone, wrote, total, distance = match.groups()
+        ended = datetime.strptime(f"{stamp} {'+0000' if zone in ('UTC', 'GMT') else zone}", "%Y-%m-%d %H:%M:%S.%f %z").timestamp()
+        found.append(f"ended {ended - window_began_wall:+.0f} s ({wrote}, {total}, WAL {distance})")
+    return found
+
+
 def deadlocks_logged(data_dir: Path) -> int | None:
     """Deadlocks the embedded PostgreSQL detected, from its log (None: no such log). They are
     retried, so no player sees an error, but each waited deadlock_timeout first."""
@@ -481,18 +506,63 @@ SLICE_SECS = 60.0
 
 
 def by_slice(stats: Stats, window_began: float, window: float) -> list[str]:
-    """Per SLICE_SECS of the window: submissions/s, and submit -> own verdict p50/p99 of the
-    submissions begun in it."""
+    """Per SLICE_SECS of the window: submissions/s, submit -> own verdict p50/p99 of the
+    submissions begun in it, the p99 of each stage of theirs (where it goes), and the CPU per
+    submission of the parts that used the most (from `stats.cpu_marks`): whether a late minute's
+    tail comes with a part that needs more CPU as the run ages."""
     lines = []
+    marks = {round((t - window_began) / SLICE_SECS): (usage, counters) for t, usage, counters in stats.cpu_marks}
     for start in range(0, int(window // SLICE_SECS)):
         lo, hi = window_began + start * SLICE_SECS, window_began + (start + 1) * SLICE_SECS
-        rate = sum(1 for t in stats.submit_began if lo <= t < hi) / SLICE_SECS
+        submits = sum(1 for t in stats.submit_began if lo <= t < hi)
         latencies = [v for t, v in zip(stats.verdict_began, stats.submit_to_verdict, strict=True) if lo <= t < hi]
+        stages = [(label, [v for t, v in zip(began, values, strict=True) if lo <= t < hi])
+                  for label, began, values in (("to stored", stats.where_began, stats.submit_to_stored),
+                                               ("to verdict", stats.where_began, stats.stored_to_verdict),
+                                               ("to read", stats.verdict_began, stats.verdict_to_seen))]
         speed = [secs for t, secs in stats.box_speed if lo <= t < hi]
-        lines.append(f"{start * SLICE_SECS:.0f}-{(start + 1) * SLICE_SECS:.0f} s {rate:.1f}/s, "
-                     f"p50 {ms(quantile(latencies, 0.5))}, p99 {ms(quantile(latencies, 0.99))}"
-                     + (f", box speed loop {ms(quantile(speed, 0.5))}" if speed else ""))
+        line = (f"{start * SLICE_SECS:.0f}-{(start + 1) * SLICE_SECS:.0f} s {submits / SLICE_SECS:.1f}/s, "
+                f"p50 {ms(quantile(latencies, 0.5))}, p99 {ms(quantile(latencies, 0.99))}"
+                + (f", box speed loop {ms(quantile(speed, 0.5))}" if speed else "")
+                + "; stage p99: " + ", ".join(f"{label} {ms(quantile(values, 0.99))}" for label, values in stages))
+        if start in marks and start + 1 in marks and submits:
+            (before, pg_before), (after, pg_after) = marks[start], marks[start + 1]
+            used = {part: after[part][0] - before.get(part, (0.0, 0.0))[0] for part in after}
+            line += "; CPU ms/submission: " + ", ".join(
+                f"{part.split(' ')[0]} {secs * 1000 / submits:.1f}"
+                for part, secs in sorted(used.items(), key=lambda item: -item[1])[:6])
+            if pg_before and pg_after:
+                delta = {key: pg_after[key] - pg_before[key] for key in pg_after}
+                line += (f"; WAL {delta['wal_bytes'] / 1024 / submits:.1f} kB/submission"
+                         f" ({delta['wal_fpi'] / submits:.2f} full-page images), {delta['commits'] / submits:.1f} commits")
+        lines.append(line)
     return lines
+
+
+def pg_counters(data_dir: Path) -> dict[str, float]:
+    """The embedded server's WAL written so far (pg_stat_wal: bytes, full-page images) and its
+    transactions committed (pg_stat_database); empty when it is not the embedded one."""
+    import psycopg
+
+    try:
+        with psycopg.connect(host=str(data_dir / "pg"), user="postgres", dbname="postgres", autocommit=True) as conn:
+            row = conn.execute("SELECT wal_bytes, wal_fpi, (SELECT sum(xact_commit) FROM pg_stat_database)"
+                               " FROM pg_stat_wal").fetchone()
+    except psycopg.Error:
+        return {}
+    return {"wal_bytes": float(row[0]), "wal_fpi": float(row[1]), "commits": float(row[2])} if row else {}
+
+
+def sample_cpu_marks(data_dir: Path, stats: Stats, stop: gevent.event.Event) -> None:
+    """`cpu_by_part` and `pg_counters` at every SLICE_SECS of the window after its start (which
+    main records)."""
+    mark = 1
+    while not stop.is_set():
+        gevent.sleep(max(0.0, stats.window_began + mark * SLICE_SECS - time.monotonic()))
+        if not stats.window_open:
+            return
+        stats.cpu_marks.append((time.monotonic(), cpu_by_part(data_dir), pg_counters(data_dir)))
+        mark += 1
 
 
 def main() -> None:
@@ -546,7 +616,7 @@ def main() -> None:
         if args.warmup > 0:  # played, not measured: a fresh database's first minute (README) is behind
             gevent.sleep(args.warmup)
             print("warm-up over: the window opens", flush=True)
-        stats.window_began = time.monotonic()
+        stats.window_began, stats.window_began_wall = time.monotonic(), time.time()
         stats.window_open = True
         sampler = gevent.spawn(sample_healthz, url, stats, stop)
         lag_sampler = gevent.spawn(sample_loop_lag, stats, stop)
@@ -554,16 +624,19 @@ def main() -> None:
         speed_sampler = gevent.spawn(sample_box_speed, stats, stop)
         window_began = stats.window_began
         cpu_before, pg_before = cpu_by_part(data_dir), pg_cpu_by_client(data_dir)
+        stats.cpu_marks.append((window_began, cpu_before, pg_counters(data_dir)))
+        cpu_sampler = gevent.spawn(sample_cpu_marks, data_dir, stats, stop)
         gevent.sleep(args.duration)
         stats.window_open = stats.playing = False
         window = time.monotonic() - window_began
         cpu_after, pg_after = cpu_by_part(data_dir), pg_cpu_by_client(data_dir)
+        stats.cpu_marks.append((time.monotonic(), cpu_after, pg_counters(data_dir)))
         drain_until = time.monotonic() + DRAIN_SECS
         while time.monotonic() < drain_until and any(stats.verdict_events.get(s, 0) == 0 for s in list(stats.submitted)):
             gevent.sleep(0.2)
         gevent.sleep(1.0)  # a doubled verdict would arrive now
         stop.set()
-        samplers: list[gevent.Greenlet] = [sampler, lag_sampler, pg_sampler, speed_sampler]
+        samplers: list[gevent.Greenlet] = [sampler, lag_sampler, pg_sampler, speed_sampler, cpu_sampler]
         gevent.joinall(greenlets + samplers, timeout=5)
         stats.closed = True
         gevent.killall(greenlets, timeout=10)  # the polls still held
@@ -574,6 +647,7 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         deadlocks = deadlocks_logged(data_dir)  # the stack has stopped: its log is complete
+        checkpoints = checkpoints_logged(data_dir, stats.window_began_wall)
         if not args.keep:
             shutil.rmtree(data_dir, ignore_errors=True)
 
@@ -597,7 +671,7 @@ def main() -> None:
             ("stored -> verdict stored (dispatch, judge, broker, intake)", stats.stored_to_verdict),
             ("verdict stored -> read by its player (commit, wake-up, poll, the player)", stats.verdict_to_seen))))
     if window >= 2 * SLICE_SECS:  # sustained, or fading: the window minute by minute
-        print("  by minute of the window: " + "; ".join(by_slice(stats, window_began, window)))
+        print("  by minute of the window:\n" + "\n".join(f"    {line}" for line in by_slice(stats, window_began, window)))
     print(f"queue join -> duel_started: p50 {ms(quantile(stats.join_to_start, 0.5))}, "
           f"p99 {ms(quantile(stats.join_to_start, 0.99))} ({len(stats.join_to_start)} duels)")
     for route, values in sorted(stats.endpoint.items()):
@@ -640,6 +714,8 @@ def main() -> None:
           f"{stats.statuses.get(0, 0)}; other errors {dict(stats.errors) or 'none'}")
     if deadlocks is not None:  # each held its transaction for deadlock_timeout (1 s), then was retried
         print(f"deadlocks in PostgreSQL's log over the whole run: {deadlocks}")
+    if checkpoints:
+        print("PostgreSQL's checkpoints, from the window's start: " + "; ".join(checkpoints))
     for what, times in sorted(stats.server_errors.items()):
         print(f"  5xx: {what} x{len(times)}, {times[0] - stats.window_began:+.1f} s to {times[-1] - stats.window_began:+.1f} s "
               "from the window's start (--keep keeps the stack's logs)")
