@@ -478,18 +478,29 @@ def sample_pg_waits(data_dir: Path, stats: Stats, stop: gevent.event.Event, peri
 
 def checkpoints_logged(data_dir: Path, window_began_wall: float) -> list[str]:
     """PostgreSQL's checkpoints from its log (log_checkpoints is on by default), as seconds from
-    the window's start with what each wrote and took: a checkpoint's writes, and the full-page
-    images in the WAL after it, compete with the stack for the disk and the cores."""
+    the window's start, why each began (time, wal, shutdown...) and what it wrote: a checkpoint's
+    writes, and the full-page images in the WAL after it began, compete with the stack for the
+    disk and the cores."""
     try:
         text = (data_dir / "pg" / "log").read_text(errors="replace")
     except OSError:
         return []
-    found = []
-    for match in re.finditer(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) (\w+) .*?LOG:  checkpoint complete: (wrote \d+ buffers).*?"
-                             r"(total=[\d.]+ s).*?(distance=\d+ kB)", text, re.MULTILINE):
-        stamp, zone, wrote, total, distance = match.groups()
-        ended = datetime.strptime(f"{stamp} {'+0000' if zone in ('UTC', 'GMT') else zone}", "%Y-%m-%d %H:%M:%S.%f %z").timestamp()
-        found.append(f"ended {ended - window_began_wall:+.0f} s ({wrote}, {total}, WAL {distance})")
+
+    def offset(stamp: str, zone: str) -> float:
+        at = datetime.strptime(f"{stamp} {'+0000' if zone in ('UTC', 'GMT') else zone}", "%Y-%m-%d %H:%M:%S.%f %z")
+        return at.timestamp() - window_began_wall
+
+    found, began = [], None
+    stamp = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) (\w+) \[\d+\] LOG:  "
+    for match in re.finditer(stamp + r"checkpoint (starting: (.*)|complete: (wrote \d+ buffers).*?(total=[\d.]+ s).*?(distance=\d+ kB).*)$",
+                             text, re.MULTILINE):
+        when, zone, _, why, wrote, total, distance = match.groups()
+        if why is not None:
+            began = (offset(when, zone), why.strip())
+            continue
+        start = f"began {began[0]:+.0f} s ({began[1]}), " if began else ""
+        found.append(f"{start}ended {offset(when, zone):+.0f} s ({wrote}, {total}, WAL {distance})")
+        began = None
     return found
 
 
