@@ -61,6 +61,7 @@ from collections import defaultdict  # noqa: E402
 from collections.abc import Iterable  # noqa: E402
 from datetime import datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
 
 import gevent  # noqa: E402
 import gevent.event  # noqa: E402
@@ -74,6 +75,9 @@ from duely_client import Client, DuelyError  # noqa: E402
 
 from duely.gcfreeze import freeze_startup_heap  # noqa: E402
 from duely.infra import free_port  # noqa: E402
+
+if TYPE_CHECKING:
+    import psycopg
 
 ACCEPTED = "print(1)\n"
 WRONG = "print(0)\n# verdict: Wrong Answer on test #1\n"
@@ -374,6 +378,14 @@ def run_queue_wait(pid: int) -> float:
     return waited / 1e9
 
 
+def embedded_pg(data_dir: Path) -> "psycopg.Connection":
+    """An autocommit connection to the embedded PostgreSQL of the stack in `data_dir` (its socket
+    is in DATA_DIR/pg); raises psycopg.Error when the server is not the embedded one."""
+    import psycopg
+
+    return psycopg.connect(host=str(data_dir / "pg"), user="postgres", dbname="postgres", autocommit=True)
+
+
 def pg_cpu_by_client(data_dir: Path) -> dict[int, tuple[str, float]]:
     """CPU seconds used so far by each live PostgreSQL backend, with whose it is: its
     `application_name` without a trailing pid (the stack's pools, readers and listeners name
@@ -382,7 +394,7 @@ def pg_cpu_by_client(data_dir: Path) -> dict[int, tuple[str, float]]:
     import psycopg
 
     try:
-        conn = psycopg.connect(host=str(data_dir / "pg"), user="postgres", dbname="postgres", autocommit=True)
+        conn = embedded_pg(data_dir)
     except psycopg.Error:
         return {}
     with conn:
@@ -462,7 +474,7 @@ def sample_pg_waits(data_dir: Path, stats: Stats, stop: gevent.event.Event, peri
     import psycopg
 
     try:
-        conn = psycopg.connect(host=str(data_dir / "pg"), user="postgres", dbname="postgres", autocommit=True)
+        conn = embedded_pg(data_dir)
     except psycopg.Error:
         return  # not the embedded server: no figure
     with conn:
@@ -556,7 +568,7 @@ def pg_counters(data_dir: Path) -> dict[str, float]:
     import psycopg
 
     try:
-        with psycopg.connect(host=str(data_dir / "pg"), user="postgres", dbname="postgres", autocommit=True) as conn:
+        with embedded_pg(data_dir) as conn:
             row = conn.execute("SELECT wal_bytes, wal_fpi, (SELECT sum(xact_commit) FROM pg_stat_database)"
                                " FROM pg_stat_wal").fetchone()
     except psycopg.Error:
